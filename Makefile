@@ -1,0 +1,48 @@
+# PushHub — `make run` starts the product with a demo tenant, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WEB_PORT ?= 8000
+export WEB_PORT
+
+.PHONY: install run demo test test-py test-js lint format sandbox clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Web (gunicorn) + Celery worker + beat from the Procfile, on SQLite and a filesystem broker by default.
+# The web process also serves the WeChat sandbox that the demo's sandbox app talks to.
+run: install
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py createcachetable
+	$(BIN)/python manage.py load_demo --base-url http://127.0.0.1:$(WEB_PORT)
+	@echo ""
+	@echo "PushHub is starting at http://127.0.0.1:$(WEB_PORT)/  (API docs: http://127.0.0.1:$(WEB_PORT)/api/docs/)"
+	@echo ""
+	SANDBOX_API_BASE=http://127.0.0.1:$(WEB_PORT)/sandbox/wechat PATH=$(CURDIR)/$(BIN):$$PATH \
+		$(BIN)/honcho start -f Procfile
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# The sandbox alone on its own port (benchmarks, or pointing WECHAT_API_BASE at it).
+sandbox: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python -m pushhub.wechat.sandbox --port 9100
+
+clean:
+	rm -rf var/pushhub.sqlite3* var/test.sqlite3* var/celery var/staticfiles

@@ -1,0 +1,199 @@
+"""API plumbing shared by every app: the one error shape, cursor pagination, JSON 404/500 pages.
+
+Every error leaving /api, /sdk, /t or /wechat is ``{"error": {"code", "message", "field"?, ...}}``
+with the right HTTP status (../shared/API.md "Conventions").
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views.defaults import page_not_found, server_error
+from rest_framework import exceptions, pagination, serializers
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """An error with a contract code. Raise it from views and services that answer HTTP."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: Any):
+        self.status_code = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.extra = extra
+        super().__init__(detail=message, code=code)
+
+    def payload(self) -> dict:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        body.update(self.extra)
+        return {"error": body}
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, **extra) -> JsonResponse:
+    return JsonResponse(ApiError(status, code, message, field, **extra).payload(), status=status)
+
+
+def _first_validation_error(detail, prefix: str = "") -> tuple[str | None, str, str]:
+    """Walk DRF's nested ValidationError detail; return (field, message, code) of the first error."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "non_field_errors":
+                name = prefix or None
+            return _first_validation_error(value, name or "")
+    if isinstance(detail, list) and detail:
+        for index, item in enumerate(detail):
+            if item:
+                if isinstance(item, dict | list):
+                    return _first_validation_error(item, f"{prefix}[{index}]" if prefix else str(index))
+                return _first_validation_error(item, prefix)
+    code = getattr(detail, "code", None) or "invalid"
+    return (prefix or None, str(detail), code)
+
+
+_STATUS_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "not_authenticated",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "rate_limited",
+}
+
+
+def exception_handler(exc, context) -> Response | None:
+    """DRF exception handler producing the contract's error shape for every failure."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, Http404):
+        exc = ApiError(404, "not_found", "Not found.")
+    elif isinstance(exc, PermissionDenied):
+        exc = ApiError(403, "permission_denied", "You do not have permission to perform this action.")
+    elif isinstance(exc, RequestDataTooBig):
+        exc = ApiError(413, "payload_too_large", "Request body is too large.")
+
+    if isinstance(exc, ApiError):
+        response = Response(exc.payload(), status=exc.status_code)
+    elif isinstance(exc, exceptions.ParseError):
+        response = Response(
+            {"error": {"code": "invalid_json", "message": f"Request body is not valid JSON: {exc.detail}"}},
+            status=400,
+        )
+    elif isinstance(exc, exceptions.ValidationError):
+        field, message, code = _first_validation_error(exc.detail)
+        # Serializer validators may name a contract code (e.g. invalid_appid) as the error code.
+        code = (
+            code if code not in {"invalid", "required", "null", "blank", "max_length", "min_length"} else None
+        )
+        body = {"code": code or "validation_error", "message": message}
+        if field:
+            body["field"] = field
+        response = Response({"error": body}, status=400)
+    elif isinstance(exc, exceptions.APIException):
+        code = next((c for cls, c in _STATUS_CODES.items() if isinstance(exc, cls)), None)
+        code = code or (exc.get_codes() if isinstance(exc.get_codes(), str) else "error")
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        response = Response({"error": {"code": code, "message": str(exc.detail)}}, status=exc.status_code)
+    else:
+        return None  # a real bug: let Django log it and answer 500 through handler500
+    set_rollback()
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+class CursorPagination(pagination.CursorPagination):
+    """`?cursor=` pagination answering ``{"results": [...], "next": url|null}`` (the contract's shape)."""
+
+    ordering = "-created_at"
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+    def get_paginated_response(self, data):
+        return Response({"results": data, "next": self.get_next_link()})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["results", "next"],
+            "properties": {
+                "results": schema,
+                "next": {"type": "string", "format": "uri", "nullable": True},
+            },
+        }
+
+
+def absolute_url(request, path: str) -> str:
+    """An absolute URL for ``path``: PUBLIC_BASE_URL when configured, else the request's own host."""
+    if settings.PUBLIC_BASE_URL:
+        return settings.PUBLIC_BASE_URL + path
+    return request.build_absolute_uri(path)
+
+
+def iso_utc(value) -> str | None:
+    """UTC ISO-8601 with ``Z`` (the contract's time format)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class StrictCharField(serializers.CharField):
+    """A string and only a string: DRF's CharField would quietly turn 123 or true into text."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true/false only (not "yes", 1 or "on")."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class UtcDateTimeField(serializers.DateTimeField):
+    def to_representation(self, value):
+        return iso_utc(value)
+
+
+def _is_api_path(request: HttpRequest) -> bool:
+    return request.path.startswith(settings.API_PATH_PREFIXES)
+
+
+def handler404(request, exception=None):
+    if _is_api_path(request):
+        return error_response(404, "not_found", "Not found.")
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if _is_api_path(request):
+        return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+    return server_error(request)
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})

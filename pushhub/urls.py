@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from pushhub import api
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/v1/", include("tenants.api_urls")),
+    path("sandbox/wechat/", include("pushhub.wechat.sandbox.urls")),
+    path("healthz", api.healthz, name="healthz"),
+    path("", include("tenants.urls")),
+]
+
+# JSON errors (never an HTML page) under the API prefixes; HTML elsewhere.
+handler404 = "pushhub.api.handler404"
+handler500 = "pushhub.api.handler500"

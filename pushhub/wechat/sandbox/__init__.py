@@ -1,0 +1,1 @@
+"""The WeChat sandbox: a stateful fake of the WeChat server API PushHub calls (see services.py)."""

@@ -1,0 +1,16 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from tenants.api import AccessTokenViewSet, AppViewSet
+
+router = SimpleRouter(trailing_slash=False)
+router.register("apps", AppViewSet, basename="app")
+
+urlpatterns = [
+    path(
+        "apps/<str:appid>/access-token",
+        AccessTokenViewSet.as_view({"get": "retrieve"}),
+        name="app-access-token",
+    ),
+    *router.urls,
+]

@@ -1,0 +1,89 @@
+"""`make run`'s demo: a tenant, a login, an API key, a sandbox app with templates and test users.
+
+Idempotent: running it again keeps the data and prints a fresh API key (keys are never stored in clear).
+"""
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from pushhub.wechat.sandbox import services as sandbox
+from tenants import services
+from tenants.models import MiniProgram, Tenant
+
+DEMO_SLUG = "demo"
+DEMO_EMAIL = "demo@pushhub.local"
+DEMO_PASSWORD = "pushhub-demo"
+DEMO_APPID = "wxdeadbeef00000001"
+DEMO_SECRET = "0123456789abcdef0123456789abcdef"
+DEMO_TEMPLATES = [
+    {
+        "kind": "subscribe",
+        "template_id": "demo-order-shipped-subscribe-tmpl01",
+        "title": "订单发货通知",
+        "content": "订单号:{{character_string1.DATA}}\n商品名称:{{thing2.DATA}}\n发货时间:{{time3.DATA}}\n",
+        "example": "订单号:A20261124001\n商品名称:机械键盘\n发货时间:2026年11月24日 15:01\n",
+        "type": 2,
+    },
+    {
+        "kind": "formid",
+        "template_id": "demo-payment-success-formid-tmpl0001",
+        "title": "支付成功通知",
+        "content": "订单号{{keyword1.DATA}}\n金额{{keyword2.DATA}}\n支付时间{{keyword3.DATA}}\n",
+        "example": "订单号A123\n金额¥99.00\n支付时间2026-11-24 15:01\n",
+    },
+]
+DEMO_USERS = ["oDemoUser000000000000000001", "oDemoUser000000000000000002", "oDemoUser000000000000000003"]
+
+
+class Command(BaseCommand):
+    help = "Load the demo tenant (login, API key, sandbox mini-program, templates, test users)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--base-url", default="http://127.0.0.1:8000", help="where the printed URLs point"
+        )
+
+    def handle(self, base_url, **options):
+        if settings.PRODUCTION:
+            raise CommandError(
+                "load_demo creates a known password; it does not run with PUSHHUB_ENV=production"
+            )
+        tenant = Tenant.objects.filter(slug=DEMO_SLUG).first()
+        if tenant is None:
+            tenant = services.create_tenant("Demo", DEMO_EMAIL, password=DEMO_PASSWORD, slug=DEMO_SLUG).tenant
+        user = get_user_model().objects.get(email=DEMO_EMAIL)
+        if not user.is_staff:  # lets the demo owner look around the Django admin too
+            user.is_staff = user.is_superuser = True
+            user.save(update_fields=["is_staff", "is_superuser"])
+
+        app = MiniProgram.objects.live().filter(appid=DEMO_APPID).first()
+        if app is None:
+            app = services.register_app(
+                tenant,
+                appid=DEMO_APPID,
+                secret=DEMO_SECRET,
+                name="Demo shop (sandbox)",
+                sandbox_app=True,
+                actor="system:load_demo",
+            )
+        else:
+            sandbox.register_app(DEMO_APPID, app.get_secret())
+        existing = {t.template_id for t in sandbox.list_templates(DEMO_APPID)}
+        for template in DEMO_TEMPLATES:
+            if template["template_id"] not in existing:
+                sandbox.add_template(DEMO_APPID, **template)
+        for openid in DEMO_USERS:
+            sandbox.create_user(DEMO_APPID, openid=openid)
+
+        _, write_key = services.create_api_key(
+            tenant, "write", name="make run demo", actor="system:load_demo"
+        )
+        self.stdout.write(self.style.SUCCESS("Demo tenant ready"))
+        self.stdout.write(f"  dashboard:    {base_url}/        login {DEMO_EMAIL} / {DEMO_PASSWORD}")
+        self.stdout.write(f"  API docs:     {base_url}/api/docs/")
+        self.stdout.write(f"  API key:      {write_key}   (write scope; shown once)")
+        self.stdout.write(f"  sandbox app:  {DEMO_APPID} (test users: {', '.join(DEMO_USERS)})")
+        self.stdout.write(
+            f"  try:          curl -H 'Authorization: Bearer {write_key}' {base_url}/api/v1/apps"
+        )

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from pushhub.api import StrictBooleanField, StrictCharField, UtcDateTimeField, absolute_url
+from tenants.models import MiniProgram
+
+
+class AppSerializer(serializers.ModelSerializer):
+    """A mini-program as the API shows it. The AppSecret never appears: only ``secret_hint``."""
+
+    secret_hint = serializers.CharField(read_only=True)
+    events_url = serializers.SerializerMethodField()
+    events_aes_key = serializers.SerializerMethodField()
+    created_at = UtcDateTimeField(read_only=True)
+
+    class Meta:
+        model = MiniProgram
+        fields = [
+            "appid",
+            "name",
+            "sandbox",
+            "secret_hint",
+            "events_url",
+            "events_token",
+            "events_aes_key",
+            "credit_source",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_events_url(self, app: MiniProgram) -> str:
+        return absolute_url(self.context["request"], app.events_path)
+
+    def get_events_aes_key(self, app: MiniProgram) -> str:
+        return app.get_events_aes_key()
+
+
+class RejectUnknownFieldsMixin:
+    """A typo'd or read-only field is an error, not silently ignored."""
+
+    def validate(self, attrs):
+        unknown = (
+            sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        )
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: ["Unknown or read-only field."]})
+        return super().validate(attrs)
+
+
+class AppCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    appid = StrictCharField(max_length=64)
+    secret = StrictCharField(max_length=128, trim_whitespace=False)
+    name = StrictCharField(max_length=100)
+    sandbox = StrictBooleanField(required=False, default=False)
+
+
+class AppUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    name = StrictCharField(max_length=100, required=False)
+    secret = StrictCharField(max_length=128, required=False, trim_whitespace=False)
+    sandbox = StrictBooleanField(required=False)
+    credit_source = serializers.ChoiceField(choices=MiniProgram.CreditSource.choices, required=False)
+
+
+class AccessTokenSerializer(serializers.Serializer):
+    access_token = serializers.CharField()
+    expires_at = serializers.CharField(help_text="UTC ISO-8601")

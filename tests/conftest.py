@@ -1,0 +1,101 @@
+"""Shared fixtures: three personas (owner, member, outsider), keys, and the sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+
+from pushhub.wechat.client import close_http_session
+from tenants import services
+from tenants.models import Membership
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_isolated(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # A cache namespace of its own per test: real Redis in CI, nothing shared between tests, no FLUSHDB.
+    caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
+    caches["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = caches
+
+
+def random_appid() -> str:
+    return "wx" + secrets.token_hex(8)
+
+
+def random_secret() -> str:
+    return secrets.token_hex(16)
+
+
+@pytest.fixture
+def tenant(db):
+    return services.create_tenant("Acme", "owner@acme.test", password="correct horse battery").tenant
+
+
+@pytest.fixture
+def other_tenant(db):
+    return services.create_tenant("Globex", "owner@globex.test", password="correct horse battery").tenant
+
+
+@pytest.fixture
+def viewer(tenant, django_user_model):
+    user = django_user_model.objects.create_user(
+        "viewer@acme.test", "viewer@acme.test", "correct horse battery"
+    )
+    Membership.objects.create(tenant=tenant, user=user, role=Membership.Role.VIEWER)
+    return user
+
+
+def api_client(raw_key: str | None) -> APIClient:
+    client = APIClient()
+    if raw_key:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
+
+
+@pytest.fixture
+def write_key(tenant):
+    return services.create_api_key(tenant, "write", name="tests")[1]
+
+
+@pytest.fixture
+def read_key(tenant):
+    return services.create_api_key(tenant, "read", name="tests")[1]
+
+
+@pytest.fixture
+def api(write_key):
+    return api_client(write_key)
+
+
+@pytest.fixture
+def read_api(read_key):
+    return api_client(read_key)
+
+
+@pytest.fixture
+def outsider_api(other_tenant):
+    return api_client(services.create_api_key(other_tenant, "write", name="outsider")[1])
+
+
+@pytest.fixture
+def sandbox_app(tenant):
+    return services.register_app(
+        tenant, appid=random_appid(), secret=random_secret(), name="Sandbox shop", sandbox_app=True
+    )
+
+
+@pytest.fixture
+def sandbox_base(live_server, settings):
+    """The sandbox served over real HTTP by the live server; every app (sandbox or not) points at it."""
+    base = f"{live_server.url}/sandbox/wechat"
+    settings.SANDBOX_API_BASE = base
+    settings.WECHAT_API_BASE = base
+    yield base
+    # Keep-alive sockets would keep the live server's request threads (and their DB connections) alive.
+    close_http_session()

@@ -1,0 +1,169 @@
+"""Settings refuse unsafe production configs; operator commands; docs and admin never leak secrets."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from tenants.models import ApiKey, Membership, Tenant
+from tests.conftest import api_client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _django_setup(**env_overrides) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SECRET_KEY", "FIELD_ENCRYPTION_KEY", "API_KEY_HMAC_SECRET"}
+    }
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "pushhub.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_refuses_the_default_secret_key():
+    result = _django_setup(PUSHHUB_ENV="production")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_the_dev_encryption_key():
+    result = _django_setup(PUSHHUB_ENV="production", SECRET_KEY="x" * 50)
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEY" in result.stderr
+
+
+def test_production_starts_with_real_secrets():
+    from cryptography.fernet import Fernet
+
+    result = _django_setup(
+        PUSHHUB_ENV="production",
+        SECRET_KEY="s" * 50,
+        FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="push.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "started" in result.stdout
+
+
+def test_a_malformed_encryption_key_fails_loudly(db, settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pushhub import crypto
+
+    settings.FIELD_ENCRYPTION_KEYS = ["not-a-fernet-key"]
+    with pytest.raises(ImproperlyConfigured):
+        crypto.encrypt("x")
+
+
+def test_encryption_keys_rotate(settings):
+    from cryptography.fernet import Fernet
+
+    from pushhub import crypto
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEYS = [old]
+    token = crypto.encrypt("s3cret")
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]
+    assert crypto.decrypt(token) == "s3cret"
+    rotated = crypto.rotate(token)
+    settings.FIELD_ENCRYPTION_KEYS = [new]
+    assert crypto.decrypt(rotated) == "s3cret"
+    with pytest.raises(crypto.DecryptionError):
+        crypto.decrypt(token)
+
+
+@pytest.mark.django_db
+def test_create_tenant_prints_a_generated_password():
+    out = StringIO()
+    call_command("create_tenant", "Initech", "--owner", "boss@initech.test", stdout=out)
+    text = out.getvalue()
+    assert "tenant: initech" in text
+    password = re.search(r"password: (\S+)", text).group(1)
+    membership = Membership.objects.get(tenant__slug="initech")
+    assert membership.role == "owner" and membership.user.check_password(password)
+
+
+@pytest.mark.django_db
+def test_create_api_key_prints_only_a_working_key(tenant):
+    out = StringIO()
+    call_command("create_api_key", "--tenant", tenant.slug, "--scope", "write", "--name", "ci", stdout=out)
+    raw = out.getvalue().strip()
+    assert re.fullmatch(r"phk_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}", raw)
+    key = ApiKey.objects.get(tenant=tenant, name="ci")
+    assert key.scope == "write" and raw not in key.digest
+    assert api_client(raw).get("/api/v1/apps").status_code == 200
+
+
+@pytest.mark.django_db
+def test_load_demo_is_repeatable_and_prints_a_key():
+    out = StringIO()
+    call_command("load_demo", stdout=out)
+    call_command("load_demo", stdout=out)
+    assert Tenant.objects.filter(slug="demo").count() == 1
+    keys = re.findall(r"phk_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}", out.getvalue())
+    assert len(set(keys)) == 2
+    response = api_client(keys[-1]).get("/api/v1/apps")
+    assert [a["appid"] for a in response.json()["results"]] == ["wxdeadbeef00000001"]
+
+
+@pytest.mark.django_db
+def test_the_schema_describes_the_apps_api(client):
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {
+        "/api/v1/apps",
+        "/api/v1/apps/{appid}",
+        "/api/v1/apps/{appid}/access-token",
+        "/api/v1/apps/{appid}/events-credentials/rotate",
+    } <= set(paths)
+
+
+@pytest.mark.django_db
+def test_swagger_ui_is_served_without_a_cdn(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn." not in html and "unpkg" not in html
+    asset = re.search(r'src="(/static/[^"]*swagger-ui-bundle\.js)"', html).group(1)
+    assert client.get(asset).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_admin_never_shows_a_secret(client, django_user_model, sandbox_app):
+    admin = django_user_model.objects.create_superuser("root", "root@x.test", "correct horse battery")
+    client.force_login(admin)
+    secret = sandbox_app.get_secret()
+    for url in ["/admin/tenants/miniprogram/", f"/admin/tenants/miniprogram/{sandbox_app.pk}/change/"]:
+        response = client.get(url)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert secret not in html and sandbox_app.secret_ciphertext not in html
+        assert sandbox_app.get_events_aes_key() not in html
+        assert sandbox_app.secret_hint in html
+
+
+@pytest.mark.django_db
+def test_the_home_page_lists_my_apps(client, sandbox_app):
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.get(email="owner@acme.test")
+    client.force_login(owner)
+    html = client.get("/").content.decode()
+    assert sandbox_app.appid in html and "Sandbox shop" in html
