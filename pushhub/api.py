@@ -197,3 +197,45 @@ def handler500(request):
 
 def healthz(request):
     return JsonResponse({"status": "ok"})
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "example": "validation_error"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "the input at fault, when there is one"},
+                "errcode": {"type": "integer", "description": "WeChat's errcode (wechat_* errors)"},
+                "errmsg": {"type": "string", "description": "WeChat's errmsg (wechat_* errors)"},
+            },
+        }
+    },
+}
+_ERROR_STATUSES = {
+    "400": "Bad input: invalid_json, validation_error or a more specific code; `field` names the input",
+    "401": "not_authenticated: missing, malformed, unknown or revoked credentials",
+    "403": "permission_denied: e.g. a read key trying to write",
+    "404": "not_found: unknown, or another tenant's (never revealed)",
+    "413": "payload_too_large: body over 64 KiB",
+    "429": "rate_limited, with Retry-After",
+}
+
+
+def add_error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every operation documents the contract's error shape."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            statuses = ["401", "403", "404", "429"]
+            if method in {"post", "put", "patch"}:
+                statuses += ["400", "413"]
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                responses.setdefault(status, {"description": _ERROR_STATUSES[status], "content": ref})
+    return result

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -320,16 +320,21 @@ def issue_formids(
     return [row.value for row in rows]
 
 
-def _add_credit(app: SandboxApp, openid: str, template_id: str) -> None:
-    """+1 send of a template for a user, safe against a concurrent first accept."""
-    match = SandboxSubscription.objects.filter(app=app, openid=openid, template_id=template_id)
-    if match.update(credits=F("credits") + 1):
+def _increment(model: type[models.Model], field: str, **lookup: Any) -> None:
+    """+1 on a counter row, creating it on first use; safe against a concurrent first increment."""
+    match = model.objects.filter(**lookup)
+    if match.update(**{field: F(field) + 1}):
         return
     try:
         with transaction.atomic():
-            SandboxSubscription.objects.create(app=app, openid=openid, template_id=template_id, credits=1)
+            model.objects.create(**lookup, **{field: 1})
     except IntegrityError:
-        match.update(credits=F("credits") + 1)
+        match.update(**{field: F(field) + 1})
+
+
+def _add_credit(app: SandboxApp, openid: str, template_id: str) -> None:
+    """+1 send of a template for a user."""
+    _increment(SandboxSubscription, "credits", app=app, openid=openid, template_id=template_id)
 
 
 def accept_subscriptions(appid: str, openid: str, results: dict[str, str]) -> dict[str, str]:
@@ -487,15 +492,8 @@ def stats(appid: str) -> dict[str, Any]:
 
 
 def record_call(app: SandboxApp, endpoint: str, errcode: int) -> None:
-    """Count one answer of a token-taking endpoint (a guarded increment; a first-time row is created)."""
-    match = SandboxCallCount.objects.filter(app=app, endpoint=endpoint, errcode=errcode)
-    if match.update(count=F("count") + 1):
-        return
-    try:
-        with transaction.atomic():
-            SandboxCallCount.objects.create(app=app, endpoint=endpoint, errcode=errcode, count=1)
-    except IntegrityError:
-        match.update(count=F("count") + 1)
+    """Count one answer of a token-taking endpoint."""
+    _increment(SandboxCallCount, "count", app=app, endpoint=endpoint, errcode=errcode)
 
 
 # --- credentials and access tokens (WeChat side) ---------------------------------------------------
