@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install run demo test test-py test-js lint format sandbox clean
+.PHONY: install run test test-js lint format sandbox clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ run: install
 	SANDBOX_API_BASE=http://127.0.0.1:$(WEB_PORT)/sandbox/wechat PATH=$(CURDIR)/$(BIN):$$PATH \
 		$(BIN)/honcho start -f Procfile
 
-test: install
+test: install test-js
 	$(BIN)/python -m pytest -q
+
+# The mini-program SDK's unit tests (Node's own runner, a fake `wx`, no network).
+test-js:
+	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=dot tests/js/; \
+	else echo "node not found: skipping the SDK's JavaScript tests (install Node.js >= 18)"; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,901 @@
+/*!
+ * PushHub mini-program SDK v1.0.0
+ *
+ * Plain CommonJS for WeChat mini-programs (ES2017, no build step, no dependencies).
+ * Copy this file into your mini-program and require it from app.js:
+ *
+ *   const PushHub = require('./pushhub/pushhub.js');
+ *   const pushhub = new PushHub({ appid: 'wx0123456789abcdef', server: 'https://push.example.com' });
+ *
+ * Contract: every asynchronous public method returns a Promise that always RESOLVES, to
+ * {ok: true, data} or {ok: false, error: {code, message, ...}}. Synchronous methods never throw.
+ * The SDK must never crash the host app, so every entry point is guarded.
+ */
+'use strict';
+
+var VERSION = '1.0.0';
+var DAY = 24 * 60 * 60 * 1000;
+var SESSION_DAYS = 30; // the contract's session lifetime, used when expires_at is unusable
+var FORMID_TTL = 7 * DAY; // a formId / prepay_id is worthless after 7 days
+var MAX_PER_REQUEST = 100; // the server accepts 1..100 ids per call
+var MAX_QUEUE = 1000; // bound on buffered ids per kind (storage is small: 1 MB per key)
+var MAX_ID_LENGTH = 128;
+var SUBSCRIBE_GROUP = 3; // ids per wx.requestSubscribeMessage call that WeChat accepts everywhere
+var SUBSCRIBE_VALUES = { accept: 1, reject: 1, ban: 1, filter: 1 };
+var KINDS = ['formids', 'prepay_ids'];
+
+var firstInstance = null;
+
+// ---------------------------------------------------------------------------------------------
+// small helpers
+
+function ok(data) {
+  return { ok: true, data: data };
+}
+
+function fail(code, message, extra) {
+  var error = { code: code, message: message || code };
+  if (extra) {
+    Object.keys(extra).forEach(function (k) {
+      if (extra[k] !== undefined) error[k] = extra[k];
+    });
+  }
+  return { ok: false, error: error };
+}
+
+function errText(e) {
+  try {
+    if (e && e.message) return String(e.message);
+    if (e && e.errMsg) return String(e.errMsg);
+    return String(e);
+  } catch (ignored) {
+    return 'unknown error';
+  }
+}
+
+function globalWx() {
+  try {
+    // eslint-disable-next-line no-undef
+    if (typeof wx !== 'undefined' && wx) return wx;
+  } catch (ignored) {
+    // a hostile environment; fall through
+  }
+  return null;
+}
+
+function toInt(value, fallback, min, max) {
+  var n = Number(value);
+  if (value === undefined || value === null || value === '' || !isFinite(n)) return fallback;
+  n = Math.floor(n);
+  if (n < min) return min;
+  if (n > max) return max;
+  return n;
+}
+
+function parseBody(raw) {
+  if (typeof raw === 'string') {
+    try {
+      return raw ? JSON.parse(raw) : null;
+    } catch (ignored) {
+      return raw;
+    }
+  }
+  return raw === undefined ? null : raw;
+}
+
+function headerValue(headers, name) {
+  if (!headers || typeof headers !== 'object') return undefined;
+  var want = name.toLowerCase();
+  var keys = Object.keys(headers);
+  for (var i = 0; i < keys.length; i++) {
+    if (keys[i].toLowerCase() === want) return headers[keys[i]];
+  }
+  return undefined;
+}
+
+function randomId() {
+  var s = '';
+  for (var i = 0; i < 4; i++) s += Math.floor(Math.random() * 0x100000000).toString(16);
+  return s;
+}
+
+function statusCode(status) {
+  if (status === 401) return 'not_authenticated';
+  if (status === 403) return 'permission_denied';
+  if (status === 404) return 'not_found';
+  if (status === 429) return 'rate_limited';
+  if (status >= 500) return 'server_error';
+  return 'http_error';
+}
+
+// ---------------------------------------------------------------------------------------------
+// the client
+
+/**
+ * @param {object} options
+ * @param {string} options.appid           the mini-program's appid (wx + 16 hex)
+ * @param {string} options.server          PushHub base URL, e.g. https://push.example.com
+ * @param {boolean} [options.debug]        log what the SDK does (console.log)
+ * @param {number} [options.batchSize=20]  upload when this many ids are buffered (1..100)
+ * @param {number} [options.flushInterval=5000] upload buffered ids at most this many ms later
+ * @param {number} [options.maxRetries=3]  retries after the first attempt (network, 5xx, 429)
+ * @param {number} [options.retryDelay=1000] base of the exponential backoff, ms
+ * @param {number} [options.maxRetryAfter=60000] a 429 asking to wait longer than this is not waited for
+ * @param {number} [options.timeout=10000] wx.request timeout, ms
+ */
+function PushHub(options) {
+  if (!(this instanceof PushHub)) return new PushHub(options);
+  this._timer = null;
+  this._session = null;
+  this._loginPromise = null;
+  this._pending = { formids: [], prepay_ids: [] };
+  this._inflight = { formids: [], prepay_ids: [] };
+  this._flushTail = Promise.resolve();
+  this._flushWaiting = null;
+  this._destroyed = false;
+  this._hideHandler = null;
+  try {
+    this._configure(options || {});
+  } catch (e) {
+    this._configError = 'invalid options: ' + errText(e);
+  }
+  if (this._configError) {
+    try {
+      if (typeof console !== 'undefined') console.error('[pushhub] ' + this._configError);
+    } catch (ignored) {
+      // nothing to do
+    }
+    return;
+  }
+  if (!firstInstance) firstInstance = this;
+  this._restoreQueue();
+  this._listenAppHide();
+}
+
+PushHub.VERSION = VERSION;
+
+/** The first PushHub instance created (and not destroyed); null if there is none. */
+PushHub.shared = function () {
+  return firstInstance;
+};
+
+var proto = PushHub.prototype;
+
+proto._configure = function (o) {
+  var appid = typeof o.appid === 'string' ? o.appid.trim() : '';
+  var server = typeof o.server === 'string' ? o.server.trim().replace(/\/+$/, '') : '';
+  if (!appid || /[\s/?#]/.test(appid)) {
+    this._configError = 'options.appid must be your mini-program appid';
+  } else if (!/^https?:\/\/[^\s/]+/.test(server)) {
+    this._configError = 'options.server must be the PushHub URL, e.g. https://push.example.com';
+  }
+  this._appid = appid;
+  this._server = server;
+  this._debug = !!o.debug;
+  this._batchSize = toInt(o.batchSize, 20, 1, MAX_PER_REQUEST);
+  this._flushInterval = toInt(o.flushInterval, 5000, 0, 24 * 60 * 60 * 1000);
+  this._maxRetries = toInt(o.maxRetries, 3, 0, 10);
+  this._retryDelay = toInt(o.retryDelay, 1000, 0, 60000);
+  this._maxRetryAfter = toInt(o.maxRetryAfter, 60000, 0, 24 * 60 * 60 * 1000);
+  this._timeout = toInt(o.timeout, 10000, 1000, 120000);
+  // Seams for tests and unusual hosts; not needed in a mini-program.
+  this._wxOverride = o.wx || null;
+  this._now = typeof o.now === 'function' ? o.now : function () { return Date.now(); };
+  this._random = typeof o.random === 'function' ? o.random : Math.random;
+  this._sleep = typeof o.sleep === 'function' ? o.sleep : function (ms) {
+    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+  };
+  this._sessionKey = 'pushhub:session:' + appid;
+  this._queueKey = 'pushhub:queue:' + appid;
+};
+
+proto._wx = function () {
+  return this._wxOverride || globalWx();
+};
+
+proto._log = function () {
+  if (!this._debug) return;
+  try {
+    var args = Array.prototype.slice.call(arguments);
+    args.unshift('[pushhub]');
+    console.log.apply(console, args);
+  } catch (ignored) {
+    // logging must never fail the caller
+  }
+};
+
+/** Runs fn and turns anything it does (value, rejection, throw) into a resolving result. */
+proto._guard = function (fn) {
+  var self = this;
+  return new Promise(function (resolve) {
+    if (self._configError) {
+      resolve(fail('invalid_config', self._configError));
+      return;
+    }
+    var p;
+    try {
+      p = fn.call(self);
+    } catch (e) {
+      self._log('internal error', e);
+      resolve(fail('internal_error', errText(e)));
+      return;
+    }
+    Promise.resolve(p).then(
+      function (r) {
+        resolve(r && typeof r.ok === 'boolean' ? publicResult(r) : ok(r));
+      },
+      function (e) {
+        self._log('internal error', e);
+        resolve(fail('internal_error', errText(e)));
+      }
+    );
+  });
+};
+
+// Internal results carry bookkeeping (retryable, stage, status); the host sees {ok, data|error}.
+function publicResult(r) {
+  if (r.ok) return { ok: true, data: r.data };
+  var out = { ok: false, error: r.error || { code: 'internal_error', message: 'unknown error' } };
+  if (r.data !== undefined) out.data = r.data;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// storage
+
+proto._read = function (key) {
+  try {
+    var w = this._wx();
+    if (!w || typeof w.getStorageSync !== 'function') return null;
+    var v = w.getStorageSync(key);
+    return v === '' || v === undefined ? null : v;
+  } catch (e) {
+    this._log('getStorageSync failed', key, errText(e));
+    return null;
+  }
+};
+
+proto._write = function (key, value) {
+  try {
+    var w = this._wx();
+    if (!w) return;
+    if (value === null) {
+      if (typeof w.removeStorageSync === 'function') w.removeStorageSync(key);
+    } else if (typeof w.setStorageSync === 'function') {
+      w.setStorageSync(key, value);
+    }
+  } catch (e) {
+    this._log('storage write failed', key, errText(e));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+proto._url = function (path) {
+  return this._server + '/sdk/v1/' + encodeURIComponent(this._appid) + '/' + path;
+};
+
+/** One wx.request, settled exactly once (also if WeChat never calls back). */
+proto._rawRequest = function (method, path, data, header) {
+  var self = this;
+  return new Promise(function (resolve) {
+    var w = self._wx();
+    if (!w || typeof w.request !== 'function') {
+      resolve({ kind: 'fatal', code: 'wx_unavailable', message: 'wx.request is not available' });
+      return;
+    }
+    var done = false;
+    var guardTimer = null;
+    var finish = function (r) {
+      if (done) return;
+      done = true;
+      if (guardTimer !== null) clearTimeout(guardTimer);
+      resolve(r);
+    };
+    guardTimer = setTimeout(function () {
+      finish({ kind: 'network', message: 'request timed out' });
+    }, self._timeout + 2000);
+    var req = {
+      url: self._url(path),
+      method: method,
+      header: header,
+      timeout: self._timeout,
+      dataType: 'json',
+      success: function (res) {
+        try {
+          finish({
+            kind: 'http',
+            status: Number(res && res.statusCode) || 0,
+            body: parseBody(res && res.data),
+            headers: (res && res.header) || {},
+          });
+        } catch (e) {
+          finish({ kind: 'network', message: errText(e) });
+        }
+      },
+      fail: function (err) {
+        finish({ kind: 'network', message: (err && err.errMsg) || 'request:fail' });
+      },
+    };
+    if (data !== undefined) req.data = data;
+    try {
+      w.request(req);
+    } catch (e) {
+      finish({ kind: 'fatal', code: 'wx_error', message: errText(e) });
+    }
+  });
+};
+
+/** Turns a raw answer into {ok, data} / {ok:false, error, status, retryable, retryAfterMs}. */
+proto._classify = function (r) {
+  if (r.kind === 'fatal') return { ok: false, retryable: false, error: { code: r.code, message: r.message } };
+  if (r.kind === 'network') {
+    return { ok: false, retryable: true, transient: true, error: { code: 'network_error', message: r.message } };
+  }
+  var status = r.status;
+  if (status >= 200 && status < 300) return { ok: true, status: status, data: r.body };
+  var body = r.body;
+  var e = body && typeof body === 'object' && body.error && typeof body.error === 'object' ? body.error : null;
+  var error = {
+    code: (e && typeof e.code === 'string' && e.code) || statusCode(status),
+    message: (e && typeof e.message === 'string' && e.message) || 'HTTP ' + status,
+    status: status,
+  };
+  if (e && e.field) error.field = e.field;
+  var out = { ok: false, status: status, error: error, retryable: status === 429 || status >= 500 || status === 0 };
+  out.transient = out.retryable;
+  if (status === 429) {
+    var ra = this._retryAfterMs(headerValue(r.headers, 'Retry-After'));
+    if (ra !== null) {
+      out.retryAfterMs = ra;
+      error.retryAfter = Math.ceil(ra / 1000);
+    }
+  }
+  return out;
+};
+
+proto._retryAfterMs = function (value) {
+  if (value === undefined || value === null || value === '') return null;
+  var n = Number(value);
+  if (isFinite(n)) return Math.max(0, n * 1000);
+  var t = Date.parse(String(value));
+  if (isFinite(t)) return Math.max(0, t - this._now());
+  return null;
+};
+
+/** Exponential backoff with jitter: attempt 0 waits 0.5..1 x base, attempt 1 1..2 x base, ... */
+proto._backoff = function (attempt) {
+  var exp = Math.min(30000, this._retryDelay * Math.pow(2, attempt));
+  return Math.round(exp / 2 + this._random() * (exp / 2));
+};
+
+/** A request with retries for network errors, 5xx and 429; other answers are returned as they are. */
+proto._send = function (method, path, data, header) {
+  var self = this;
+  var headers = { 'content-type': 'application/json' };
+  Object.keys(header || {}).forEach(function (k) { headers[k] = header[k]; });
+  var attempt = 0;
+  var loop = function () {
+    return self._rawRequest(method, path, data, headers).then(function (raw) {
+      var r = self._classify(raw);
+      if (r.ok || !r.retryable || attempt >= self._maxRetries) return r;
+      var delay;
+      if (r.retryAfterMs !== undefined) {
+        if (r.retryAfterMs > self._maxRetryAfter) return r; // not worth keeping the user's app busy
+        delay = Math.round(r.retryAfterMs + self._random() * Math.min(1000, self._retryDelay));
+      } else {
+        delay = self._backoff(attempt);
+      }
+      attempt += 1;
+      self._log(method, path, 'failed (' + r.error.code + '), retry', attempt, 'in', delay, 'ms');
+      return Promise.resolve(self._sleep(delay)).then(loop, loop);
+    });
+  };
+  return loop();
+};
+
+// ---------------------------------------------------------------------------------------------
+// session
+
+proto._sessionUsable = function (s) {
+  return !!(s && typeof s.session === 'string' && s.session && s.server === this._server &&
+    typeof s.refreshAt === 'number' && this._now() < s.refreshAt);
+};
+
+/** The cached session (memory, then storage) or a fresh login. */
+proto._ensureSession = function () {
+  if (this._sessionUsable(this._session)) return Promise.resolve(ok(this._session));
+  var stored = this._read(this._sessionKey);
+  if (this._sessionUsable(stored)) {
+    this._session = stored;
+    return Promise.resolve(ok(stored));
+  }
+  return this._login();
+};
+
+/** Concurrent callers share one in-flight login. */
+proto._login = function () {
+  var self = this;
+  if (!this._loginPromise) {
+    this._loginPromise = this._doLogin().then(
+      function (r) {
+        self._loginPromise = null;
+        return r;
+      },
+      function (e) {
+        self._loginPromise = null;
+        return fail('internal_error', errText(e));
+      }
+    );
+  }
+  return this._loginPromise;
+};
+
+proto._wxLogin = function () {
+  var self = this;
+  return new Promise(function (resolve) {
+    var w = self._wx();
+    if (!w || typeof w.login !== 'function') {
+      resolve(fail('wx_unavailable', 'wx.login is not available'));
+      return;
+    }
+    var done = false;
+    var finish = function (r) {
+      if (done) return;
+      done = true;
+      clearTimeout(guardTimer);
+      resolve(r);
+    };
+    var guardTimer = setTimeout(function () {
+      finish(fail('login_failed', 'wx.login timed out'));
+    }, self._timeout + 2000);
+    try {
+      w.login({
+        timeout: self._timeout,
+        success: function (res) {
+          if (res && typeof res.code === 'string' && res.code) finish(ok(res.code));
+          else finish(fail('login_failed', (res && res.errMsg) || 'wx.login returned no code'));
+        },
+        fail: function (err) {
+          finish(fail('login_failed', (err && err.errMsg) || 'wx.login:fail', { errCode: err && err.errCode }));
+        },
+      });
+    } catch (e) {
+      finish(fail('wx_error', errText(e)));
+    }
+  });
+};
+
+proto._doLogin = function () {
+  var self = this;
+  var attempt = function (n) {
+    return self._wxLogin().then(function (c) {
+      if (!c.ok) return c;
+      return self._send('POST', 'login', { code: c.data }).then(function (r) {
+        if (r.ok) return self._storeSession(r.data);
+        if (n === 0 && r.error && r.error.code === 'invalid_code') {
+          self._log('login code refused, asking wx.login for a fresh one');
+          return attempt(1);
+        }
+        r.stage = 'login';
+        return r;
+      });
+    });
+  };
+  return attempt(0);
+};
+
+proto._storeSession = function (body) {
+  if (!body || typeof body !== 'object' || typeof body.session !== 'string' || !body.session) {
+    return fail('bad_response', 'login answer has no session');
+  }
+  var now = this._now();
+  var exp = Date.parse(body.expires_at);
+  // A device clock far off (or an odd answer) must not make every call log in again.
+  if (!isFinite(exp) || exp <= now) exp = now + SESSION_DAYS * DAY;
+  var record = {
+    session: body.session,
+    openid: typeof body.openid === 'string' ? body.openid : '',
+    expires_at: typeof body.expires_at === 'string' ? body.expires_at : new Date(exp).toISOString(),
+    refreshAt: exp - Math.min(DAY, (exp - now) / 2), // renew ~1 day before expiry
+    server: this._server,
+  };
+  this._session = record;
+  this._write(this._sessionKey, record);
+  this._log('logged in as', record.openid);
+  return ok(record);
+};
+
+proto._dropSession = function (token) {
+  if (this._session && this._session.session === token) this._session = null;
+  var stored = this._read(this._sessionKey);
+  if (stored && stored.session === token) this._write(this._sessionKey, null);
+};
+
+/** A call with `Authorization: Session`; a 401 drops the session, logs in again and repeats once. */
+proto._authed = function (method, path, data, header) {
+  var self = this;
+  var call = function (repeat) {
+    return self._ensureSession().then(function (s) {
+      if (!s.ok) {
+        s.stage = 'login';
+        return s;
+      }
+      var h = { Authorization: 'Session ' + s.data.session };
+      Object.keys(header || {}).forEach(function (k) { h[k] = header[k]; });
+      return self._send(method, path, data, h).then(function (r) {
+        if (!r.ok && r.status === 401 && !repeat) {
+          self._log(path, 'answered 401, logging in again');
+          self._dropSession(s.data.session);
+          return call(true);
+        }
+        return r;
+      });
+    });
+  };
+  return call(false);
+};
+
+// ---------------------------------------------------------------------------------------------
+// formId / prepay_id buffer
+
+proto._count = function () {
+  return this._pending.formids.length + this._pending.prepay_ids.length;
+};
+
+proto._contains = function (kind, id) {
+  var lists = [this._pending[kind], this._inflight[kind]];
+  for (var i = 0; i < lists.length; i++) {
+    for (var j = 0; j < lists[i].length; j++) if (lists[i][j].v === id) return true;
+  }
+  return false;
+};
+
+proto._persistQueue = function () {
+  var out = {};
+  var any = false;
+  var self = this;
+  KINDS.forEach(function (kind) {
+    out[kind] = self._inflight[kind].concat(self._pending[kind]);
+    if (out[kind].length) any = true;
+  });
+  this._write(this._queueKey, any ? out : null);
+};
+
+proto._restoreQueue = function () {
+  var saved = this._read(this._queueKey);
+  if (!saved || typeof saved !== 'object') return;
+  var now = this._now();
+  var self = this;
+  KINDS.forEach(function (kind) {
+    var list = Array.isArray(saved[kind]) ? saved[kind] : [];
+    list.forEach(function (e) {
+      if (!e || typeof e.v !== 'string' || !e.v || self._contains(kind, e.v)) return;
+      var t = typeof e.t === 'number' && isFinite(e.t) ? e.t : now;
+      if (now - t >= FORMID_TTL) return; // expired while waiting
+      self._pending[kind].push({ v: e.v, t: t });
+    });
+    if (self._pending[kind].length > MAX_QUEUE) self._pending[kind].splice(0, self._pending[kind].length - MAX_QUEUE);
+  });
+  if (this._count()) {
+    this._log('restored', this._count(), 'unsent ids from storage');
+    this._persistQueue();
+    this._schedule();
+  }
+};
+
+proto._listenAppHide = function () {
+  var self = this;
+  try {
+    var w = this._wx();
+    if (!w || typeof w.onAppHide !== 'function') return;
+    this._hideHandler = function () {
+      try {
+        if (self._destroyed) return;
+        self._persistQueue();
+        if (self._count()) self.flush();
+      } catch (ignored) {
+        // never throw into WeChat's event loop
+      }
+    };
+    w.onAppHide(this._hideHandler);
+  } catch (e) {
+    this._log('wx.onAppHide failed', errText(e));
+  }
+};
+
+proto._schedule = function () {
+  if (this._timer !== null || this._destroyed || !this._count()) return;
+  var self = this;
+  try {
+    this._timer = setTimeout(function () {
+      self._timer = null;
+      self.flush();
+    }, this._flushInterval);
+  } catch (e) {
+    this._timer = null;
+  }
+};
+
+proto._clearTimer = function () {
+  if (this._timer !== null) {
+    try {
+      clearTimeout(this._timer);
+    } catch (ignored) {
+      // nothing to do
+    }
+    this._timer = null;
+  }
+};
+
+proto._enqueue = function (kind, value) {
+  try {
+    if (this._configError || this._destroyed) return false;
+    if (typeof value !== 'string') {
+      this._log('ignored a', kind, 'value that is not a string:', value);
+      return false;
+    }
+    var id = value.trim();
+    if (!id) {
+      this._log('ignored an empty', kind, 'value');
+      return false;
+    }
+    if (id.indexOf('mock one') !== -1) {
+      this._log('ignored the developer tools\' mock formId (test on a phone to collect real ones)');
+      return false;
+    }
+    if (id.indexOf('requestFormId:fail') === 0 || id.length > MAX_ID_LENGTH) {
+      this._log('ignored an invalid', kind, 'value:', id);
+      return false;
+    }
+    if (this._contains(kind, id)) {
+      this._log('ignored a duplicate', kind, 'value');
+      return false;
+    }
+    this._pending[kind].push({ v: id, t: this._now() });
+    var total = this._pending[kind].length + this._inflight[kind].length;
+    if (total > MAX_QUEUE) this._pending[kind].splice(0, total - MAX_QUEUE); // drop the oldest
+    this._persistQueue();
+    this._log('collected', kind, id, '(' + this._count() + ' buffered)');
+    if (this._count() >= this._batchSize) this.flush();
+    else this._schedule();
+    return true;
+  } catch (e) {
+    this._log('collect failed', errText(e));
+    return false;
+  }
+};
+
+/** Flushes are serialised; callers arriving while one waits to start share it. */
+proto._flushSerial = function () {
+  var self = this;
+  if (this._flushWaiting) return this._flushWaiting;
+  var p = this._flushTail.then(function () {
+    self._flushWaiting = null;
+    return self._doFlush().then(null, function (e) {
+      return fail('internal_error', errText(e));
+    });
+  });
+  this._flushWaiting = p;
+  this._flushTail = p;
+  return p;
+};
+
+// An upload refused for what it is (400/403/404/413...) will be refused again: drop it.
+function isPermanent(r) {
+  return r.stage !== 'login' && !r.transient && typeof r.status === 'number' && r.status >= 400 &&
+    r.status < 500 && r.status !== 401 && r.status !== 408 && r.status !== 429;
+}
+
+proto._doFlush = function () {
+  var self = this;
+  this._clearTimer();
+  var total = { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0 };
+  var lastError = null;
+  var kindIndex = 0;
+
+  var step = function () {
+    while (kindIndex < KINDS.length && !self._pending[KINDS[kindIndex]].length) kindIndex += 1;
+    if (kindIndex >= KINDS.length) {
+      if (lastError) return { ok: false, error: lastError, data: total };
+      return ok(total);
+    }
+    var kind = KINDS[kindIndex];
+    var size = Math.min(self._batchSize, MAX_PER_REQUEST);
+    var chunk = self._pending[kind].splice(0, size);
+    self._inflight[kind] = chunk;
+    var body = {};
+    body[kind] = chunk.map(function (e) { return e.v; });
+    self._log('uploading', chunk.length, kind);
+    return self._authed('POST', kind, body).then(function (r) {
+      self._inflight[kind] = [];
+      if (r.ok) {
+        var d = r.data && typeof r.data === 'object' ? r.data : {};
+        total.sent += chunk.length;
+        total.accepted += Number(d.accepted) || 0;
+        total.duplicates += Number(d.duplicates) || 0;
+        if (Array.isArray(d.rejected)) total.rejected = total.rejected.concat(d.rejected);
+        self._persistQueue();
+        return step();
+      }
+      if (isPermanent(r)) {
+        self._log('server refused', chunk.length, kind, '(' + r.error.code + '), dropping them');
+        total.dropped += chunk.length;
+        lastError = r.error;
+        self._persistQueue();
+        return step();
+      }
+      // Transient: put the chunk back in front, keep it on disk, stop for now.
+      var back = chunk.filter(function (e) { return !self._contains(kind, e.v); });
+      self._pending[kind] = back.concat(self._pending[kind]);
+      self._persistQueue();
+      self._log('upload failed (' + r.error.code + '),', self._count(), 'ids kept for later');
+      return { ok: false, error: r.error, data: total };
+    });
+  };
+  return Promise.resolve().then(step);
+};
+
+// ---------------------------------------------------------------------------------------------
+// public API
+
+/** Buffers a formId (e.detail.formId of a `<form report-submit>`). Returns true if it was buffered. */
+proto.collect = function (formId) {
+  return this._enqueue('formids', formId);
+};
+
+/** Buffers a payment's prepay_id (3 pushes in 7 days). Returns true if it was buffered. */
+proto.collectPrepayId = function (prepayId) {
+  return this._enqueue('prepay_ids', prepayId);
+};
+
+/** Uploads everything buffered now. data: {sent, accepted, duplicates, rejected, dropped}. */
+proto.flush = function () {
+  return this._guard(function () {
+    return this._flushSerial();
+  });
+};
+
+/** Logs in (reusing a cached session unless {force: true}). data: {openid, expires_at}. */
+proto.login = function (opts) {
+  return this._guard(function () {
+    var force = !!(opts && opts.force);
+    if (force) {
+      this._session = null;
+      this._write(this._sessionKey, null);
+    }
+    var p = force ? this._login() : this._ensureSession();
+    return p.then(function (r) {
+      if (!r.ok) return r;
+      return ok({ openid: r.data.openid, expires_at: r.data.expires_at });
+    });
+  });
+};
+
+/** This user's credits and push setting: {openid, push_enabled, formid_credits, subscribe_credits, next_expiry}. */
+proto.me = function () {
+  return this._guard(function () {
+    return this._authed('GET', 'me');
+  });
+};
+
+/** Turns this app's pushes off (false) or on (true) for the current user. data: {push_enabled}. */
+proto.setPushEnabled = function (enabled) {
+  return this._guard(function () {
+    if (typeof enabled !== 'boolean') return fail('invalid_argument', 'setPushEnabled expects true or false');
+    return this._authed('POST', 'settings', { push_enabled: enabled });
+  });
+};
+
+/**
+ * Asks the user to subscribe to template ids and reports the answers.
+ * Call it from a tap handler: WeChat only shows the dialog in response to a tap, and each
+ * wx.requestSubscribeMessage call takes at most 3 ids. The first call is made synchronously
+ * (inside your tap); more than 3 ids need more calls, which WeChat may refuse without a new tap.
+ * data: {results: {TEMPLATE_ID: 'accept'|...}, credited, ignored, unrequested: [ids never asked]}.
+ */
+proto.subscribe = function (tmplIds) {
+  return this._guard(function () {
+    var list = [];
+    var input = typeof tmplIds === 'string' ? [tmplIds] : tmplIds;
+    if (Array.isArray(input)) {
+      input.forEach(function (id) {
+        if (typeof id === 'string' && id.trim() && list.indexOf(id.trim()) === -1) list.push(id.trim());
+      });
+    }
+    if (!list.length) return fail('invalid_argument', 'subscribe expects an array of template ids');
+    var w = this._wx();
+    if (!w || typeof w.requestSubscribeMessage !== 'function') {
+      return fail('wx_unavailable', 'wx.requestSubscribeMessage is not available');
+    }
+    var groups = [];
+    for (var i = 0; i < list.length; i += SUBSCRIBE_GROUP) groups.push(list.slice(i, i + SUBSCRIBE_GROUP));
+    return this._subscribeGroups(w, groups);
+  });
+};
+
+proto._askSubscribe = function (w, ids) {
+  return new Promise(function (resolve) {
+    try {
+      w.requestSubscribeMessage({
+        tmplIds: ids,
+        success: function (res) {
+          var results = {};
+          ids.forEach(function (id) {
+            var v = res && res[id];
+            if (typeof v === 'string' && SUBSCRIBE_VALUES[v]) results[id] = v;
+          });
+          resolve(ok(results));
+        },
+        fail: function (err) {
+          resolve(fail('subscribe_failed', (err && err.errMsg) || 'requestSubscribeMessage:fail',
+            { errCode: err && err.errCode }));
+        },
+      });
+    } catch (e) {
+      resolve(fail('wx_error', errText(e)));
+    }
+  });
+};
+
+proto._subscribeGroups = function (w, groups) {
+  var self = this;
+  var results = {};
+  var unrequested = [];
+  var wxError = null;
+  var index = 0;
+
+  var next = function () {
+    if (index >= groups.length) return report();
+    var ids = groups[index];
+    // For index 0 this runs synchronously inside subscribe(), i.e. still inside the user's tap.
+    return self._askSubscribe(w, ids).then(function (r) {
+      if (r.ok) {
+        Object.keys(r.data).forEach(function (k) { results[k] = r.data[k]; });
+        index += 1;
+        return next();
+      }
+      wxError = r.error;
+      for (var i = index; i < groups.length; i++) unrequested = unrequested.concat(groups[i]);
+      self._log('requestSubscribeMessage failed:', r.error.message);
+      return report();
+    });
+  };
+
+  var report = function () {
+    if (wxError && index === 0) return { ok: false, error: wxError }; // nothing answered: no server call
+    var data = { results: results, credited: {}, ignored: [], unrequested: unrequested };
+    if (wxError) data.error = wxError;
+    if (!Object.keys(results).length) return ok(data);
+    // One key per report so a server that honours Idempotency-Key does not credit a retry twice.
+    return self._authed('POST', 'subscriptions', { results: results }, { 'Idempotency-Key': randomId() })
+      .then(function (r) {
+        if (!r.ok) return { ok: false, error: r.error, data: data };
+        var d = r.data && typeof r.data === 'object' ? r.data : {};
+        data.credited = d.credited && typeof d.credited === 'object' ? d.credited : {};
+        data.ignored = Array.isArray(d.ignored) ? d.ignored : [];
+        return ok(data);
+      });
+  };
+
+  return next();
+};
+
+/** Stops timers and listeners (the buffer stays in storage). Mostly for tests and hot reload. */
+proto.destroy = function () {
+  this._destroyed = true;
+  if (firstInstance === this) firstInstance = null;
+  this._clearTimer();
+  try {
+    var w = this._wx();
+    if (this._hideHandler && w && typeof w.offAppHide === 'function') w.offAppHide(this._hideHandler);
+  } catch (ignored) {
+    // a broken wx must not make destroy() throw
+  }
+  this._hideHandler = null;
+};
+
+module.exports = PushHub;
+module.exports.PushHub = PushHub;
+module.exports.default = PushHub;
