@@ -24,11 +24,20 @@ log = logging.getLogger(__name__)
 class ApiError(exceptions.APIException):
     """An error with a contract code. Raise it from views and services that answer HTTP."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: Any):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
         self.status_code = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = headers or {}
         self.extra = extra
         super().__init__(detail=message, code=code)
 
@@ -42,6 +51,14 @@ class ApiError(exceptions.APIException):
 
 def error_response(status: int, code: str, message: str, field: str | None = None, **extra) -> JsonResponse:
     return JsonResponse(ApiError(status, code, message, field, **extra).payload(), status=status)
+
+
+def api_error_response(error: ApiError) -> JsonResponse:
+    """An ApiError as a plain Django response (views outside DRF)."""
+    response = JsonResponse(error.payload(), status=error.status_code)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
 
 
 def _first_validation_error(detail, prefix: str = "") -> tuple[str | None, str, str]:
@@ -86,6 +103,7 @@ def exception_handler(exc, context) -> Response | None:
 
     if isinstance(exc, ApiError):
         response = Response(exc.payload(), status=exc.status_code)
+        headers.update(exc.headers)
     elif isinstance(exc, exceptions.ParseError):
         response = Response(
             {"error": {"code": "invalid_json", "message": f"Request body is not valid JSON: {exc.detail}"}},
@@ -172,6 +190,18 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("invalid")
         return data
+
+
+class RejectUnknownFieldsMixin:
+    """A typo'd or read-only field is an error, not silently ignored."""
+
+    def validate(self, attrs):
+        unknown = (
+            sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        )
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: ["Unknown or read-only field."]})
+        return super().validate(attrs)
 
 
 class UtcDateTimeField(serializers.DateTimeField):

@@ -166,12 +166,19 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE = {}
+CELERY_BEAT_SCHEDULE = {
+    "expire-credits": {"task": "formids.expire_credits", "schedule": 300.0},
+    "release-stale-claims": {"task": "formids.release_stale_claims", "schedule": 60.0},
+}
 
 # --- WeChat ----------------------------------------------------------------------------------
 WECHAT_API_BASE = env.str("WECHAT_API_BASE", default="https://api.weixin.qq.com").rstrip("/")
 # Where apps registered with sandbox=true send their WeChat calls: this server's own sandbox.
 SANDBOX_API_BASE = env.str("SANDBOX_API_BASE", default=f"http://127.0.0.1:{PORT}/sandbox/wechat").rstrip("/")
+# Where the sandbox delivers WeChat's message pushes (subscribe events) for sandbox apps: this server.
+SANDBOX_EVENTS_BASE = env.str(
+    "SANDBOX_EVENTS_BASE", default=PUBLIC_BASE_URL or f"http://127.0.0.1:{PORT}"
+).rstrip("/")
 # If set, the sandbox's _control/ endpoints (issue formIds, accept subscriptions, read inboxes) need the
 # header X-Sandbox-Token. Set it wherever the server is reachable by others.
 SANDBOX_CONTROL_TOKEN = env.str("SANDBOX_CONTROL_TOKEN", default="")
@@ -180,6 +187,18 @@ WECHAT_READ_TIMEOUT = env.float("WECHAT_READ_TIMEOUT", default=10.0)
 # Refresh a cached access token this many seconds before WeChat says it expires.
 WECHAT_TOKEN_REFRESH_AHEAD = env.int("WECHAT_TOKEN_REFRESH_AHEAD", default=300)
 WECHAT_POOL_SIZE = env.int("WECHAT_POOL_SIZE", default=64)
+
+# --- Credits ---------------------------------------------------------------------------------
+# formIds stop being handed out this long before they expire (see formids.services.expiry_margin).
+FORMID_EXPIRY_MARGIN = env.int("FORMID_EXPIRY_MARGIN", default=3600)
+# A claim older than this belongs to a worker that died: the sweep gives the credit back.
+CREDIT_CLAIM_LEASE = env.int("CREDIT_CLAIM_LEASE", default=15 * 60)
+
+# --- SDK -----------------------------------------------------------------------------------------
+SDK_SESSION_DAYS = env.int("SDK_SESSION_DAYS", default=30)
+# Requests per minute to /sdk/v1 per (app, openid) and per client IP; over it: 429 + Retry-After.
+SDK_RATE_PER_OPENID = env.int("SDK_RATE_PER_OPENID", default=120)
+SDK_RATE_PER_IP = env.int("SDK_RATE_PER_IP", default=1200)
 
 # --- Auth, i18n, static ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from pushhub.api import StrictBooleanField, StrictCharField, UtcDateTimeField, absolute_url
+from pushhub.api import (
+    RejectUnknownFieldsMixin,
+    StrictBooleanField,
+    StrictCharField,
+    UtcDateTimeField,
+    absolute_url,
+)
 from tenants.models import MiniProgram
 
 
@@ -34,18 +40,6 @@ class AppSerializer(serializers.ModelSerializer):
 
     def get_events_aes_key(self, app: MiniProgram) -> str:
         return app.get_events_aes_key()
-
-
-class RejectUnknownFieldsMixin:
-    """A typo'd or read-only field is an error, not silently ignored."""
-
-    def validate(self, attrs):
-        unknown = (
-            sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
-        )
-        if unknown:
-            raise serializers.ValidationError({unknown[0]: ["Unknown or read-only field."]})
-        return super().validate(attrs)
 
 
 class AppCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

@@ -1,0 +1,155 @@
+"""Credit pools: who can be messaged, with what, until when.
+
+One Credit table, one lifecycle (../shared/DESIGN.md "Credits"):
+available ──claim──▶ claimed ──ok / 41028 / 41029──▶ consumed ; claimed ──release──▶ available ;
+available past its expiry margin ──sweep──▶ expired. Rows are kept after use for statistics.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from tenants.models import MiniProgram
+
+
+class MiniUserQuerySet(models.QuerySet):
+    def for_tenant(self, tenant):
+        return self.filter(app__tenant=tenant)
+
+
+class MiniUser(models.Model):
+    """A user of one mini-program, known by openid (from the SDK login or WeChat's events)."""
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="users")
+    openid = models.CharField(max_length=64)
+    unionid = models.CharField(max_length=64, blank=True, default="")
+    # The user turned this app's pushes off in the mini-program: triggers skip them unless forced.
+    push_enabled = models.BooleanField(default=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now_add=True)
+
+    objects = MiniUserQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "openid"], name="miniuser_unique_openid")]
+
+    def __str__(self) -> str:
+        return self.openid
+
+
+class Credit(models.Model):
+    class Kind(models.TextChoices):
+        FORMID = "formid", "formId"
+        PREPAY = "prepay", "prepay_id"
+        SUBSCRIBE = "subscribe", "subscribe"
+
+    class State(models.TextChoices):
+        AVAILABLE = "available", "available"
+        CLAIMED = "claimed", "claimed"
+        CONSUMED = "consumed", "consumed"
+        EXPIRED = "expired", "expired"
+
+    class Source(models.TextChoices):
+        SDK = "sdk", "SDK"
+        EVENTS = "events", "WeChat events"
+        API = "api", "API"
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="credits")
+    user = models.ForeignKey(MiniUser, on_delete=models.CASCADE, related_name="credits")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # formId / prepay_id as WeChat gave it; empty for subscribe credits.
+    value = models.CharField(max_length=128, blank=True, default="")
+    # Subscribe credits are for one template; formIds serve any formId template.
+    template_id = models.CharField(max_length=128, blank=True, default="")
+    uses_left = models.PositiveSmallIntegerField(default=1)
+    expires_at = models.DateTimeField(null=True, blank=True)  # null: no expiry (subscribe)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.AVAILABLE)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.SDK)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (a delivery or chunk token): only the holder may consume or release it.
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)  # consumed or expired
+
+    class Meta:
+        constraints = [
+            # A formId/prepay_id uploaded twice is stored once (bulk insert ignores the conflict).
+            models.UniqueConstraint(
+                fields=["app", "value"], condition=~Q(kind="subscribe"), name="credit_unique_value"
+            ),
+        ]
+        indexes = [
+            # claim: a user's soonest-to-expire usable formId/prepay_id
+            models.Index(
+                fields=["user", "expires_at", "id"],
+                condition=Q(state="available", kind__in=["formid", "prepay"]),
+                name="credit_claim_formid",
+            ),
+            # claim: a user's oldest subscribe credit for a template
+            models.Index(
+                fields=["user", "template_id", "id"],
+                condition=Q(state="available", kind="subscribe"),
+                name="credit_claim_subscribe",
+            ),
+            # quotas and the expiry sweep
+            models.Index(
+                fields=["app", "kind", "template_id"], condition=Q(state="available"), name="credit_quota"
+            ),
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(state="available", expires_at__isnull=False),
+                name="credit_expiry",
+            ),
+            # stale claims (worker died between claim and send)
+            models.Index(fields=["claimed_at"], condition=Q(state="claimed"), name="credit_claimed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value or self.template_id} ({self.state})"
+
+
+class InboundEvent(models.Model):
+    """Everything that could create or drop credits, as received: WeChat's message-push events and the
+    SDK's subscribe reports. Kept even when it credited nothing (credit_source, unknown event)."""
+
+    class Source(models.TextChoices):
+        WECHAT = "wechat", "WeChat message push"
+        SDK = "sdk", "SDK report"
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="inbound_events")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    event = models.CharField(max_length=64, blank=True, default="")  # e.g. subscribe_msg_popup_event
+    openid = models.CharField(max_length=64, blank=True, default="")
+    payload = models.JSONField(default=dict)
+    # WeChat retries a push it thinks failed: FromUserName + CreateTime + content makes it idempotent.
+    dedupe_key = models.CharField(max_length=64, blank=True, default="")
+    outcome = models.JSONField(default=dict, blank=True)  # e.g. {"credited": {"TID": 1}}
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "dedupe_key"], condition=~Q(dedupe_key=""), name="inboundevent_unique_dedupe"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.event} {self.openid}"
+
+
+class DailyStat(models.Model):
+    """Per app and UTC day: credits collected, messages sent and failed (for quotas and charts)."""
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="daily_stats")
+    day = models.DateField()
+    formids_collected = models.PositiveIntegerField(default=0)
+    subscribe_collected = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "day"], name="dailystat_unique_day")]
+
+    def __str__(self) -> str:
+        return f"{self.app_id} {self.day}"

@@ -1,0 +1,93 @@
+"""Read side of the credit pools: per-app quota and per-user credit summaries.
+
+Aggregates over the partial indexes in formids.models (one grouped query per figure, never a Python loop
+over credits), so the cost follows the number of usable credits of one app, not the whole table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Sum
+from django.utils import timezone
+
+from formids.models import Credit, DailyStat, MiniUser
+from formids.services import FORMID_KINDS, usable_q
+from pushhub.api import iso_utc
+from tenants.models import MiniProgram
+
+
+def app_quota(app: MiniProgram, now: datetime | None = None) -> dict:
+    """Users, reachable users, usable sends by kind and template, what expires within 24 h, today's sends."""
+    now = now or timezone.now()
+    usable = Credit.objects.filter(usable_q(now), app=app)
+    formid = usable.filter(kind__in=FORMID_KINDS).aggregate(
+        uses=Sum("uses_left"), expiring=Sum("uses_left", filter=Q(expires_at__lte=now + timedelta(hours=24)))
+    )
+    subscribe = dict(
+        usable.filter(kind=Credit.Kind.SUBSCRIBE)
+        .values_list("template_id")
+        .annotate(n=Count("id"))
+        .order_by("template_id")
+    )
+    today = DailyStat.objects.filter(app=app, day=now.date()).first()
+    return {
+        "users": MiniUser.objects.filter(app=app).count(),
+        "users_reachable": usable.values("user_id").distinct().count(),
+        "credits": {"formid": formid["uses"] or 0, "subscribe": subscribe},
+        "expiring_24h": formid["expiring"] or 0,
+        "sent_today": today.sent if today else 0,
+        "failed_today": today.failed if today else 0,
+    }
+
+
+def app_users(app: MiniProgram, *, reachable: bool | None = None, search: str = "", now=None) -> QuerySet:
+    """The app's users, optionally only those with (or without) a usable credit, or by openid prefix."""
+    now = now or timezone.now()
+    users = MiniUser.objects.filter(app=app)
+    if search:
+        users = users.filter(openid__startswith=search)
+    if reachable is not None:
+        has_credit = Exists(Credit.objects.filter(usable_q(now), user=OuterRef("pk")))
+        users = users.filter(has_credit if reachable else ~has_credit)
+    return users
+
+
+def credit_summaries(users: list[MiniUser], now: datetime | None = None) -> dict[int, dict]:
+    """{user id: {formid_credits, subscribe_credits, next_expiry}} for a page of users, in one query."""
+    now = now or timezone.now()
+    summaries = {u.pk: {"formid_credits": 0, "subscribe_credits": {}, "next_expiry": None} for u in users}
+    rows = (
+        Credit.objects.filter(usable_q(now), user_id__in=list(summaries))
+        .values("user_id", "kind", "template_id")
+        .annotate(uses=Sum("uses_left"), n=Count("id"), next_expiry=Min("expires_at"))
+        .order_by()
+    )
+    for row in rows:
+        summary = summaries[row["user_id"]]
+        if row["kind"] == Credit.Kind.SUBSCRIBE:
+            summary["subscribe_credits"][row["template_id"]] = row["n"]
+        else:
+            summary["formid_credits"] += row["uses"]
+            if row["next_expiry"] and (
+                summary["next_expiry"] is None or row["next_expiry"] < summary["next_expiry"]
+            ):
+                summary["next_expiry"] = row["next_expiry"]
+    return summaries
+
+
+def user_payload(user: MiniUser, summary: dict) -> dict:
+    return {
+        "openid": user.openid,
+        "push_enabled": user.push_enabled,
+        "formid_credits": summary["formid_credits"],
+        "subscribe_credits": summary["subscribe_credits"],
+        "next_expiry": iso_utc(summary["next_expiry"]),
+        "first_seen": iso_utc(user.first_seen),
+        "last_seen": iso_utc(user.last_seen),
+    }
+
+
+def user_summary(user: MiniUser, now: datetime | None = None) -> dict:
+    """What the SDK's ``GET me`` shows: the same as the tenant's user view (one grouped query)."""
+    return user_payload(user, credit_summaries([user], now=now)[user.pk])

@@ -1,0 +1,211 @@
+"""/sdk/v1/{appid}/…: what the mini-program SDK (static/sdk/pushhub.js) calls (../shared/API.md "SDK").
+
+Every call: the app in the URL must be live (else 404 ``not_found``) and counts against the client IP;
+calls after the login carry ``Authorization: Session <token>`` for that app and also count against the
+app + openid. Views parse, authorise and format; the work is in the plain functions below.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from formids import sdk_serializers as s
+from formids.models import MiniUser
+from formids.quotas import user_summary
+from formids.sdk_auth import HasSdkSession, SdkSession, SdkSessionAuthentication, log_in
+from formids.services import report_subscriptions, set_push_enabled, take_ids, touch_user
+from pushhub import idempotency, ratelimit
+from pushhub.api import ApiError, iso_utc
+from tenants.models import MiniProgram
+from tenants.services import APPID_RE
+
+RATE_WINDOW = 60  # seconds; SDK_RATE_PER_IP and SDK_RATE_PER_OPENID are per this window
+
+
+# --- the work ----------------------------------------------------------------------------------------
+def live_app(appid: str) -> MiniProgram:
+    """The live (not deleted) app with this AppID; 404 for anything else, malformed ids included."""
+    app = MiniProgram.objects.live().filter(appid=appid).first() if APPID_RE.fullmatch(appid) else None
+    if app is None:
+        raise ApiError(404, "not_found", "No such mini-program.")
+    return app
+
+
+def client_ip(request) -> str:
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+# --- the views ---------------------------------------------------------------------------------------
+APPID_PARAMETER = OpenApiParameter(
+    "appid", OpenApiTypes.STR, OpenApiParameter.PATH, description="the mini-program's AppID"
+)
+
+
+ERROR = {"$ref": "#/components/schemas/Error"}  # added to the schema by pushhub.api.add_error_responses
+
+
+def sdk_schema(parameters: list | None = None, **kwargs):
+    return extend_schema(tags=["sdk"], parameters=[APPID_PARAMETER, *(parameters or [])], **kwargs)
+
+
+class SdkView(APIView):
+    """Resolves the app, rate-limits, authenticates the session and loads its user (``self.user``)."""
+
+    authentication_classes = [SdkSessionAuthentication]
+    permission_classes = [HasSdkSession]
+
+    app: MiniProgram
+    user: MiniUser | None = None
+
+    def initial(self, request, *args, **kwargs):
+        ratelimit.check(
+            f"sdk:ip:{client_ip(request)}",
+            settings.SDK_RATE_PER_IP,
+            RATE_WINDOW,
+            "SDK requests from this address",
+        )
+        self.app = request.sdk_app = live_app(kwargs["appid"])
+        super().initial(request, *args, **kwargs)  # authentication and permissions
+        if isinstance(request.user, SdkSession):
+            ratelimit.check(
+                f"sdk:user:{self.app.pk}:{request.user.openid}",
+                settings.SDK_RATE_PER_OPENID,
+                RATE_WINDOW,
+                "SDK requests for this user",
+            )
+            self.user = touch_user(self.app, request.user.openid)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        add_never_cache_headers(response)  # sessions and per-user data: never in a shared cache
+        return response
+
+    def parse(self, serializer_class) -> dict:
+        serializer = serializer_class(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+class LoginView(SdkView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @sdk_schema(
+        operation_id="sdk_login",
+        summary="Exchange a wx.login code for a session",
+        description="WeChat refusing the code (40029, 40163) → 400 `invalid_code`; other WeChat errors → "
+        "502 `wechat_error` (with `errcode`, `errmsg`) or `wechat_unreachable`.",
+        request=s.SdkLoginSerializer,
+        responses={
+            200: s.SdkSessionSerializer,
+            502: OpenApiResponse(
+                ERROR, description="wechat_error (with errcode, errmsg) or wechat_unreachable"
+            ),
+        },
+        auth=[],
+    )
+    def post(self, request, appid):
+        login = log_in(self.app, self.parse(s.SdkLoginSerializer)["code"])
+        return Response(
+            {"session": login.session, "openid": login.user.openid, "expires_at": iso_utc(login.expires_at)}
+        )
+
+
+class FormidsView(SdkView):
+    @sdk_schema(
+        operation_id="sdk_formids_create",
+        summary="Upload formIds and prepay_ids",
+        description="Each list 1..100 items. Values that cannot be ids are rejected one by one with a reason; "
+        "values already stored are counted as duplicates. A formId is used until 7 days after it was "
+        "received, less the server's safety margin (FORMID_EXPIRY_MARGIN, default 1 h); a prepay_id gives "
+        "3 sends in the same time.",
+        request=s.SdkFormidsSerializer,
+        responses={200: s.SdkIntakeSerializer},
+    )
+    def post(self, request, appid):
+        data = self.parse(s.SdkFormidsSerializer)
+        intake = take_ids(
+            self.app, self.user, formids=data.get("formids", ()), prepay_ids=data.get("prepay_ids", ())
+        )
+        return Response(
+            {"accepted": intake.accepted, "duplicates": intake.duplicates, "rejected": intake.rejected}
+        )
+
+
+class SubscriptionsView(SdkView):
+    @sdk_schema(
+        operation_id="sdk_subscriptions_create",
+        summary="Report wx.requestSubscribeMessage answers",
+        description="Accepts become one send each when the app's `credit_source` is `sdk`; with `events` the "
+        "report is recorded only. Ids that are not the app's subscribe templates are returned in `ignored`. "
+        "With an `Idempotency-Key` the same report retried within 24 h gets the first answer and credits "
+        "nothing more.",
+        request=s.SdkSubscriptionsSerializer,
+        responses={
+            200: s.SdkSubscriptionsResultSerializer,
+            409: OpenApiResponse(
+                ERROR,
+                description="idempotency_mismatch (the key came with another body) or conflict (the first "
+                "request with the key is still running; Retry-After)",
+            ),
+        },
+        parameters=[
+            OpenApiParameter(
+                idempotency.IDEMPOTENCY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description=f"≤ {idempotency.IDEMPOTENCY_MAX_LENGTH} characters, one per report",
+            )
+        ],
+    )
+    def post(self, request, appid):
+        results = self.parse(s.SdkSubscriptionsSerializer)["results"]
+        key = request.headers.get(idempotency.IDEMPOTENCY_HEADER, "")
+        if len(key) > idempotency.IDEMPOTENCY_MAX_LENGTH:
+            raise ApiError(
+                400,
+                "validation_error",
+                f"{idempotency.IDEMPOTENCY_HEADER} is at most {idempotency.IDEMPOTENCY_MAX_LENGTH} characters.",
+                field=idempotency.IDEMPOTENCY_HEADER,
+            )
+
+        def report() -> dict:
+            return report_subscriptions(self.app, self.user, results)
+
+        if not key:
+            return Response(report())
+        cache_key = idempotency.cache_key(f"sdk:{self.app.pk}:{self.user.openid}", key)
+        return Response(idempotency.run_once(cache_key, idempotency.body_fingerprint(results), report))
+
+
+class MeView(SdkView):
+    @sdk_schema(
+        operation_id="sdk_me_retrieve",
+        summary="This user's credits and push setting",
+        description='For the mini-program to show "you will be notified": usable formId/prepay_id sends, '
+        "subscribe sends per template, the soonest formId expiry and whether pushes are on.",
+        responses={200: s.SdkMeSerializer},
+    )
+    def get(self, request, appid):
+        return Response(user_summary(self.user, now=timezone.now()))
+
+
+class SettingsView(SdkView):
+    @sdk_schema(
+        operation_id="sdk_settings_update",
+        summary="Turn this app's pushes off (or on) for this user",
+        description="Triggers skip users who turned pushes off (counted as `opted_out`) unless they send "
+        "`force: true`.",
+        request=s.SdkSettingsSerializer,
+        responses={200: s.SdkSettingsResultSerializer},
+    )
+    def post(self, request, appid):
+        user = set_push_enabled(self.user, self.parse(s.SdkSettingsSerializer)["push_enabled"])
+        return Response({"push_enabled": user.push_enabled})

@@ -1,0 +1,393 @@
+"""Credit pools: take credits in, hand them out (claim), and settle them (consume / release / expire).
+
+Claims pick, per recipient, the usable credit that expires soonest, atomically: on PostgreSQL one
+statement per chunk (a LATERAL pick per user with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers
+skip each other's rows instead of waiting), elsewhere a guarded ``UPDATE … WHERE state='available'`` per
+user. Both use the partial indexes in formids.models: the cost depends on the number of recipients, not on
+the size of the pool.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from formids.catalogue import known_subscribe_template_ids
+from formids.models import Credit, DailyStat, InboundEvent, MiniUser
+from tenants.models import MiniProgram
+
+FORMID_LIFETIME = timedelta(days=7)  # WeChat: a formId / prepay_id is valid 7 days
+PREPAY_USES = 3  # WeChat: a prepay_id allows 3 template messages
+MOCK_FORMID = "the formId is a mock one"  # what WeChat's developer tools hand out
+# formIds are opaque to us; this only rejects what cannot be one (spaces, control characters, …).
+FORMID_RE = re.compile(r"^[A-Za-z0-9_\-=+/.:]{6,128}$")
+LAST_SEEN_RESOLUTION = timedelta(minutes=5)
+FORMID_KINDS = (Credit.Kind.FORMID, Credit.Kind.PREPAY)
+
+
+def expiry_margin() -> timedelta:
+    """How long before its expiry a formId stops being handed out (FORMID_EXPIRY_MARGIN seconds).
+
+    Between a claim and WeChat's answer there are the queue, retries with backoff and clock skew
+    between us and WeChat, and the SDK may upload a formId a while after the tap (it buffers, and keeps
+    unsent ones across app restarts). The default hour covers all of these with room to spare and
+    costs 0.6% of a formId's 7-day life.
+    """
+    return timedelta(seconds=settings.FORMID_EXPIRY_MARGIN)
+
+
+def usable_q(now: datetime, prefix: str = "") -> Q:
+    """Available credits not within the expiry margin (subscribe credits never expire)."""
+    return Q(**{f"{prefix}state": Credit.State.AVAILABLE}) & (
+        Q(**{f"{prefix}expires_at__isnull": True}) | Q(**{f"{prefix}expires_at__gt": now + expiry_margin()})
+    )
+
+
+# --- users ---------------------------------------------------------------------------------------
+def touch_user(app: MiniProgram, openid: str, unionid: str = "", now: datetime | None = None) -> MiniUser:
+    """The app's user with this openid, created on first sight; last_seen kept within 5 minutes."""
+    now = now or timezone.now()
+    user = MiniUser.objects.filter(app=app, openid=openid).first()
+    if user is None:
+        try:
+            with transaction.atomic():
+                return MiniUser.objects.create(app=app, openid=openid, unionid=unionid, last_seen=now)
+        except IntegrityError:  # created concurrently
+            user = MiniUser.objects.get(app=app, openid=openid)
+    changes = {}
+    if now - user.last_seen > LAST_SEEN_RESOLUTION:
+        changes["last_seen"] = now
+    if unionid and user.unionid != unionid:
+        changes["unionid"] = unionid
+    if changes:
+        MiniUser.objects.filter(pk=user.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(user, name, value)
+    return user
+
+
+def set_push_enabled(user: MiniUser, enabled: bool) -> MiniUser:
+    if user.push_enabled != enabled:
+        user.push_enabled = enabled
+        user.save(update_fields=["push_enabled"])
+    return user
+
+
+# --- intake --------------------------------------------------------------------------------------
+@dataclass
+class Intake:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict] = field(default_factory=list)
+
+
+def formid_rejection(value) -> str | None:
+    """Why ``value`` cannot be a formId/prepay_id, or None."""
+    if not isinstance(value, str):
+        return "not_a_string"
+    if value == MOCK_FORMID:
+        return "mock_formid"
+    if not FORMID_RE.match(value):
+        return "malformed"
+    return None
+
+
+def add_formids(
+    app: MiniProgram,
+    user: MiniUser,
+    values: Iterable,
+    kind: str = Credit.Kind.FORMID,
+    source: str = Credit.Source.SDK,
+    now: datetime | None = None,
+) -> Intake:
+    """Store formIds (or prepay_ids) for ``user``: 7 days from now, 1 use (prepay: 3). Duplicates — in the
+    batch or already stored, for anyone — are counted, not stored twice."""
+    now = now or timezone.now()
+    result = Intake()
+    fresh: list[str] = []
+    for value in values:
+        reason = formid_rejection(value)
+        if reason:
+            result.rejected.append(
+                {"formid": value if isinstance(value, str) else repr(value)[:128], "reason": reason}
+            )
+        elif value in fresh:
+            result.duplicates += 1
+        else:
+            fresh.append(value)
+    if not fresh:
+        return result
+    known = set(Credit.objects.filter(app=app, value__in=fresh).values_list("value", flat=True))
+    new = [v for v in fresh if v not in known]
+    result.duplicates += len(known)
+    uses = PREPAY_USES if kind == Credit.Kind.PREPAY else 1
+    Credit.objects.bulk_create(
+        [
+            Credit(
+                app=app,
+                user=user,
+                kind=kind,
+                value=v,
+                uses_left=uses,
+                expires_at=now + FORMID_LIFETIME,
+                source=source,
+            )
+            for v in new
+        ],
+        ignore_conflicts=True,  # a concurrent upload of the same value: stored once
+    )
+    result.accepted = len(new)
+    bump_daily_stat(app, now.date(), formids_collected=len(new))
+    return result
+
+
+def add_subscribe_credits(
+    app: MiniProgram, user: MiniUser, template_ids: Iterable[str], source: str, now: datetime | None = None
+) -> dict[str, int]:
+    """One send credit per accepted template id (an id listed twice is two accepts)."""
+    now = now or timezone.now()
+    counts = Counter(template_ids)
+    Credit.objects.bulk_create(
+        [
+            Credit(app=app, user=user, kind=Credit.Kind.SUBSCRIBE, template_id=tid, source=source)
+            for tid, n in counts.items()
+            for _ in range(n)
+        ]
+    )
+    bump_daily_stat(app, now.date(), subscribe_collected=sum(counts.values()))
+    return dict(counts)
+
+
+def drop_subscribe_credits(app: MiniProgram, user: MiniUser, template_id: str) -> int:
+    """The user turned the template off in WeChat: its unused credits are gone (kept as expired)."""
+    return Credit.objects.filter(
+        app=app, user=user, kind=Credit.Kind.SUBSCRIBE, template_id=template_id, state=Credit.State.AVAILABLE
+    ).update(state=Credit.State.EXPIRED, finished_at=timezone.now())
+
+
+# --- what the SDK reports ---------------------------------------------------------------------------
+def take_ids(
+    app: MiniProgram, user: MiniUser, *, formids: Iterable = (), prepay_ids: Iterable = ()
+) -> Intake:
+    """Store an upload of formIds and prepay_ids for ``user``; counts summed over both lists."""
+    total = Intake()
+    with transaction.atomic():
+        for values, kind in ((formids, Credit.Kind.FORMID), (prepay_ids, Credit.Kind.PREPAY)):
+            if values:
+                part = add_formids(app, user, values, kind=kind, source=Credit.Source.SDK)
+                total.accepted += part.accepted
+                total.duplicates += part.duplicates
+                total.rejected += part.rejected
+    return total
+
+
+def report_subscriptions(
+    app: MiniProgram, user: MiniUser, results: dict[str, str], now: datetime | None = None
+) -> dict:
+    """The user's answers to wx.requestSubscribeMessage. Accepts of the app's subscribe templates become
+    credits when the app counts SDK reports (credit_source "sdk"); with "events" WeChat's own
+    subscribe_msg_popup_event does it and the report is only recorded. Ids the catalogue does not know are
+    ignored. The report is stored as an InboundEvent either way."""
+    known = known_subscribe_template_ids(app)
+    ignored = [tid for tid in results if known is not None and tid not in known]
+    accepted = [tid for tid, answer in results.items() if answer == "accept" and tid not in ignored]
+    credited: dict[str, int] = {}
+    with transaction.atomic():
+        if accepted and app.credit_source == MiniProgram.CreditSource.SDK:
+            credited = add_subscribe_credits(app, user, accepted, source=Credit.Source.SDK, now=now)
+        InboundEvent.objects.create(
+            app=app,
+            source=InboundEvent.Source.SDK,
+            event="subscribe_report",
+            openid=user.openid,
+            payload=results,
+            outcome={"credited": credited, "ignored": ignored, "credit_source": app.credit_source},
+        )
+    return {"credited": credited, "ignored": ignored}
+
+
+# --- claims --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClaimedCredit:
+    id: int
+    openid: str
+    kind: str
+    value: str
+    uses_left: int
+
+
+def claim_credits(
+    app: MiniProgram,
+    *,
+    template_kind: str,
+    template_id: str,
+    openids: Iterable[str],
+    claimed_by: str,
+    now: datetime | None = None,
+) -> dict[str, ClaimedCredit]:
+    """Claim one usable credit per recipient for a template of ``template_kind`` ("formid" or
+    "subscribe"); returns {openid: credit} for those who had one. Atomic and safe under concurrency: a
+    credit is never handed to two claimers."""
+    now = now or timezone.now()
+    wanted = list(dict.fromkeys(o for o in openids if isinstance(o, str)))
+    if not wanted:
+        return {}
+    if template_kind not in (Credit.Kind.FORMID, Credit.Kind.SUBSCRIBE):
+        raise ValueError(f"unknown template kind {template_kind!r}")
+    if connection.vendor == "postgresql":
+        return _claim_postgresql(app, template_kind, template_id, wanted, claimed_by, now)
+    return _claim_guarded(app, template_kind, template_id, wanted, claimed_by, now)
+
+
+def _claim_postgresql(app, template_kind, template_id, openids, claimed_by, now) -> dict[str, ClaimedCredit]:
+    credit, user = Credit._meta.db_table, MiniUser._meta.db_table
+    if template_kind == Credit.Kind.FORMID:
+        pick = (
+            f"SELECT c.id FROM {credit} c WHERE c.user_id = u.id AND c.state = 'available' "
+            "AND c.kind IN ('formid', 'prepay') AND c.expires_at > %(usable_after)s "
+            "ORDER BY c.expires_at, c.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        )
+    else:
+        pick = (
+            f"SELECT c.id FROM {credit} c WHERE c.user_id = u.id AND c.state = 'available' "
+            "AND c.kind = 'subscribe' AND c.template_id = %(template_id)s "
+            "AND (c.expires_at IS NULL OR c.expires_at > %(usable_after)s) "
+            "ORDER BY c.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        )
+    # MATERIALIZED: the pick runs exactly once. Inlined into the UPDATE's join, the planner may rescan it,
+    # and every rescan (SKIP LOCKED, own locks aside) can pick another of the same user's credits.
+    sql = (
+        f"WITH chosen AS MATERIALIZED (SELECT u.openid, picked.id FROM {user} u CROSS JOIN LATERAL ({pick}) picked "
+        "     WHERE u.app_id = %(app_id)s AND u.openid = ANY(%(openids)s)) "
+        f"UPDATE {credit} AS claimed SET state = 'claimed', claimed_at = %(now)s, claimed_by = %(claimed_by)s "
+        "FROM chosen WHERE claimed.id = chosen.id AND claimed.state = 'available' "
+        "RETURNING claimed.id, chosen.openid, claimed.kind, claimed.value, claimed.uses_left"
+    )
+    params = {
+        "now": now,
+        "claimed_by": claimed_by,
+        "usable_after": now + expiry_margin(),
+        "template_id": template_id,
+        "app_id": app.pk,
+        "openids": openids,
+    }
+    # One statement is atomic on its own: no transaction.atomic() (it would only add a savepoint pair).
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[1]: ClaimedCredit(*row) for row in cursor.fetchall()}
+
+
+def _claim_guarded(app, template_kind, template_id, openids, claimed_by, now) -> dict[str, ClaimedCredit]:
+    """Portable path: pick the best candidate, then take it only if it is still available."""
+    users = dict(MiniUser.objects.filter(app=app, openid__in=openids).values_list("id", "openid"))
+    candidates = Credit.objects.filter(usable_q(now), user_id__in=users)
+    if template_kind == Credit.Kind.FORMID:
+        candidates = candidates.filter(kind__in=FORMID_KINDS).order_by("expires_at", "id")
+    else:
+        candidates = candidates.filter(kind=Credit.Kind.SUBSCRIBE, template_id=template_id).order_by("id")
+    claimed: dict[str, ClaimedCredit] = {}
+    for user_id, openid in users.items():
+        for _ in range(5):  # lost a race for the best credit: try the next one
+            row = candidates.filter(user_id=user_id).values_list("id", "kind", "value", "uses_left").first()
+            if row is None:
+                break
+            taken = Credit.objects.filter(pk=row[0], state=Credit.State.AVAILABLE).update(
+                state=Credit.State.CLAIMED, claimed_at=now, claimed_by=claimed_by
+            )
+            if taken:
+                claimed[openid] = ClaimedCredit(row[0], openid, row[1], row[2], row[3])
+                break
+    return claimed
+
+
+# --- settling claims ------------------------------------------------------------------------------
+def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = False) -> int:
+    """A send went through: one use is spent, and a prepay_id with uses left goes back to the pool.
+    ``exhausted``: WeChat said the formId is invalid or used up (41028/41029): it is spent whatever we
+    counted. Only the claim's holder can settle it."""
+    now = timezone.now()
+    held = Credit.objects.filter(pk__in=list(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
+    if exhausted:
+        return held.update(
+            uses_left=0, state=Credit.State.CONSUMED, finished_at=now, claimed_at=None, claimed_by=""
+        )
+    last_use = Q(uses_left__lte=1)
+    return held.update(
+        uses_left=F("uses_left") - 1,
+        state=Case(When(last_use, then=Value(Credit.State.CONSUMED)), default=Value(Credit.State.AVAILABLE)),
+        finished_at=Case(When(last_use, then=Value(now)), default=Value(None)),
+        claimed_at=None,
+        claimed_by="",
+    )
+
+
+def _release(queryset) -> int:
+    """Back to the pool, or to expired if it can no longer be used in time."""
+    now = timezone.now()
+    too_late = Q(expires_at__lte=now + expiry_margin())
+    return queryset.update(
+        state=Case(When(too_late, then=Value(Credit.State.EXPIRED)), default=Value(Credit.State.AVAILABLE)),
+        finished_at=Case(When(too_late, then=Value(now)), default=Value(None)),
+        claimed_at=None,
+        claimed_by="",
+    )
+
+
+def release(credit_ids: Iterable[int], claimed_by: str) -> int:
+    """The send did not happen (transient error, cancel): the credits are usable again."""
+    return _release(
+        Credit.objects.filter(pk__in=list(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
+    )
+
+
+def release_stale(lease: timedelta | None = None) -> int:
+    """Claims older than the lease belong to a worker that died: give them back."""
+    lease = lease or timedelta(seconds=settings.CREDIT_CLAIM_LEASE)
+    stale = Credit.objects.filter(state=Credit.State.CLAIMED, claimed_at__lt=timezone.now() - lease)
+    return _release(stale)
+
+
+def expire_due(batch_size: int = 10_000) -> int:
+    """Mark available credits past their expiry margin as expired, in batches (short transactions)."""
+    total = 0
+    while True:
+        now = timezone.now()
+        ids = list(
+            Credit.objects.filter(
+                state=Credit.State.AVAILABLE, expires_at__isnull=False, expires_at__lte=now + expiry_margin()
+            ).values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return total
+        total += Credit.objects.filter(pk__in=ids, state=Credit.State.AVAILABLE).update(
+            state=Credit.State.EXPIRED, finished_at=now
+        )
+
+
+# --- statistics ------------------------------------------------------------------------------------
+def bump_daily_stat(app: MiniProgram, day: date, **increments: int) -> None:
+    """Add to today's counters (formids_collected, subscribe_collected, sent, failed)."""
+    increments = {k: v for k, v in increments.items() if v}
+    if not increments:
+        return
+    updates = {name: F(name) + n for name, n in increments.items()}
+    if DailyStat.objects.filter(app=app, day=day).update(**updates):
+        return
+    try:
+        with transaction.atomic():
+            DailyStat.objects.create(app=app, day=day, **increments)
+    except IntegrityError:  # created concurrently
+        DailyStat.objects.filter(app=app, day=day).update(**updates)
+
+
+def record_send_outcomes(app: MiniProgram, *, sent: int = 0, failed: int = 0) -> None:
+    """Called by the delivery pipeline after each chunk."""
+    bump_daily_stat(app, timezone.now().date(), sent=sent, failed=failed)
