@@ -196,7 +196,20 @@ def register_app(
             audit(tenant, actor, "app.create", "app", appid, name=name, sandbox=sandbox_app)
     except IntegrityError:  # lost a race with another registration of the same AppID
         raise ApiError(409, "appid_taken", "This AppID is already registered.", field="appid") from None
+    if sandbox_app:
+        connect_sandbox_events(app)
     return app
+
+
+def connect_sandbox_events(app: MiniProgram) -> None:
+    """Have the sandbox push this app's WeChat events (subscribe popups, changes, sends) to our events
+    URL with its token and AES key, as a tenant would configure 消息推送 in the WeChat console."""
+    sandbox.configure_events(
+        app.appid,
+        url=settings.SANDBOX_EVENTS_BASE + app.events_path,
+        token=app.events_token,
+        aes_key=app.get_events_aes_key(),
+    )
 
 
 def update_app(app: MiniProgram, *, actor: str = "system", **changes) -> MiniProgram:
@@ -232,6 +245,8 @@ def update_app(app: MiniProgram, *, actor: str = "system", **changes) -> MiniPro
     if credentials_change:
         tokens.forget_token(app.appid, api_base_for(old_sandbox))
         tokens.forget_token(app.appid, api_base_for(new_sandbox))
+    if new_sandbox and not old_sandbox:
+        connect_sandbox_events(app)
     return app
 
 
@@ -241,6 +256,8 @@ def rotate_events_credentials(app: MiniProgram, actor: str = "system") -> MiniPr
     with transaction.atomic():
         app.save(update_fields=["events_token", "events_aes_key_ciphertext", "updated_at"])
         audit(app.tenant, actor, "app.events_credentials_rotate", "app", app.appid)
+    if app.sandbox:
+        connect_sandbox_events(app)
     return app
 
 

@@ -22,6 +22,9 @@ def _fast_and_isolated(settings):
     caches = {name: dict(conf) for name, conf in settings.CACHES.items()}
     caches["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
     settings.CACHES = caches
+    # Sandbox apps registered by a test push their WeChat events nowhere (discard port) unless the test
+    # serves PushHub over HTTP (sandbox_base), so a developer's running `make run` never receives them.
+    settings.SANDBOX_EVENTS_BASE = "http://127.0.0.1:9"
 
 
 def random_appid() -> str:
@@ -96,6 +99,7 @@ def sandbox_base(live_server, settings):
     base = f"{live_server.url}/sandbox/wechat"
     settings.SANDBOX_API_BASE = base
     settings.WECHAT_API_BASE = base
+    settings.SANDBOX_EVENTS_BASE = live_server.url
     yield base
     # Keep-alive sockets would keep the live server's request threads (and their DB connections) alive.
     close_http_session()

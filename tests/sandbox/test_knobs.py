@@ -114,4 +114,5 @@ def test_knobs_are_patched_and_returned(wechat, app):
         "token_ttl": 7200,
         "formid_retired": True,
         "enforce_force_refresh_limits": True,
+        "push_sent_events": False,
     }

@@ -34,7 +34,7 @@ class SandboxAppAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     search_fields = ["appid"]
-    exclude = ["secret"]
+    exclude = ["secret", "events_token", "events_aes_key"]
 
 
 @admin.register(SandboxUser)

@@ -18,10 +18,25 @@ MSGID_BASE = 2_000_000_000_000_000_000
 
 
 class SandboxApp(models.Model):
-    """A fake mini-program: its credentials and the knobs that make the sandbox misbehave on purpose."""
+    """A fake mini-program: its credentials, its 消息推送配置 and the knobs that make the sandbox misbehave
+    on purpose."""
+
+    PLAINTEXT = "plaintext"
+    SAFE = "safe"
+    EVENTS_MODES = [(PLAINTEXT, "plaintext (明文模式)"), (SAFE, "safe (安全模式)")]
+    JSON = "json"
+    XML = "xml"
+    EVENTS_FORMATS = [(JSON, "JSON"), (XML, "XML")]
 
     appid = models.CharField(max_length=64, unique=True)
     secret = models.CharField(max_length=128)
+    # 消息推送配置: where WeChat pushes this app's events, signed with the Token and, in safe mode, encrypted
+    # with the EncodingAESKey. No URL: nothing is pushed.
+    events_url = models.CharField(max_length=500, blank=True, default="")
+    events_token = models.CharField(max_length=32, blank=True, default="")
+    events_aes_key = models.CharField(max_length=43, blank=True, default="")
+    events_mode = models.CharField(max_length=10, choices=EVENTS_MODES, default=SAFE)
+    events_format = models.CharField(max_length=4, choices=EVENTS_FORMATS, default=JSON)
     latency_ms = models.PositiveIntegerField(default=0)
     error_rate = models.FloatField(default=0.0)
     timeout_rate = models.FloatField(default=0.0)
@@ -29,6 +44,9 @@ class SandboxApp(models.Model):
     token_ttl = models.PositiveIntegerField(default=7200)
     formid_retired = models.BooleanField(default=False)
     enforce_force_refresh_limits = models.BooleanField(default=True)
+    # Push subscribe_msg_sent_event after each successful subscribe send (off by default: it makes every
+    # send wait for the push).
+    push_sent_events = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     KNOBS = (
@@ -39,6 +57,7 @@ class SandboxApp(models.Model):
         "token_ttl",
         "formid_retired",
         "enforce_force_refresh_limits",
+        "push_sent_events",
     )
 
     class Meta:
@@ -77,6 +96,9 @@ class SandboxUser(models.Model):
     app = models.ForeignKey(SandboxApp, on_delete=models.CASCADE, related_name="users")
     openid = models.CharField(max_length=64)
     unionid = models.CharField(max_length=64, blank=True, default="")
+    # CreateTime of the last event pushed about this user: the next one gets a later second (see
+    # services._event_time).
+    last_event_time = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

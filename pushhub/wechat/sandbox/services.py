@@ -6,6 +6,13 @@ Two audiences call these:
 - the control endpoints and PushHub itself in-process (demo loader, dashboard "simulated phone"), through the
   functions that raise :class:`SandboxError` (``register_app``, ``create_user``, ``issue_formids`` …).
 
+Like WeChat, the sandbox pushes events to the app's 消息推送 URL once ``configure_events`` set one:
+``subscribe_msg_popup_event`` when the user answers a subscription popup (``accept_subscriptions``),
+``subscribe_msg_change_event`` when they turn a template off (``turn_off_subscription``) and, with the
+``push_sent_events`` knob, ``subscribe_msg_sent_event`` after a subscribe send. Pushes run after the
+sandbox's own transaction commits, synchronously (see ``pushes.py``); a failed push is logged and counted
+in ``stats``, never raised.
+
 Decrements of formIds and subscribe credits are single conditional UPDATEs (``uses_left > 0``), so concurrent
 sends can never spend one twice, on PostgreSQL (row lock + re-check) and SQLite (one writer) alike.
 """
@@ -13,6 +20,7 @@ sends can never spend one twice, on PostgreSQL (row lock + re-check) and SQLite 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import random
@@ -23,12 +31,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import IntegrityError, models, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from pushhub.wechat import rules
+from pushhub.wechat import msgcrypto, rules
 
+from . import pushes
 from .models import (
     FORMID_LIFETIME,
     LOGIN_CODE_LIFETIME,
@@ -55,6 +66,10 @@ TEMPLATE_ID_SHAPE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 MINIPROGRAM_STATES = {"developer", "trial", "formal"}
 LANGS = {"zh_CN", "en_US", "zh_HK", "zh_TW"}
 SEND_ENDPOINTS = ("template_send", "subscribe_send")
+# Event pushes are counted like calls under this name: errcode 0 delivered, else the HTTP status or -1.
+PUSH_ENDPOINT = "event_push"
+EVENTS_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9]{3,32}")  # WeChat's Token: 3-32 letters or digits
+_events_url_validator = URLValidator(schemes=["http", "https"])
 
 ERRMSG = {
     -1: "system error",
@@ -218,7 +233,7 @@ def set_knobs(appid: str, **changes: Any) -> SandboxApp:
     for name, value in changes.items():
         if name in _NUMBER_KNOBS:
             value = _check_number_knob(name, value, *_NUMBER_KNOBS[name])
-        elif name in ("formid_retired", "enforce_force_refresh_limits"):
+        elif name in ("formid_retired", "enforce_force_refresh_limits", "push_sent_events"):
             if not isinstance(value, bool):
                 raise _invalid(name, f"{name} must be true or false.")
         else:
@@ -355,14 +370,114 @@ def accept_subscriptions(appid: str, openid: str, results: dict[str, str]) -> di
         ).values_list("template_id", flat=True)
     )
     answered: dict[str, str] = {"errMsg": "requestSubscribeMessage:ok"}
+    shown: dict[str, str] = {}  # what the popup showed and the user tapped: WeChat pushes these
     for template_id, answer in results.items():
         if template_id not in known:
             answered[template_id] = "filter"
             continue
         if answer == "accept":
             _add_credit(user.app, user.openid, template_id)
+        if answer in ("accept", "reject"):
+            shown[template_id] = answer
         answered[template_id] = answer
+    if shown:
+        _push_after_commit(user.app, pushes.popup_event(user.app, user.openid, shown))
     return answered
+
+
+def turn_off_subscription(appid: str, openid: str, template_id: str) -> int:
+    """The user turned a subscribe template off in the mini-program's settings: its sends are gone, and
+    WeChat pushes ``subscribe_msg_change_event`` with ``reject``. Returns how many sends were dropped."""
+    user = get_user(appid, openid)
+    template = get_template(appid, template_id)
+    if template.kind != SandboxTemplate.SUBSCRIBE:
+        raise SandboxError(
+            404, "not_found", f"No subscribe template {template_id!r} in sandbox app {appid!r}."
+        )
+    subscriptions = SandboxSubscription.objects.filter(
+        app=user.app, openid=user.openid, template_id=template_id
+    )
+    with transaction.atomic():
+        dropped = sum(subscriptions.select_for_update().values_list("credits", flat=True))
+        subscriptions.update(credits=0)
+    _push_after_commit(user.app, pushes.change_event(user.app, user.openid, template_id, "reject"))
+    return dropped
+
+
+# --- message push (消息推送) ----------------------------------------------------------------------
+
+
+def configure_events(
+    appid: str, url: str, token: str, aes_key: str, mode: str = "safe", fmt: str = "json"
+) -> SandboxApp:
+    """The app's 消息推送配置: events go to ``url``, signed with ``token`` and, in ``safe`` mode, encrypted
+    with the EncodingAESKey ``aes_key`` (43 characters), as ``json`` or ``xml``. An empty ``url`` stops the
+    pushes. Unlike WeChat, any port is allowed (test servers)."""
+    app = get_app(appid)
+    if not isinstance(url, str) or len(url) > 500:
+        raise _invalid("url", "url must be an http(s) URL of at most 500 characters, or empty.")
+    if url:
+        try:
+            _events_url_validator(url)
+        except ValidationError:
+            raise _invalid("url", "url must be an http(s) URL of at most 500 characters, or empty.") from None
+        if not isinstance(token, str) or not EVENTS_TOKEN_SHAPE.fullmatch(token):
+            raise _invalid("token", "token must be 3-32 letters or digits.")
+    if mode not in (SandboxApp.PLAINTEXT, SandboxApp.SAFE):
+        raise _invalid("mode", "mode must be 'plaintext' or 'safe'.")
+    if fmt not in (SandboxApp.JSON, SandboxApp.XML):
+        raise _invalid("format", "format must be 'json' or 'xml'.")
+    aes_key = aes_key or ""
+    needs_key = url and mode == SandboxApp.SAFE
+    if not isinstance(aes_key, str) or ((aes_key or needs_key) and not msgcrypto.AES_KEY_RE.match(aes_key)):
+        raise _invalid("aes_key", "aes_key (EncodingAESKey) must be 43 letters or digits.")
+    app.events_url = url
+    app.events_token = token if url else ""
+    app.events_aes_key = aes_key if url else ""
+    app.events_mode = mode
+    app.events_format = fmt
+    app.save(update_fields=["events_url", "events_token", "events_aes_key", "events_mode", "events_format"])
+    return app
+
+
+def events_config(app: SandboxApp) -> dict[str, Any]:
+    """The app's 消息推送配置 without its secrets (the Token and the EncodingAESKey)."""
+    return {
+        "appid": app.appid,
+        "url": app.events_url or None,
+        "mode": app.events_mode,
+        "format": app.events_format,
+        "push_sent_events": app.push_sent_events,
+    }
+
+
+def _event_time(app: SandboxApp, openid: str) -> int:
+    """CreateTime for the next event about this user: now, or one second after their previous event.
+
+    Receivers (PushHub among them) tell WeChat's retries from new events by FromUserName + CreateTime +
+    content; a person cannot answer two subscription popups within a second, but a script driving the
+    sandbox can, and those events must not look like retries of each other.
+    """
+    now = int(time.time())
+    with transaction.atomic():
+        user = SandboxUser.objects.select_for_update().filter(app=app, openid=openid).first()
+        if user is None:
+            return now
+        stamp = max(now, user.last_event_time + 1)
+        SandboxUser.objects.filter(pk=user.pk).update(last_event_time=stamp)
+    return stamp
+
+
+def _push_after_commit(app: SandboxApp, event: pushes.Event) -> None:
+    """Push once the sandbox's own writes are committed (at once outside a transaction), if configured."""
+    if app.events_url:
+        event = dataclasses.replace(event, create_time=_event_time(app, event.openid))
+        transaction.on_commit(lambda: _push(app, event), robust=True)
+
+
+def _push(app: SandboxApp, event: pushes.Event) -> None:
+    status = pushes.deliver(app, event)
+    record_call(app, PUSH_ENDPOINT, 0 if status == 200 else status)
 
 
 def user_credits(appid: str, openid: str) -> dict[str, Any]:
@@ -475,6 +590,7 @@ def stats(appid: str) -> dict[str, Any]:
     calls: dict[str, dict[str, int]] = {}
     for endpoint, errcode, count in app.call_counts.values_list("endpoint", "errcode", "count"):
         calls.setdefault(endpoint, {})[str(errcode)] = count
+    pushed = calls.pop(PUSH_ENDPOINT, {})
     sends: dict[str, int] = {}
     for endpoint in SEND_ENDPOINTS:
         for errcode, count in calls.get(endpoint, {}).items():
@@ -488,11 +604,16 @@ def stats(appid: str) -> dict[str, Any]:
         "sends_by_errcode": sends,
         "calls": calls,
         "inbox_messages": app.messages.count(),
+        "event_pushes": {
+            "ok": pushed.get("0", 0),
+            "failed": sum(count for outcome, count in pushed.items() if outcome != "0"),
+            "failed_by_status": {outcome: count for outcome, count in pushed.items() if outcome != "0"},
+        },
     }
 
 
 def record_call(app: SandboxApp, endpoint: str, errcode: int) -> None:
-    """Count one answer of a token-taking endpoint."""
+    """Count one answer of a token-taking endpoint, or the outcome of one event push (PUSH_ENDPOINT)."""
     _increment(SandboxCallCount, "count", app=app, endpoint=endpoint, errcode=errcode)
 
 
@@ -797,6 +918,8 @@ def send_subscribe_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str
             miniprogram_state=state,
             lang=lang,
         )
+    if app.push_sent_events:
+        _push_after_commit(app, pushes.sent_event(app, openid, template.template_id, message.msgid))
     return {"errcode": 0, "errmsg": "ok", "msgid": message.msgid}
 
 

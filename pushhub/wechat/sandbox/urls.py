@@ -36,6 +36,12 @@ urlpatterns = [
         views.subscriptions,
         name="control_subscriptions",
     ),
+    path(
+        "_control/apps/<str:appid>/users/<str:openid>/subscriptions/<str:template_id>/off",
+        views.subscription_off,
+        name="control_subscription_off",
+    ),
+    path("_control/apps/<str:appid>/events", views.app_events, name="control_events"),
     path("_control/apps/<str:appid>/templates", views.templates, name="control_templates"),
     path(
         "_control/apps/<str:appid>/templates/<str:template_id>",

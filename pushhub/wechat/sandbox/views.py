@@ -307,6 +307,38 @@ def subscriptions(request: HttpRequest, appid: str, openid: str) -> HttpResponse
 
 
 @control
+def subscription_off(request: HttpRequest, appid: str, openid: str, template_id: str) -> HttpResponse:
+    """``POST _control/apps/{appid}/users/{openid}/subscriptions/{template_id}/off``: the user turns the
+    template off in the mini-program's settings (its sends are dropped; a change event is pushed)."""
+    _allow(request, "POST")
+    dropped = services.turn_off_subscription(appid, openid, template_id)
+    return _json({"openid": openid, "template_id": template_id, "dropped": dropped})
+
+
+@control
+def app_events(request: HttpRequest, appid: str) -> HttpResponse:
+    """``PUT _control/apps/{appid}/events`` ``{url, token, aes_key, mode?, format?}``: the app's 消息推送配置
+    (``GET`` reads it without the secrets, ``DELETE`` stops the pushes)."""
+    _allow(request, "GET", "PUT", "DELETE")
+    if request.method == "PUT":
+        payload = _control_json(request)
+        app = services.configure_events(
+            appid,
+            url=payload.get("url"),
+            token=payload.get("token"),
+            aes_key=payload.get("aes_key"),
+            mode=payload.get("mode", "safe"),
+            fmt=payload.get("format", "json"),
+        )
+    elif request.method == "DELETE":
+        services.configure_events(appid, url="", token="", aes_key="")
+        return HttpResponse(status=204)
+    else:
+        app = services.get_app(appid)
+    return _json(services.events_config(app))
+
+
+@control
 def templates(request: HttpRequest, appid: str) -> HttpResponse:
     """``POST _control/apps/{appid}/templates`` (create or replace); ``GET ?kind=`` lists them."""
     _allow(request, "GET", "POST")

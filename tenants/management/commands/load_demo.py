@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from formids import services as credit_services
 from pushhub.wechat.sandbox import services as sandbox
 from tenants import services
 from tenants.models import MiniProgram, Tenant
@@ -73,8 +74,17 @@ class Command(BaseCommand):
         for template in DEMO_TEMPLATES:
             if template["template_id"] not in existing:
                 sandbox.add_template(DEMO_APPID, **template)
+        subscribe_template = DEMO_TEMPLATES[0]["template_id"]
         for openid in DEMO_USERS:
             sandbox.create_user(DEMO_APPID, openid=openid)
+            user = credit_services.touch_user(app, openid)
+            if not user.credits.exists():
+                # As if the user had tapped three forms and accepted the subscription once: WeChat (the
+                # sandbox) issues the credits, and the SDK reports them to us.
+                formids = sandbox.issue_formids(DEMO_APPID, openid, count=3)
+                credit_services.add_formids(app, user, formids)
+                sandbox.accept_subscriptions(DEMO_APPID, openid, {subscribe_template: "accept"})
+                credit_services.add_subscribe_credits(app, user, [subscribe_template], source="sdk")
 
         _, write_key = services.create_api_key(
             tenant, "write", name="make run demo", actor="system:load_demo"
@@ -84,6 +94,9 @@ class Command(BaseCommand):
         self.stdout.write(f"  API docs:     {base_url}/api/docs/")
         self.stdout.write(f"  API key:      {write_key}   (write scope; shown once)")
         self.stdout.write(f"  sandbox app:  {DEMO_APPID} (test users: {', '.join(DEMO_USERS)})")
+        self.stdout.write(
+            f"  quota:        curl -H 'Authorization: Bearer {write_key}' {base_url}/api/v1/apps/{DEMO_APPID}/quota"
+        )
         self.stdout.write(
             f"  try:          curl -H 'Authorization: Bearer {write_key}' {base_url}/api/v1/apps"
         )
