@@ -75,6 +75,8 @@ class Command(BaseCommand):
             if template["template_id"] not in existing:
                 sandbox.add_template(DEMO_APPID, **template)
         subscribe_template = DEMO_TEMPLATES[0]["template_id"]
+        # The web server is not up yet: seed without the sandbox pushing events to it, then reconnect.
+        sandbox.configure_events(DEMO_APPID, url="", token="", aes_key="")
         for openid in DEMO_USERS:
             sandbox.create_user(DEMO_APPID, openid=openid)
             user = credit_services.touch_user(app, openid)
@@ -85,6 +87,7 @@ class Command(BaseCommand):
                 credit_services.add_formids(app, user, formids)
                 sandbox.accept_subscriptions(DEMO_APPID, openid, {subscribe_template: "accept"})
                 credit_services.add_subscribe_credits(app, user, [subscribe_template], source="sdk")
+        services.connect_sandbox_events(app)
 
         _, write_key = services.create_api_key(
             tenant, "write", name="make run demo", actor="system:load_demo"
