@@ -1,0 +1,104 @@
+"""Operations console for the template catalogue. The trigger token is never shown: only a prefix of its
+hash, enough to match a row against a log line or a support request."""
+
+from django.contrib import admin
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
+
+from templates_app import catalogue
+from templates_app.models import Template
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    list_display = [
+        "title",
+        "template_id",
+        "app_link",
+        "kind",
+        "status",
+        "source",
+        "trigger_enabled",
+        "push_count",
+        "token_hash_prefix",
+        "created_at",
+    ]
+    list_filter = ["kind", "status", "source", "trigger_enabled", "app"]
+    search_fields = ["title", "template_id", "app__appid"]
+    list_select_related = ["app"]
+    show_full_result_count = False
+    # The ciphertext is excluded, not just read-only: it is of no use to an operator.
+    fields = [
+        "app",
+        "kind",
+        "template_id",
+        "title",
+        "fields",
+        "page",
+        "emphasis_keyword",
+        "status",
+        "source",
+        "trigger_enabled",
+        "token_hash_prefix",
+        "created_at",
+        "updated_at",
+    ]
+    # Only status and trigger_enabled are edited here, through the catalogue verbs (validated, audited);
+    # the content of a template is changed with the API or by a sync.
+    readonly_fields = [f for f in fields if f not in ("status", "trigger_enabled")]
+    actions = ["rotate_trigger_urls", "disable_trigger_urls"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_pushes=Count("pushes"))
+
+    def has_add_permission(self, request):
+        return False  # a template gets its trigger token from catalogue.create_template: use the API
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.status == Template.Status.DELETED:
+            return self.fields  # a deleted template stays deleted: the app may have a new one with its id
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        actor = f"user:{request.user.get_username()}"
+        template = Template.objects.select_related("app__tenant").get(pk=obj.pk)
+        if template.status == Template.Status.DELETED:
+            return
+        if obj.status == Template.Status.DELETED:
+            catalogue.delete_template(template, actor=actor)
+            return
+        changes = {
+            name: getattr(obj, name) for name in form.changed_data if name in ("status", "trigger_enabled")
+        }
+        if changes:
+            catalogue.update_template(template, actor=actor, **changes)
+
+    @admin.display(description="app", ordering="app__appid")
+    def app_link(self, obj):
+        url = reverse("admin:tenants_miniprogram_change", args=[obj.app_id])
+        return format_html('<a href="{}">{}</a>', url, obj.app.appid)
+
+    @admin.display(description="pushes", ordering="n_pushes")
+    def push_count(self, obj):
+        return obj.n_pushes
+
+    @admin.display(description="trigger token (sha256 prefix)")
+    def token_hash_prefix(self, obj):
+        return f"{obj.trigger_token_hash[:12]}…" if obj.trigger_token_hash else "—"
+
+    @admin.action(description="Rotate the trigger URLs of the selected templates")
+    def rotate_trigger_urls(self, request, queryset):
+        actor = f"user:{request.user.get_username()}"
+        rotated = 0
+        for template in queryset.select_related("app__tenant").exclude(status=Template.Status.DELETED):
+            catalogue.rotate_trigger_url(template, actor=actor)
+            rotated += 1
+        self.message_user(request, f"Rotated {rotated} trigger URL(s); the old URLs answer 404 now.")
+
+    @admin.action(description="Disable the trigger URLs of the selected templates")
+    def disable_trigger_urls(self, request, queryset):
+        actor = f"user:{request.user.get_username()}"
+        for template in queryset.select_related("app__tenant").exclude(status=Template.Status.DELETED):
+            catalogue.update_template(template, actor=actor, trigger_enabled=False)
+        self.message_user(request, "Trigger URLs disabled.")

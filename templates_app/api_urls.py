@@ -1,0 +1,31 @@
+"""/api/v1 routes of templates_app (included from pushhub/urls.py under ``api/v1/``)."""
+
+from django.urls import path
+
+from templates_app.catalogue_api import AppTemplateViewSet, TemplateViewSet
+
+# --- the catalogue and trigger URLs (templates_app.catalogue_api) ------------------------------------
+catalogue_urlpatterns = [
+    path(
+        "apps/<str:appid>/templates",
+        AppTemplateViewSet.as_view({"get": "list", "post": "create"}),
+        name="app-templates",
+    ),
+    path(
+        "apps/<str:appid>/templates/sync",
+        AppTemplateViewSet.as_view({"post": "sync"}),
+        name="app-templates-sync",
+    ),
+    path(
+        "templates/<str:id>",
+        TemplateViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="template-detail",
+    ),
+    path("templates/<str:id>/rotate", TemplateViewSet.as_view({"post": "rotate"}), name="template-rotate"),
+]
+
+# --- pushes (templates_app.push_api) -----------------------------------------------------------------
+# Added by the push work; nothing above imports from the push modules.
+push_urlpatterns: list = []
+
+urlpatterns = [*catalogue_urlpatterns, *push_urlpatterns]

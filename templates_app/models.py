@@ -1,0 +1,190 @@
+"""Templates (the catalogue), their trigger URLs, pushes and the delivery log."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from formids.models import Credit
+from pushhub import crypto
+from tenants.models import MiniProgram, Tenant
+
+
+class TemplateQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant):
+        return self.filter(app__tenant=tenant, app__deleted_at__isnull=True)
+
+    def visible(self):
+        return self.exclude(status=Template.Status.DELETED)
+
+
+class Template(models.Model):
+    class Kind(models.TextChoices):
+        FORMID = "formid", "formId template message"
+        SUBSCRIBE = "subscribe", "subscribe message"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        DISABLED = "disabled", "disabled"
+        DELETED = "deleted", "deleted"
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "entered by hand"
+        SYNCED = "synced", "synced from WeChat"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="templates")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    template_id = models.CharField(max_length=128)  # WeChat's id (priTmplId / template_id)
+    title = models.CharField(max_length=100)
+    fields = models.JSONField(default=list)  # [{"key": "thing1", "name": "商品名称"}, ...] in content order
+    page = models.CharField(max_length=1024, blank=True, default="")
+    emphasis_keyword = models.CharField(max_length=64, blank=True, default="")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    # The trigger URL's token is the credential: looked up by its SHA-256 (unique index, no scan, nothing
+    # usable stored in clear) and kept Fernet-encrypted so the URL can be shown again in the API.
+    trigger_token_hash = models.CharField(max_length=64, unique=True)
+    trigger_token_ciphertext = models.TextField()
+    trigger_enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TemplateQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "kind", "template_id"],
+                condition=~Q(status="deleted"),
+                name="template_unique_wechat_id",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.template_id})"
+
+    def get_trigger_token(self) -> str:
+        return crypto.decrypt(self.trigger_token_ciphertext)
+
+    @property
+    def trigger_path(self) -> str:
+        return f"/t/{self.get_trigger_token()}"
+
+    @property
+    def keys(self) -> list[str]:
+        return [f["key"] for f in self.fields]
+
+
+class PushQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant):
+        return self.filter(tenant=tenant)
+
+
+class Push(models.Model):
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "scheduled"
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        CANCELED = "canceled", "canceled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="pushes")
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="pushes")
+    template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="pushes")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    to_all = models.BooleanField(default=False)
+    to = models.JSONField(default=list)  # explicit openids as given (deduplicated), [] for @all
+    data = models.JSONField(default=dict)  # normalised: {"thing1": {"value": "…", "color"?: "…"}}
+    page = models.CharField(max_length=1024, blank=True, default="")
+    emphasis_keyword = models.CharField(max_length=64, blank=True, default="")
+    miniprogram_state = models.CharField(max_length=10, blank=True, default="")
+    lang = models.CharField(max_length=5, blank=True, default="")
+    force = models.BooleanField(default=False)
+    send_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=100, blank=True, default="")  # "trigger", "key:phk_…"
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Counters (updated with F() by the workers; null while unknown for @all)
+    recipients = models.IntegerField(null=True)
+    sent = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    no_credit = models.IntegerField(null=True)
+    opted_out = models.IntegerField(null=True)
+    pending = models.IntegerField(default=0)
+    # Every recipient has a Delivery row (or was counted as opted out): the push is done once nothing is
+    # pending. Set by the request for explicit recipients, by the last chunk for @all.
+    enumerated = models.BooleanField(default=False)
+
+    objects = PushQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="push_tenant_recent"),
+            models.Index(fields=["send_at"], condition=Q(status="scheduled"), name="push_scheduled_due"),
+            # the stall sweep: pushes that should be moving
+            models.Index(
+                fields=["status"], condition=Q(status__in=["queued", "running"]), name="push_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"push {self.id} ({self.status})"
+
+    @property
+    def claim_holder(self) -> str:
+        """The claimed_by value of this push's credits: only this push may consume or release them."""
+        return f"push:{self.id}"
+
+
+class IdempotencyRecord(models.Model):
+    """An Idempotency-Key seen on a template within 24 h, and the push it created."""
+
+    template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)  # sha256 of the canonical request body
+    push = models.ForeignKey(Push, on_delete=models.CASCADE, related_name="+")
+    response = models.JSONField(default=dict)  # the first answer, returned again for a replay
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["template", "key"], name="idempotency_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.push_id}"
+
+
+class Delivery(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        SENT = "sent", "sent"
+        FAILED = "failed", "failed"
+        NO_CREDIT = "no_credit", "no credit"
+
+    push = models.ForeignKey(Push, on_delete=models.CASCADE, related_name="deliveries")
+    openid = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # The credit claimed for this delivery (set before the send is attempted, so a redelivered chunk
+    # knows an earlier attempt used it).
+    credit = models.ForeignKey(Credit, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # WeChat's errcode as text ("40003"), or our own reason ("timeout_ambiguous", "canceled").
+    errcode = models.CharField(max_length=32, blank=True, default="")
+    errmsg = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    msgid = models.BigIntegerField(null=True, blank=True, db_index=True)  # subscribe sends: WeChat's MsgID
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["push", "openid"], name="delivery_unique_recipient")]
+        indexes = [
+            models.Index(fields=["push", "status"], name="delivery_push_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.openid} ({self.status})"
