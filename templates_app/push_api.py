@@ -1,0 +1,195 @@
+"""/api/v1 pushes: send through the API, list and read pushes, their deliveries, cancel."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from pushhub.api import ApiError, CursorPagination, absolute_url
+from templates_app import pushes, sending
+from templates_app.models import Delivery, Push, Template
+from tenants.auth import actor_for
+from tenants.viewsets import TenantScopedViewSet
+
+COUNTS = inline_serializer(
+    "PushCounts",
+    {
+        name: serializers.IntegerField(allow_null=True)
+        for name in ("recipients", "sent", "failed", "no_credit", "opted_out", "pending")
+    },
+)
+
+
+class SendSerializer(serializers.Serializer):
+    """Documentation of the send body (validation is pushes.parse_send_request)."""
+
+    to = serializers.JSONField(help_text='an openid, a list of 1..1000 openids, or "@all"')
+    data = serializers.JSONField(help_text="{key: value | {value, color}} or an array in field order")
+    page = serializers.CharField(required=False)
+    emphasis_keyword = serializers.CharField(required=False, help_text="formId templates: e.g. keyword1.DATA")
+    miniprogram_state = serializers.ChoiceField(pushes.MINIPROGRAM_STATES, required=False)
+    lang = serializers.ChoiceField(pushes.LANGS, required=False)
+    send_at = serializers.DateTimeField(required=False)
+    force = serializers.BooleanField(required=False)
+
+
+class AcceptedSerializer(serializers.Serializer):
+    push_id = serializers.CharField()
+    status = serializers.ChoiceField(["queued", "scheduled"])
+    recipients = serializers.IntegerField(allow_null=True)
+    no_credit = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    opted_out = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    send_at = serializers.CharField(allow_null=True)
+    status_url = serializers.CharField()
+
+
+class DryRunSerializer(serializers.Serializer):
+    recipients = serializers.IntegerField()
+    reachable = serializers.IntegerField()
+    no_credit = serializers.IntegerField()
+    opted_out = serializers.IntegerField()
+
+
+class PushSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    template = serializers.CharField()
+    app = serializers.CharField()
+    status = serializers.ChoiceField(Push.Status.values)
+    to = serializers.JSONField()
+    counts = COUNTS
+    send_at = serializers.CharField(allow_null=True)
+    created_at = serializers.CharField()
+    started_at = serializers.CharField(allow_null=True)
+    finished_at = serializers.CharField(allow_null=True)
+
+
+class DeliverySerializer(serializers.Serializer):
+    openid = serializers.CharField()
+    status = serializers.ChoiceField(Delivery.Status.values)
+    errcode = serializers.JSONField(
+        allow_null=True, help_text="WeChat's errcode, or timeout_ambiguous / canceled"
+    )
+    errmsg = serializers.CharField(allow_null=True)
+    attempts = serializers.IntegerField()
+    msgid = serializers.CharField(allow_null=True)
+    sent_at = serializers.CharField(allow_null=True)
+
+
+def _uuid_or_404(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404 from None
+
+
+class TemplatePushViewSet(TenantScopedViewSet):
+    tenant_queryset = Template.objects.select_related("app")
+    serializer_class = AcceptedSerializer
+
+    @extend_schema(
+        request=SendSerializer,
+        responses={202: AcceptedSerializer, 200: DryRunSerializer},
+        parameters=[
+            OpenApiParameter(
+                "dry_run", OpenApiTypes.BOOL, description="count the reach; claim and send nothing"
+            ),
+            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
+        ],
+        operation_id="templates_pushes_create",
+    )
+    def create(self, request, id=None):
+        template = self.get_queryset().filter(pk=_uuid_or_404(id)).first()
+        if template is None:
+            raise Http404
+        status, body = sending.send(
+            template,
+            request.data,
+            dry_run=sending.is_dry_run(request.query_params),
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+            created_by=actor_for(request),
+            status_url=lambda push: absolute_url(request, f"/api/v1/pushes/{push.pk}"),
+        )
+        return Response(body, status=status)
+
+
+class DeliveryPagination(CursorPagination):
+    ordering = "id"
+
+
+class PushViewSet(TenantScopedViewSet):
+    tenant_queryset = Push.objects.select_related("app")
+    serializer_class = PushSerializer
+
+    def _push(self, pk) -> Push:
+        push = self.get_queryset().filter(pk=_uuid_or_404(pk)).first()
+        if push is None:
+            raise Http404
+        return push
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("app", OpenApiTypes.STR, description="AppID"),
+            OpenApiParameter("template", OpenApiTypes.UUID),
+            OpenApiParameter("status", OpenApiTypes.STR, enum=Push.Status.values),
+        ],
+        responses={200: PushSerializer(many=True)},
+    )
+    def list(self, request):
+        queryset = self.get_queryset()
+        params = request.query_params
+        if params.get("app"):
+            queryset = queryset.filter(app__appid=params["app"])
+        if params.get("template"):
+            try:
+                queryset = queryset.filter(template_id=uuid.UUID(params["template"]))
+            except ValueError:
+                raise ApiError(
+                    400, "validation_error", "template must be a template id.", field="template"
+                ) from None
+        if params.get("status"):
+            if params["status"] not in Push.Status.values:
+                raise ApiError(
+                    400,
+                    "validation_error",
+                    f"status must be one of {', '.join(Push.Status.values)}.",
+                    field="status",
+                )
+            queryset = queryset.filter(status=params["status"])
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response([pushes.push_payload(p) for p in page])
+
+    @extend_schema(responses={200: PushSerializer})
+    def retrieve(self, request, pk=None):
+        return Response(pushes.push_payload(self._push(pk)))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Delivery.Status.values)],
+        responses={200: DeliverySerializer(many=True)},
+        operation_id="pushes_deliveries_list",
+    )
+    def deliveries(self, request, pk=None):
+        push = self._push(pk)
+        deliveries = Delivery.objects.filter(push=push)
+        status = request.query_params.get("status")
+        if status:
+            if status not in Delivery.Status.values:
+                raise ApiError(
+                    400,
+                    "validation_error",
+                    f"status must be one of {', '.join(Delivery.Status.values)}.",
+                    field="status",
+                )
+            deliveries = deliveries.filter(status=status)
+        paginator = DeliveryPagination()
+        page = paginator.paginate_queryset(deliveries, request, view=self)
+        return paginator.get_paginated_response([pushes.delivery_payload(d) for d in page])
+
+    @extend_schema(request=None, responses={200: PushSerializer}, operation_id="pushes_cancel_create")
+    def cancel(self, request, pk=None):
+        push = pushes.cancel_push(self._push(pk), actor=actor_for(request))
+        return Response(pushes.push_payload(push))

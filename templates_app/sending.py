@@ -1,0 +1,66 @@
+"""What both send endpoints share: rate limits, body parsing, dry run, idempotency, the 202 answer.
+
+``POST /t/{token}`` (the token is the credential) and ``POST /api/v1/templates/{id}/pushes`` (a write key)
+take the same body and give the same answer; only authentication and the status link differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+from django.conf import settings
+
+from pushhub import ratelimit
+from pushhub.api import ApiError
+from templates_app import pushes
+from templates_app.models import Push, Template
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def send(
+    template: Template,
+    body,
+    *,
+    dry_run: bool,
+    idempotency_key: str,
+    created_by: str,
+    status_url: Callable[[Push], str],
+) -> tuple[int, dict]:
+    """(HTTP status, answer) for a send request on ``template``."""
+    pushes.ensure_sendable(template)
+    ratelimit.check(
+        f"send:template:{template.pk}", settings.TRIGGER_RATE_PER_TEMPLATE, 60, "pushes for this template"
+    )
+    ratelimit.check(
+        f"send:tenant:{template.app.tenant_id}",
+        settings.TRIGGER_RATE_PER_TENANT,
+        60,
+        "pushes for this tenant",
+    )
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise ApiError(
+            400, "validation_error", "Idempotency-Key is at most 255 characters.", field="Idempotency-Key"
+        )
+    request = pushes.parse_send_request(template, body)
+    if dry_run:
+        return 200, pushes.dry_run(template, request)
+    started = pushes.start_push(
+        template,
+        request,
+        created_by=created_by,
+        status_url=status_url,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint(body) if idempotency_key else "",
+    )
+    return (200 if started.replay else 202), started.body
+
+
+def fingerprint(body) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def is_dry_run(query) -> bool:
+    return query.get("dry_run", "").lower() in {"1", "true", "yes"}
