@@ -329,6 +329,14 @@ def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = Fal
     )
 
 
+def refresh_claims(credit_ids: Iterable[int], claimed_by: str) -> int:
+    """Renew the lease of claims still being worked on (a retry waiting for its backoff), so the stale
+    sweep does not hand them to someone else meanwhile."""
+    return Credit.objects.filter(
+        pk__in=list(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by
+    ).update(claimed_at=timezone.now())
+
+
 def _release(queryset) -> int:
     """Back to the pool, or to expired if it can no longer be used in time."""
     now = timezone.now()

@@ -169,6 +169,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "expire-credits": {"task": "formids.expire_credits", "schedule": 300.0},
     "release-stale-claims": {"task": "formids.release_stale_claims", "schedule": 60.0},
+    "run-scheduled-pushes": {"task": "templates_app.run_scheduled_pushes", "schedule": 15.0},
 }
 
 # --- WeChat ----------------------------------------------------------------------------------
@@ -193,6 +194,24 @@ WECHAT_POOL_SIZE = env.int("WECHAT_POOL_SIZE", default=64)
 FORMID_EXPIRY_MARGIN = env.int("FORMID_EXPIRY_MARGIN", default=3600)
 # A claim older than this belongs to a worker that died: the sweep gives the credit back.
 CREDIT_CLAIM_LEASE = env.int("CREDIT_CLAIM_LEASE", default=15 * 60)
+
+# --- Delivery ------------------------------------------------------------------------------------
+PUSH_CHUNK_SIZE = env.int("PUSH_CHUNK_SIZE", default=500)  # recipients per chunk task
+SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=32)  # parallel WeChat calls per chunk task
+SEND_RATE_PER_APP = env.int("SEND_RATE_PER_APP", default=2000)  # sends per second per app, all workers
+DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=5)
+DELIVERY_RETRY_BASE = env.float("DELIVERY_RETRY_BASE", default=2.0)  # seconds, doubled per attempt (+ jitter)
+DELIVERY_RETRY_MAX = env.float("DELIVERY_RETRY_MAX", default=60.0)
+# A delivery attempted this recently is being sent by another run: left alone (seconds).
+DELIVERY_IN_FLIGHT_LEASE = env.int("DELIVERY_IN_FLIGHT_LEASE", default=120)
+# A queued/running push without progress for this long is queued again by the beat sweep (lost messages).
+DELIVERY_STALL_AFTER = env.int("DELIVERY_STALL_AFTER", default=300)
+DELIVERY_ENUMERATION_LEASE = env.int("DELIVERY_ENUMERATION_LEASE", default=60)
+# A chunk stops starting new sends after this many seconds and queues the rest (keeps tasks short).
+DELIVERY_CHUNK_BUDGET = env.int("DELIVERY_CHUNK_BUDGET", default=60)
+# Per-minute limits on sending (429 + Retry-After): per trigger URL / API template, and per tenant.
+TRIGGER_RATE_PER_TEMPLATE = env.int("TRIGGER_RATE_PER_TEMPLATE", default=600)
+TRIGGER_RATE_PER_TENANT = env.int("TRIGGER_RATE_PER_TENANT", default=3000)
 
 # --- SDK -----------------------------------------------------------------------------------------
 SDK_SESSION_DAYS = env.int("SDK_SESSION_DAYS", default=30)

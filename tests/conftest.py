@@ -15,6 +15,24 @@ from tenants.models import Membership
 SECRET = "0123456789abcdef0123456789abcdef"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _celery_queue_of_our_own():
+    """Tasks the tests queue (e.g. a trigger's deliver_push) go to a queue of this run's own, deleted at the
+    end: the real broker, and nothing left behind for a developer's running worker to pick up."""
+    from pushhub.celery import app
+
+    queue = f"pushhub-tests-{uuid.uuid4().hex[:10]}"
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    yield queue
+    app.conf.task_default_queue = previous
+    try:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
+    except Exception:  # the broker may be gone at teardown; nothing to clean then
+        pass
+
+
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

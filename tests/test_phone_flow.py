@@ -58,6 +58,9 @@ def test_taps_become_credits_and_follow_the_lifecycle(registered):
     template = phone.wechat(
         "POST", "templates", kind="subscribe", title="发货通知", content="单号:{{character_string1.DATA}}"
     )
+    # The tenant pulls the template into PushHub's catalogue: SDK reports for unknown ids are ignored.
+    synced = requests.post(f"{base}/api/v1/apps/{appid}/templates/sync", headers=headers, timeout=10)
+    assert synced.json() == {"created": 1, "updated": 0, "deleted": 0}, synced.text
     openid = phone.wechat("POST", "users")["openid"]
 
     # wx.login → our login endpoint → a session

@@ -31,6 +31,8 @@ def http_session() -> requests.Session:
         with _session_lock:
             if _session is None or _session_pid != pid:
                 session = requests.Session()
+                # No proxy/netrc lookups from the environment on every request: WeChat is called directly.
+                session.trust_env = False
                 adapter = HTTPAdapter(
                     pool_connections=16, pool_maxsize=settings.WECHAT_POOL_SIZE, max_retries=0
                 )

@@ -3,12 +3,17 @@
 Idempotent: running it again keeps the data and prints a fresh API key (keys are never stored in clear).
 """
 
+import json
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from formids import services as credit_services
+from pushhub.wechat.rules import parse_template_fields
 from pushhub.wechat.sandbox import services as sandbox
+from templates_app import catalogue
+from templates_app.models import Template
 from tenants import services
 from tenants.models import MiniProgram, Tenant
 
@@ -74,6 +79,20 @@ class Command(BaseCommand):
         for template in DEMO_TEMPLATES:
             if template["template_id"] not in existing:
                 sandbox.add_template(DEMO_APPID, **template)
+        # What a sync would give (the web server that serves the sandbox is not up yet to sync over HTTP).
+        catalogued = set(Template.objects.filter(app=app).visible().values_list("template_id", flat=True))
+        for template in DEMO_TEMPLATES:
+            if template["template_id"] not in catalogued:
+                catalogue.create_template(
+                    app,
+                    kind=template["kind"],
+                    template_id=template["template_id"],
+                    title=template["title"],
+                    fields=parse_template_fields(template["content"]),
+                    page="pages/index/index",
+                    source=Template.Source.SYNCED,
+                    actor="system:load_demo",
+                )
         subscribe_template = DEMO_TEMPLATES[0]["template_id"]
         # The web server is not up yet: seed without the sandbox pushing events to it, then reconnect.
         sandbox.configure_events(DEMO_APPID, url="", token="", aes_key="")
@@ -102,4 +121,16 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"  try:          curl -H 'Authorization: Bearer {write_key}' {base_url}/api/v1/apps"
+        )
+        trigger = Template.objects.get(app=app, template_id=subscribe_template, status=Template.Status.ACTIVE)
+        example = {
+            "to": DEMO_USERS[0],
+            "data": {"character_string1": "A123", "thing2": "机械键盘", "time3": "15:01"},
+        }
+        self.stdout.write(f"  send:         curl -X POST {base_url}{trigger.trigger_path} \\")
+        self.stdout.write(
+            f"                  -H 'Content-Type: application/json' -d '{json.dumps(example, ensure_ascii=False)}'"
+        )
+        self.stdout.write(
+            f"  inbox:        {base_url}/sandbox/wechat/_control/apps/{DEMO_APPID}/inbox?openid={DEMO_USERS[0]}"
         )

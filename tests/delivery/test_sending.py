@@ -1,0 +1,173 @@
+"""Pushes reach the sandbox's inbox exactly once: one recipient, a list, @all, formId and subscribe."""
+
+from __future__ import annotations
+
+import pytest
+
+from formids.models import Credit
+from pushhub.wechat.sandbox import services as sandbox
+from templates_app import delivery, tasks
+from templates_app.models import Delivery, Push
+
+from .helpers import assert_counters_match_rows, inbox_counts, make_push, seed_users
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_single_recipient_gets_the_message_once(app, formid_template, task_queue):
+    [alice] = seed_users(app, 1, formids=2)
+    push = make_push(formid_template, [alice])
+
+    assert tasks.deliver_push(str(push.pk)) == "started"
+    task_queue.run()
+
+    [message] = sandbox.inbox(app.appid, alice)
+    assert message.template_id == formid_template.template_id
+    assert message.data == {
+        "keyword1": {"value": "A123"},
+        "keyword2": {"value": "¥99.00", "color": "#173177"},
+    }
+    assert message.page == "pages/order?id=1"
+    push.refresh_from_db()
+    assert (push.status, push.sent, push.pending) == ("done", 1, 0)
+    assert push.started_at and push.finished_at
+    row = Delivery.objects.get(push=push)
+    assert (row.status, row.attempts, row.errcode) == ("sent", 1, "")
+    assert row.sent_at is not None and row.credit.state == "consumed"
+    assert Credit.objects.filter(user__openid=alice, state="available").count() == 1
+    assert_counters_match_rows(push)
+
+
+def test_users_without_credit_are_no_credit_and_never_called(app, formid_template, task_queue):
+    reachable = seed_users(app, 5, formids=1)
+    broke = seed_users(app, 2)
+    push = make_push(formid_template, reachable + broke)
+
+    tasks.deliver_push(str(push.pk))
+    task_queue.run()
+
+    push.refresh_from_db()
+    assert (push.status, push.recipients, push.sent, push.no_credit) == ("done", 7, 5, 2)
+    assert set(inbox_counts(app.appid)) == set(reachable)
+    assert sandbox.stats(app.appid)["sends_by_errcode"] == {"0": 5}
+    assert set(push.deliveries.filter(status="no_credit").values_list("openid", flat=True)) == set(broke)
+    assert_counters_match_rows(push)
+
+
+def test_at_all_reaches_every_user_with_a_credit_once(app, formid_template, task_queue, settings):
+    settings.PUSH_CHUNK_SIZE = 10
+    reachable = seed_users(app, 25, formids=1, prepay=1)
+    seed_users(app, 5)  # no credit: not a recipient of @all
+    opted_out = seed_users(app, 2, formids=1, push_enabled=False)
+    push = make_push(formid_template)
+
+    tasks.deliver_push(str(push.pk))
+    assert task_queue.names() == ["deliver_chunk"] * 3
+    task_queue.run()
+
+    assert inbox_counts(app.appid) == {openid: 1 for openid in reachable}
+    push.refresh_from_db()
+    assert (push.status, push.enumerated) == ("done", True)
+    assert (push.recipients, push.sent, push.no_credit, push.opted_out, push.pending) == (27, 25, 0, 2, 0)
+    assert not Delivery.objects.filter(push=push, openid__in=opted_out).exists()
+    # The soonest-expiring credit is used; prepay_ids and formIds expire together here, so one each is left.
+    assert Credit.objects.filter(app=app, state="claimed").count() == 0
+    assert_counters_match_rows(push)
+
+
+def test_at_all_with_nobody_to_reach_is_done_at_once(app, formid_template, task_queue):
+    seed_users(app, 3)
+    push = make_push(formid_template)
+
+    tasks.deliver_push(str(push.pk))
+
+    assert task_queue.names() == []
+    push.refresh_from_db()
+    assert (push.status, push.recipients, push.no_credit, push.opted_out) == ("done", 0, 0, 0)
+
+
+def test_a_subscribe_push_records_the_msgid(app, subscribe_template, task_queue):
+    users = seed_users(app, 3, subscribe=subscribe_template)
+    push = make_push(subscribe_template, users, lang="en_US", miniprogram_state="trial")
+
+    tasks.deliver_push(str(push.pk))
+    task_queue.run()
+
+    messages = {m.openid: m for m in sandbox.inbox(app.appid)}
+    assert set(messages) == set(users)
+    for row in push.deliveries.all():
+        assert row.status == "sent" and row.msgid == messages[row.openid].msgid
+        assert row.credit.state == "consumed"
+    message = messages[users[0]]
+    assert (message.lang, message.miniprogram_state) == ("en_US", "trial")
+    assert message.data == {"character_string1": {"value": "A123"}, "thing2": {"value": "机械键盘"}}
+    assert_counters_match_rows(push)
+
+
+def test_a_redelivered_chunk_sends_nothing_twice(app, formid_template, task_queue):
+    users = seed_users(app, 4, formids=2)
+    push = make_push(formid_template, users)
+    tasks.deliver_push(str(push.pk))
+    [(_, args)] = list(task_queue.pending)
+
+    task_queue.run()
+    assert tasks.deliver_chunk(*args)["sent"] == 0  # acks_late: the same message again
+
+    assert inbox_counts(app.appid) == {openid: 1 for openid in users}
+    assert sandbox.stats(app.appid)["sends_ok"] == 4
+    assert_counters_match_rows(push)
+
+
+def test_a_redelivered_deliver_push_does_not_queue_chunks_again(app, formid_template, task_queue, settings):
+    settings.PUSH_CHUNK_SIZE = 2
+    users = seed_users(app, 5, formids=1)
+    push = make_push(formid_template, users)
+
+    tasks.deliver_push(str(push.pk))
+    tasks.deliver_push(str(push.pk))
+
+    assert task_queue.names() == ["deliver_chunk"] * 3
+    task_queue.run()
+    push.refresh_from_db()
+    assert push.status == "done" and push.sent == 5
+
+
+def test_a_canceled_or_finished_push_is_skipped(app, formid_template, task_queue):
+    users = seed_users(app, 2, formids=1)
+    push = make_push(formid_template, users)
+    Push.objects.filter(pk=push.pk).update(status="done")
+    assert tasks.deliver_push(str(push.pk)) == "skipped"
+    assert tasks.deliver_push("00000000-0000-0000-0000-000000000000") == "missing"
+    assert task_queue.names() == []
+
+
+def test_an_interrupted_enumeration_resumes_where_it_stopped(
+    app, formid_template, task_queue, settings, monkeypatch
+):
+    settings.PUSH_CHUNK_SIZE = 4
+    users = seed_users(app, 10, formids=1)
+    push = make_push(formid_template)
+    queue_chunk = delivery._enqueue_chunk
+    calls = []
+
+    def dies_on_the_second_page(push_id, ids, countdown=None):
+        calls.append(ids)
+        if len(calls) == 2:
+            raise SystemExit("worker killed")  # page 2 is claimed and written, never queued
+        queue_chunk(push_id, ids, countdown)
+
+    monkeypatch.setattr(delivery, "_enqueue_chunk", dies_on_the_second_page)
+    with pytest.raises(SystemExit):
+        tasks.deliver_push(str(push.pk))
+    monkeypatch.setattr(delivery, "_enqueue_chunk", queue_chunk)
+    assert task_queue.names() == ["deliver_chunk"]
+    assert push.deliveries.count() == 8
+
+    assert tasks.deliver_push(str(push.pk)) == "started"  # the redelivered task
+    assert [len(args[1]) for _, args in task_queue.pending] == [4, 4, 2]  # page 1 is not queued again
+    task_queue.run()
+
+    assert inbox_counts(app.appid) == {openid: 1 for openid in users}
+    push.refresh_from_db()
+    assert (push.status, push.recipients, push.sent) == ("done", 10, 10)
+    assert_counters_match_rows(push)
