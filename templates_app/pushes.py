@@ -264,13 +264,21 @@ def start_push(
             return replay
     try:
         with transaction.atomic():
-            push, prepared = _create_push(template, request, created_by)
-            body = _accepted_body(push, request, prepared, status_url(push))
+            push = _new_push(template, request, created_by)
+            record = None
             if idempotency_key:
-                IdempotencyRecord.objects.create(
-                    template=template, key=idempotency_key, fingerprint=fingerprint, push=push, response=body
+                # Own the key before claiming anything: a concurrent request with the same key waits here
+                # on the unique index and then replays this one. Claiming first would let it skip (SKIP
+                # LOCKED) the credits this request holds, report them missing, and win the key with that.
+                record = IdempotencyRecord.objects.create(
+                    template=template, key=idempotency_key, fingerprint=fingerprint, push=push
                 )
-            if push.status in (Push.Status.QUEUED,):
+            prepared = _prepare_explicit(push, request)
+            body = _accepted_body(push, request, prepared, status_url(push))
+            if record is not None:
+                record.response = body
+                record.save(update_fields=["response"])
+            if push.status == Push.Status.QUEUED:
                 push_id = str(push.pk)
                 transaction.on_commit(lambda: _enqueue(push_id))
     except IntegrityError:
@@ -285,7 +293,7 @@ def start_push(
 
 def _enqueue(push_id: str) -> None:
     """Queue the delivery. The push is committed already: if the broker is down, the answer still
-    stands and the beat sweep (requeue_stuck_pushes) queues it again, so nothing is lost."""
+    stands and beat's stall sweep (run_scheduled_pushes) queues it again, so nothing is lost."""
     from templates_app.tasks import deliver_push
 
     try:
@@ -311,9 +319,9 @@ def _replay(template: Template, key: str, fingerprint: str) -> Started | None:
     return Started(record.push, record.response, replay=True)
 
 
-def _create_push(template: Template, request: SendRequest, created_by: str) -> tuple[Push, Prepared | None]:
+def _new_push(template: Template, request: SendRequest, created_by: str) -> Push:
     scheduled = request.send_at is not None
-    push = Push.objects.create(
+    return Push.objects.create(
         tenant=template.app.tenant,
         app=template.app,
         template=template,
@@ -332,9 +340,12 @@ def _create_push(template: Template, request: SendRequest, created_by: str) -> t
         no_credit=None if request.to_all or scheduled else 0,
         opted_out=None if request.to_all or scheduled else 0,
     )
-    if request.to_all or scheduled:
-        return push, None
-    push.template = template  # prepare_recipients reads push.template / push.app
+
+
+def _prepare_explicit(push: Push, request: SendRequest) -> Prepared | None:
+    """Claim now for explicit recipients of an immediate push (@all and scheduled pushes: the workers)."""
+    if request.to_all or push.status == Push.Status.SCHEDULED:
+        return None
     prepared = prepare_recipients(push, request.openids)
     finished = not prepared.pending
     Push.objects.filter(pk=push.pk).update(
@@ -346,7 +357,7 @@ def _create_push(template: Template, request: SendRequest, created_by: str) -> t
         ),
     )
     push.refresh_from_db()
-    return push, prepared
+    return prepared
 
 
 def _accepted_body(push: Push, request: SendRequest, prepared: Prepared | None, status_url: str) -> dict:

@@ -402,3 +402,6 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_push(formid_templ
     assert len({body["push_id"] for _, body in answers}) == 1
     assert Push.objects.count() == 1
     assert Credit.objects.filter(state="claimed").count() == 1
+    assert all(body["no_credit"] == [] for _, body in answers), (
+        "the winner must not report a credit others held"
+    )
