@@ -18,7 +18,14 @@ urlpatterns = [
     path("wechat/", include("formids.event_urls")),
     path("sandbox/wechat/", include("pushhub.wechat.sandbox.urls")),
     path("healthz", api.healthz, name="healthz"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("", include("tenants.urls")),
+    path("", include("tenants.dashboard_urls")),  # accounts, members, API keys
+    path("dashboard/", include("formids.dashboard_urls")),  # mini-programs
+    path("dashboard/", include("formids.quota_urls")),  # quotas and users
+    path("dashboard/", include("templates_app.dashboard_urls")),  # templates, test sends, sandbox phone
+    path("dashboard/", include("templates_app.push_page_urls")),  # pushes and live progress
 ]
 
 # JSON errors (never an HTML page) under the API prefixes; HTML elsewhere.

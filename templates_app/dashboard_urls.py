@@ -1,0 +1,1 @@
+urlpatterns = []  # dashboard pages: filled in by the dashboard work
