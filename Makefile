@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install run test test-js lint format sandbox clean
+.PHONY: install run test test-js lint format sandbox messages clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ format: install
 sandbox: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python -m pushhub.wechat.sandbox --port 9100
+
+# Recompile the zh-Hans translations (.po → .mo; the .mo files are committed so nothing else needs gettext).
+messages:
+	for po in $$(find . -path ./.venv -prune -o -name django.po -print); do msgfmt --check -o $${po%.po}.mo $$po; done
 
 clean:
 	rm -rf var/pushhub.sqlite3* var/test.sqlite3* var/celery var/staticfiles

@@ -54,6 +54,8 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 PORT = env.int("PORT", default=8000)
 
 INSTALLED_APPS = [
+    # Our apps first: their registration/* templates (password reset, login) replace the admin's.
+    "tenants",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -65,7 +67,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "pushhub.wechat.sandbox",
-    "tenants",
     "formids",
     "templates_app",
 ]

@@ -176,3 +176,11 @@ def test_the_schema_generates_without_warnings(tmp_path):
     # --fail-on-warn: an undocumented view, serializer or authenticator fails the build.
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     assert "ApiKey" in (tmp_path / "schema.yaml").read_text()
+
+
+@pytest.mark.django_db
+def test_the_pages_speak_chinese_when_asked(client):
+    english = client.get("/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    chinese = client.get("/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "the push channel for WeChat mini-programs" in english
+    assert "微信小程序的消息推送通道" in chinese and 'lang="zh-hans"' in chinese
