@@ -1,13 +1,19 @@
 """Operations console for the template catalogue. The trigger token is never shown: only a prefix of its
 hash, enough to match a row against a log line or a support request."""
 
+from datetime import timedelta
+
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
+from formids.models import Credit
 from templates_app import catalogue
-from templates_app.models import Template
+from templates_app.models import Delivery, Push, Template
+from tenants.admin import MiniProgramAdmin
+from tenants.models import MiniProgram
 
 
 @admin.register(Template)
@@ -102,3 +108,144 @@ class TemplateAdmin(admin.ModelAdmin):
         for template in queryset.select_related("app__tenant").exclude(status=Template.Status.DELETED):
             catalogue.update_template(template, actor=actor, trigger_enabled=False)
         self.message_user(request, "Trigger URLs disabled.")
+
+
+# --- mini-programs with their credit pool -----------------------------------------------------------
+admin.site.unregister(MiniProgram)
+
+
+@admin.register(MiniProgram)
+class MiniProgramQuotaAdmin(MiniProgramAdmin):
+    """tenants' MiniProgramAdmin (no secret ever shown) plus the quota columns, from one annotated query."""
+
+    list_display = [
+        "name",
+        "appid",
+        "tenant",
+        "sandbox",
+        "credit_source",
+        "secret_hint",  # "****" + the last 4 characters: enough to tell secrets apart, never the secret
+        "available_credits",
+        "expiring_credits",
+        "used_credits",
+        "pushes_link",
+        "created_at",
+        "deleted_at",
+    ]
+
+    def get_queryset(self, request):
+        soon = timezone.now() + timedelta(hours=24)
+        available = Q(credits__state=Credit.State.AVAILABLE)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_available=Count("credits", filter=available),
+                n_expiring=Count("credits", filter=available & Q(credits__expires_at__lte=soon)),
+                n_used=Count("credits", filter=Q(credits__state=Credit.State.CONSUMED)),
+            )
+        )
+
+    @admin.display(description="available credits", ordering="n_available")
+    def available_credits(self, obj):
+        return obj.n_available
+
+    @admin.display(description="expiring in 24 h", ordering="n_expiring")
+    def expiring_credits(self, obj):
+        return obj.n_expiring
+
+    @admin.display(description="used credits", ordering="n_used")
+    def used_credits(self, obj):
+        return obj.n_used
+
+    @admin.display(description="pushes")
+    def pushes_link(self, obj):
+        url = reverse("admin:templates_app_push_changelist") + f"?app__id__exact={obj.pk}"
+        return format_html('<a href="{}">pushes</a>', url)
+
+
+# --- pushes and their delivery log (history: read-only) ------------------------------------------------
+class ReadOnlyAdmin(admin.ModelAdmin):
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Push)
+class PushAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "app_link",
+        "template",
+        "status",
+        "to_all",
+        "recipients",
+        "sent",
+        "failed",
+        "no_credit",
+        "opted_out",
+        "pending",
+        "created_by",
+        "created_at",
+        "deliveries_link",
+    ]
+    list_filter = ["status", "to_all", "app"]
+    search_fields = ["id", "app__appid"]
+    list_select_related = ["app", "template"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Push._meta.fields] + ["deliveries_link"]
+
+    @admin.display(description="app", ordering="app__appid")
+    def app_link(self, obj):
+        url = reverse("admin:tenants_miniprogram_change", args=[obj.app_id])
+        return format_html('<a href="{}">{}</a>', url, obj.app.appid)
+
+    @admin.display(description="deliveries")
+    def deliveries_link(self, obj):
+        url = reverse("admin:templates_app_delivery_changelist") + f"?push__id__exact={obj.pk}"
+        return format_html('<a href="{}">deliveries</a>', url)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "openid",
+        "push_link",
+        "status",
+        "errcode",
+        "errmsg",
+        "attempts",
+        "msgid",
+        "sent_at",
+        "created_at",
+    ]
+    list_filter = ["status", "errcode"]
+    search_fields = ["openid"]
+    list_select_related = ["push"]
+    # The credit is shown by id only: its value (a formId) is of no use to an operator.
+    fields = [
+        "push",
+        "openid",
+        "status",
+        "credit_id",
+        "errcode",
+        "errmsg",
+        "attempts",
+        "msgid",
+        "sent_at",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="push", ordering="push__created_at")
+    def push_link(self, obj):
+        url = reverse("admin:templates_app_push_change", args=[obj.push_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.push_id)[:8])

@@ -1,0 +1,147 @@
+"""Dashboard pages for pushes: the list, one push with its live progress and deliveries, and cancel.
+
+Pushes are fetched through ``get_push_for`` (another tenant's push, or a malformed id, is a 404);
+cancelling needs a writer (owner/admin) and goes through ``pushes.cancel_push``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from pushhub.wechat.errors import ERRCODE_TEXT
+from templates_app.models import Delivery, Push
+from templates_app.pushes import cancel_push, push_payload
+from tenants.dashboard_scope import require_write, tenant_required
+from tenants.models import MiniProgram
+
+PAGE_SIZE = 50
+FINISHED = (Push.Status.DONE, Push.Status.CANCELED)
+
+
+def get_push_for(request: HttpRequest, push_id: str, *, write: bool = False) -> Push:
+    """The current tenant's push with this id; 404 for anyone else's and for a malformed id."""
+    try:
+        pk = uuid.UUID(str(push_id))
+    except ValueError:
+        raise Http404 from None
+    push = Push.objects.for_tenant(request.tenant).select_related("app", "template").filter(pk=pk).first()
+    if push is None:
+        raise Http404
+    if write:
+        require_write(request)
+    return push
+
+
+def explain_errcode(errcode: str) -> str:
+    """A delivery's errcode in words: WeChat's codes from ERRCODE_TEXT, and our own reasons."""
+    if not errcode:
+        return ""
+    if errcode == "timeout_ambiguous":
+        return _("WeChat may or may not have delivered it: not retried, to avoid a duplicate")
+    if errcode == "canceled":
+        return _("The push was canceled before this message was sent")
+    try:
+        text = ERRCODE_TEXT.get(int(errcode))
+    except ValueError:
+        text = None
+    return _(text) if text else _("Unknown error")
+
+
+def _querystring(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
+
+
+@require_GET
+@tenant_required
+def push_list(request: HttpRequest) -> HttpResponse:
+    apps = list(MiniProgram.objects.for_tenant(request.tenant).order_by("name"))
+    pushes = Push.objects.for_tenant(request.tenant).select_related("app", "template").order_by("-created_at")
+    appid = request.GET.get("app", "")
+    status = request.GET.get("status", "")
+    if appid:
+        pushes = pushes.filter(app__appid=appid)
+    if status in Push.Status.values:
+        pushes = pushes.filter(status=status)
+    else:
+        status = ""
+    page = Paginator(pushes, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "templates_app/push_list.html",
+        {
+            "page": page,
+            "apps": apps,
+            "appid": appid,
+            "status": status,
+            "statuses": Push.Status.choices,
+            "querystring": _querystring(request),
+        },
+    )
+
+
+def _segments(push: Push) -> list[dict]:
+    """Progress bar segments as percentages of the recipients (or of what is counted so far)."""
+    counts = {
+        "sent": push.sent,
+        "failed": push.failed,
+        "no_credit": push.no_credit or 0,
+        "pending": push.pending,
+    }
+    total = max(push.recipients or 0, sum(counts.values()), 1)
+    return [{"name": name, "count": n, "percent": round(100 * n / total, 2)} for name, n in counts.items()]
+
+
+@require_GET
+@tenant_required
+def push_page(request: HttpRequest, push_id: str) -> HttpResponse:
+    push = get_push_for(request, push_id)
+    deliveries = Delivery.objects.filter(push=push).order_by("id")
+    status = request.GET.get("status", "")
+    if status in Delivery.Status.values:
+        deliveries = deliveries.filter(status=status)
+    else:
+        status = ""
+    page = Paginator(deliveries, PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = [{"delivery": d, "explanation": explain_errcode(d.errcode)} for d in page.object_list]
+    return render(
+        request,
+        "templates_app/push_detail.html",
+        {
+            "push": push,
+            "segments": _segments(push),
+            "finished": push.status in FINISHED,
+            "can_cancel": request.membership.can_write and push.status not in FINISHED,
+            "page": page,
+            "rows": rows,
+            "status": status,
+            "statuses": Delivery.Status.choices,
+            "querystring": _querystring(request),
+        },
+    )
+
+
+@require_GET
+@never_cache
+@tenant_required
+def push_progress(request: HttpRequest, push_id: str) -> JsonResponse:
+    return JsonResponse(push_payload(get_push_for(request, push_id)))
+
+
+@require_POST
+@tenant_required
+def push_cancel(request: HttpRequest, push_id: str) -> HttpResponse:
+    push = get_push_for(request, push_id, write=True)
+    push = cancel_push(push, actor=f"user:{request.user.get_username()}")
+    if push.status == Push.Status.CANCELED:
+        messages.success(request, _("The push is canceled; unsent messages gave their credits back."))
+    return redirect("push-page", push_id=push.pk)
