@@ -1,1 +1,20 @@
-urlpatterns = []  # dashboard pages: filled in by the dashboard work
+"""Dashboard: template catalogue, one template (trigger URL, curl example, test send), the sandbox phone."""
+
+from django.urls import path
+
+from templates_app import dashboard_views as views
+
+urlpatterns = [
+    path("apps/<str:appid>/templates/", views.template_list, name="templates"),
+    path("apps/<str:appid>/templates/sync", views.template_sync, name="templates-sync"),
+    path("apps/<str:appid>/phone/", views.phone, name="sandbox-phone"),
+    path("apps/<str:appid>/phone/users", views.phone_new_user, name="sandbox-phone-new-user"),
+    path("apps/<str:appid>/phone/form", views.phone_submit_form, name="sandbox-phone-form"),
+    path("apps/<str:appid>/phone/accept", views.phone_accept, name="sandbox-phone-accept"),
+    path("apps/<str:appid>/phone/inbox.json", views.phone_inbox, name="sandbox-phone-inbox"),
+    path("templates/<str:template_pk>/", views.template_detail, name="template-detail"),
+    path("templates/<str:template_pk>/rotate", views.template_rotate, name="template-rotate"),
+    path("templates/<str:template_pk>/status", views.template_status, name="template-status"),
+    path("templates/<str:template_pk>/delete", views.template_delete, name="template-delete"),
+    path("templates/<str:template_pk>/test-send", views.template_test_send, name="template-test-send"),
+]
