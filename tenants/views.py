@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from django.shortcuts import render
-
-from tenants.models import Membership, MiniProgram
+from django.shortcuts import redirect, render
 
 
 def home(request):
-    """Landing page: what PushHub is, where the docs are, and (signed in) your tenants' mini-programs."""
-    memberships = []
+    """Landing page: what PushHub is and where to start; signed-in users go straight to their dashboard."""
     if request.user.is_authenticated:
-        memberships = list(Membership.objects.filter(user=request.user).select_related("tenant"))
-    apps_by_tenant = [
-        (m, MiniProgram.objects.live().for_tenant(m.tenant).order_by("name")) for m in memberships
-    ]
-    return render(request, "tenants/home.html", {"apps_by_tenant": apps_by_tenant})
+        return redirect("dashboard")
+    return render(request, "tenants/home.html")

@@ -163,12 +163,14 @@ def test_the_admin_never_shows_a_secret(client, django_user_model, sandbox_app):
 
 
 @pytest.mark.django_db
-def test_the_home_page_lists_my_apps(client, sandbox_app):
+def test_the_home_page_takes_a_signed_in_user_to_their_apps(client, sandbox_app):
     from django.contrib.auth import get_user_model
 
     owner = get_user_model().objects.get(email="owner@acme.test")
     client.force_login(owner)
-    html = client.get("/").content.decode()
+    response = client.get("/", follow=True)
+    assert response.redirect_chain[-1][0] == "/dashboard/"
+    html = response.content.decode()
     assert sandbox_app.appid in html and "Sandbox shop" in html
 
 

@@ -112,7 +112,7 @@ class Command(BaseCommand):
             tenant, "write", name="make run demo", actor="system:load_demo"
         )
         self.stdout.write(self.style.SUCCESS("Demo tenant ready"))
-        self.stdout.write(f"  dashboard:    {base_url}/        login {DEMO_EMAIL} / {DEMO_PASSWORD}")
+        self.stdout.write(f"  dashboard:    {base_url}/dashboard/   login {DEMO_EMAIL} / {DEMO_PASSWORD}")
         self.stdout.write(f"  API docs:     {base_url}/api/docs/")
         self.stdout.write(f"  API key:      {write_key}   (write scope; shown once)")
         self.stdout.write(f"  sandbox app:  {DEMO_APPID} (test users: {', '.join(DEMO_USERS)})")
