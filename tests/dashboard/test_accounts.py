@@ -13,27 +13,9 @@ from tenants import services
 from tenants.dashboard_scope import SESSION_KEY
 from tenants.models import ApiKey, AuditEvent, Membership
 from tests.conftest import api_client
+from tests.dashboard.conftest import PASSWORD
 
-PASSWORD = "correct horse battery"
 LINK_RE = re.compile(r"https?://[^/\s]+(/accounts/reset/\S+)")
-
-
-@pytest.fixture
-def owner_client(client, tenant):
-    client.login(username="owner@acme.test", password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def viewer_client(client, viewer):
-    client.login(username="viewer@acme.test", password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def outsider_client(client, other_tenant):
-    client.login(username="owner@globex.test", password=PASSWORD)
-    return client
 
 
 def membership(tenant, email):

@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from tenants.models import MiniProgram
 from tests.conftest import random_appid, random_secret
-
-PASSWORD = "correct horse battery"
-
-
-def signed_in(email: str) -> Client:
-    client = Client()
-    assert client.login(username=email, password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def owner(tenant):
-    return signed_in("owner@acme.test")
-
-
-@pytest.fixture
-def viewer_client(viewer):
-    return signed_in("viewer@acme.test")
-
-
-@pytest.fixture
-def outsider(other_tenant):
-    return signed_in("owner@globex.test")
 
 
 @pytest.fixture

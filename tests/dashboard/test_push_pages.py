@@ -13,26 +13,7 @@ from templates_app import catalogue
 from templates_app.models import Delivery, Push
 from templates_app.pushes import SendRequest, start_push
 from tenants import services
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def owner_client(client, tenant):
-    client.login(username="owner@acme.test", password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def viewer_client(client, viewer):
-    client.login(username="viewer@acme.test", password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def outsider_client(client, other_tenant):
-    client.login(username="owner@globex.test", password=PASSWORD)
-    return client
+from tests.dashboard.conftest import PASSWORD
 
 
 @pytest.fixture

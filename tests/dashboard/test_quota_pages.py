@@ -11,26 +11,6 @@ from django.utils import timezone
 from formids import services as credits
 from formids.models import Credit, DailyStat
 
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def owner_client(client, tenant):
-    client.login(username="owner@acme.test", password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def viewer_client(client, viewer):
-    client.login(username="viewer@acme.test", password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def outsider_client(client, other_tenant):
-    client.login(username="owner@globex.test", password=PASSWORD)
-    return client
-
 
 @pytest.fixture
 def stocked_app(sandbox_app):

@@ -6,7 +6,6 @@ import json
 import shlex
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from formids.quotas import app_quota
@@ -15,7 +14,6 @@ from templates_app import catalogue, delivery, sending
 from templates_app.models import Push, Template
 from templates_app.pushes import parse_send_request
 
-PASSWORD = "correct horse battery"
 ALL_TYPES = [
     {"key": "thing1", "name": "商品"},
     {"key": "time2", "name": "时间"},
@@ -30,27 +28,6 @@ ALL_TYPES = [
     {"key": "letter11", "name": "字母"},
     {"key": "symbol12", "name": "符号"},
 ]
-
-
-def signed_in(email: str) -> Client:
-    client = Client()
-    assert client.login(username=email, password=PASSWORD)
-    return client
-
-
-@pytest.fixture
-def owner(tenant):
-    return signed_in("owner@acme.test")
-
-
-@pytest.fixture
-def viewer_client(viewer):
-    return signed_in("viewer@acme.test")
-
-
-@pytest.fixture
-def outsider(other_tenant):
-    return signed_in("owner@globex.test")
 
 
 @pytest.fixture
