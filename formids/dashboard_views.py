@@ -17,14 +17,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 from formids.quotas import app_quota
 from pushhub.api import ApiError, absolute_url
 from tenants import services
+from tenants.auth import actor_for
 from tenants.dashboard_scope import get_app_for, require_write, tenant_required
 from tenants.models import MiniProgram
 
 MAX_NAME = 100
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"user:{request.user.email or request.user.get_username()}"
 
 
 def error_message(exc: ApiError) -> str:
@@ -73,7 +70,7 @@ def app_new(request: HttpRequest) -> HttpResponse:
                     secret=secret,
                     name=values["name"],
                     sandbox_app=values["sandbox"],
-                    actor=_actor(request),
+                    actor=actor_for(request),
                 )
             except ApiError as exc:
                 errors[exc.field or "form"] = error_message(exc)
@@ -138,7 +135,7 @@ def app_update(request: HttpRequest, appid: str) -> HttpResponse:
     if "secret" in request.POST:
         changes["secret"] = request.POST["secret"].strip()
     try:
-        services.update_app(app, actor=_actor(request), **changes)
+        services.update_app(app, actor=actor_for(request), **changes)
     except ApiError as exc:
         return _detail_with_errors(request, app, {exc.field or "form": error_message(exc)})
     messages.success(request, _("Saved."))
@@ -149,7 +146,7 @@ def app_update(request: HttpRequest, appid: str) -> HttpResponse:
 @tenant_required
 def app_rotate_events(request: HttpRequest, appid: str) -> HttpResponse:
     app = get_app_for(request, appid, write=True)
-    services.rotate_events_credentials(app, actor=_actor(request))
+    services.rotate_events_credentials(app, actor=actor_for(request))
     messages.success(request, _("New Token and EncodingAESKey: paste them into WeChat's 消息推送配置 now."))
     return redirect("app-detail", appid=app.appid)
 
@@ -158,6 +155,6 @@ def app_rotate_events(request: HttpRequest, appid: str) -> HttpResponse:
 @tenant_required
 def app_delete(request: HttpRequest, appid: str) -> HttpResponse:
     app = get_app_for(request, appid, write=True)
-    services.delete_app(app, actor=_actor(request))
+    services.delete_app(app, actor=actor_for(request))
     messages.success(request, _("Mini-program deleted."))
     return redirect(reverse("dashboard"))

@@ -31,6 +31,7 @@ from pushhub.wechat import rules
 from pushhub.wechat.sandbox import services as sandbox
 from templates_app import catalogue, sending
 from templates_app.models import Template
+from tenants.auth import actor_for
 from tenants.dashboard_scope import get_app_for, require_write, tenant_required
 from tenants.models import MiniProgram
 
@@ -51,10 +52,6 @@ SAMPLE_VALUES = {
 }
 DEFAULT_SAMPLE = "示例"
 INBOX_SIZE = 50
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"user:{request.user.email or request.user.get_username()}"
 
 
 def sample_value(template: Template, key: str) -> str:
@@ -128,7 +125,7 @@ def template_list(request: HttpRequest, appid: str) -> HttpResponse:
             title=values["title"],
             fields=parse_field_lines(values["fields"]),
             page=values["page"],
-            actor=_actor(request),
+            actor=actor_for(request),
         )
     except ApiError as exc:
         field = (exc.field or "form").split("[")[0].split(".")[0]
@@ -142,7 +139,7 @@ def template_list(request: HttpRequest, appid: str) -> HttpResponse:
 def template_sync(request: HttpRequest, appid: str) -> HttpResponse:
     app = get_app_for(request, appid, write=True)
     try:
-        counts = catalogue.sync_templates(app, actor=_actor(request))
+        counts = catalogue.sync_templates(app, actor=actor_for(request))
     except ApiError as exc:
         messages.error(request, error_message(exc))
     else:
@@ -214,7 +211,7 @@ def template_detail(request: HttpRequest, template_pk: str) -> HttpResponse:
 @tenant_required
 def template_rotate(request: HttpRequest, template_pk: str) -> HttpResponse:
     template = get_template_for(request, template_pk, write=True)
-    catalogue.rotate_trigger_url(template, actor=_actor(request))
+    catalogue.rotate_trigger_url(template, actor=actor_for(request))
     messages.success(request, _("New trigger URL: the old one no longer works."))
     return redirect("template-detail", template_pk=template.pk)
 
@@ -225,7 +222,7 @@ def template_status(request: HttpRequest, template_pk: str) -> HttpResponse:
     """Enable or disable the template (``status=active|disabled``)."""
     template = get_template_for(request, template_pk, write=True)
     try:
-        catalogue.update_template(template, actor=_actor(request), status=request.POST.get("status", ""))
+        catalogue.update_template(template, actor=actor_for(request), status=request.POST.get("status", ""))
     except ApiError as exc:
         messages.error(request, error_message(exc))
     return redirect("template-detail", template_pk=template.pk)
@@ -235,7 +232,7 @@ def template_status(request: HttpRequest, template_pk: str) -> HttpResponse:
 @tenant_required
 def template_delete(request: HttpRequest, template_pk: str) -> HttpResponse:
     template = get_template_for(request, template_pk, write=True)
-    catalogue.delete_template(template, actor=_actor(request))
+    catalogue.delete_template(template, actor=actor_for(request))
     messages.success(request, _("Template deleted."))
     return redirect("templates", appid=template.app.appid)
 
@@ -261,7 +258,7 @@ def template_test_send(request: HttpRequest, template_pk: str) -> HttpResponse:
             body,
             dry_run=dry_run,
             idempotency_key="",
-            created_by=_actor(request),
+            created_by=actor_for(request),
             status_url=lambda push: absolute_url(request, f"/api/v1/pushes/{push.pk}"),
         )
     except ApiError as exc:

@@ -63,9 +63,10 @@ class HasApiKeyScope(BasePermission):
 
 
 def actor_for(request) -> str:
-    """Audit actor for a request: the API key prefix or the dashboard user."""
-    if isinstance(request.auth, ApiKey):
-        return f"key:phk_{request.auth.prefix}"
+    """Audit actor for a request (DRF's or a plain dashboard one): the API key prefix or the user."""
+    key = getattr(request, "auth", None)
+    if isinstance(key, ApiKey):
+        return f"key:phk_{key.prefix}"
     user = getattr(request, "user", None)
     if user is not None and getattr(user, "is_authenticated", False):
         return f"user:{user.get_username()}"

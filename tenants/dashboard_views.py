@@ -24,6 +24,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from tenants.auth import actor_for
 from tenants.dashboard_forms import ROLE_CHOICES, ApiKeyForm, InviteForm, RoleForm, SignupForm, TenantNameForm
 from tenants.dashboard_scope import (
     SESSION_KEY,
@@ -44,10 +45,6 @@ def _dashboard_url() -> str:
         return reverse("dashboard")
     except NoReverseMatch:  # the mini-program pages are built in parallel; until then, the landing page
         return reverse("home")
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"user:{request.user.email or request.user.get_username()}"
 
 
 # --- sign-up -----------------------------------------------------------------------------------------
@@ -137,7 +134,9 @@ def invite_member(request: HttpRequest, email: str, role: str) -> Membership:
         elif Membership.objects.filter(tenant=request.tenant, user=user).exists():
             raise ValidationError(_("%(email)s is already a member.") % {"email": email})
         membership = Membership.objects.create(tenant=request.tenant, user=user, role=role)
-        audit(request.tenant, _actor(request), "member.invite", "user", email, role=role, new_account=created)
+        audit(
+            request.tenant, actor_for(request), "member.invite", "user", email, role=role, new_account=created
+        )
     if created:
         transaction.on_commit(lambda: _send_password_set_mail(request, user, request.tenant))
     return membership
@@ -164,7 +163,7 @@ def change_role(request: HttpRequest, membership: Membership, role: str) -> None
         membership.save(update_fields=["role"])
         audit(
             request.tenant,
-            _actor(request),
+            actor_for(request),
             "member.role_change",
             "user",
             membership.user.email,
@@ -178,7 +177,7 @@ def remove_member(request: HttpRequest, membership: Membership) -> None:
         if membership.role == Membership.Role.OWNER and not _other_owners(membership):
             raise ValidationError(_("The last owner cannot be removed."))
         membership.delete()
-        audit(request.tenant, _actor(request), "member.remove", "user", membership.user.email)
+        audit(request.tenant, actor_for(request), "member.remove", "user", membership.user.email)
 
 
 def _members_page(
@@ -275,7 +274,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 form.cleaned_data["scope"],
                 name=form.cleaned_data["name"],
                 created_by=request.user,
-                actor=_actor(request),
+                actor=actor_for(request),
             )
             request.session[NEW_KEY_SESSION_KEY] = {"prefix": key.prefix, "raw": raw}
             return redirect("api-key-created")
@@ -300,6 +299,6 @@ def api_key_created(request: HttpRequest) -> HttpResponse:
 @require_POST
 def api_key_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
     key = get_api_key_for(request, prefix, write=True)
-    revoke_api_key(key, actor=_actor(request))
+    revoke_api_key(key, actor=actor_for(request))
     messages.success(request, _("The key phk_%(prefix)s… was revoked.") % {"prefix": key.prefix})
     return redirect("api-keys")
