@@ -189,6 +189,8 @@ WECHAT_CONNECT_TIMEOUT = env.float("WECHAT_CONNECT_TIMEOUT", default=3.05)
 WECHAT_READ_TIMEOUT = env.float("WECHAT_READ_TIMEOUT", default=10.0)
 # Refresh a cached access token this many seconds before WeChat says it expires.
 WECHAT_TOKEN_REFRESH_AHEAD = env.int("WECHAT_TOKEN_REFRESH_AHEAD", default=300)
+# Seconds a process reuses the token it last read from the cache before reading it again (see tokens.py).
+WECHAT_TOKEN_MEMO_SECONDS = env.float("WECHAT_TOKEN_MEMO_SECONDS", default=5.0)
 WECHAT_POOL_SIZE = env.int("WECHAT_POOL_SIZE", default=64)
 
 # --- Credits ---------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ def test_a_failing_token_already_replaced_is_not_refreshed_again(client):
     cache.set(
         cache_key, {"access_token": "newer-token-from-another-worker", "expires_at": time.time() + 7000}
     )
+    # No clear_memo() here: the failure path must read the shared cache, not this process's memo.
     assert tokens.refresh_after_failure(client, failing_token=old) == "newer-token-from-another-worker"
     assert len(client.fetches) == 1
 
@@ -117,6 +118,7 @@ def test_a_token_due_for_refresh_is_refreshed_ahead_of_expiry(client, settings):
     key = tokens._keys(client)[0]
     entry = cache.get(key)
     cache.set(key, {**entry, "expires_at": time.time() + settings.WECHAT_TOKEN_REFRESH_AHEAD - 10})
+    tokens.clear_memo()  # as in another process, or after WECHAT_TOKEN_MEMO_SECONDS
     tokens.get_access_token(client)
     assert len(client.fetches) == 2
     assert tokens.cached_token(client).seconds_left() > settings.WECHAT_TOKEN_REFRESH_AHEAD
@@ -127,10 +129,36 @@ def test_while_another_process_refreshes_a_valid_token_is_used_without_waiting(c
     key, lock_key = tokens._keys(client)
     cache.set(key, {"access_token": token, "expires_at": time.time() + 60})
     cache.add(lock_key, "another-process", timeout=30)
+    tokens.clear_memo()
     started = time.monotonic()
     assert tokens.get_access_token(client) == token
     assert time.monotonic() - started < 0.5
     assert len(client.fetches) == 1
+
+
+def test_a_process_reuses_the_token_it_read_for_a_few_seconds_then_reads_the_cache_again(client, settings):
+    settings.WECHAT_TOKEN_MEMO_SECONDS = 0.3
+    token = tokens.get_access_token(client)
+    key = tokens._keys(client)[0]
+    cache.set(key, {"access_token": "replaced-by-another-worker", "expires_at": time.time() + 7000})
+    assert tokens.get_access_token(client) == token  # remembered: no cache read per message
+    time.sleep(0.35)
+    assert tokens.get_access_token(client) == "replaced-by-another-worker"
+    assert len(client.fetches) == 1
+
+
+def test_a_refresh_after_failure_replaces_the_remembered_token_at_once(client):
+    old = tokens.get_access_token(client)
+    new = tokens.refresh_after_failure(client, failing_token=old)
+    assert new != old and tokens.get_access_token(client) == new
+
+
+def test_forget_token_also_forgets_the_remembered_one(client):
+    old = tokens.get_access_token(client)
+    tokens.forget_token(client.appid, client.base_url)
+    assert tokens.cached_token(client) is None
+    assert tokens.get_access_token(client) == old  # fetched again (stable_token: same token while valid)
+    assert len(client.fetches) == 2
 
 
 def test_when_stable_token_returns_the_rejected_token_it_forces_a_new_one(client):

@@ -9,10 +9,15 @@
 - ``stable_token`` without force_refresh is idempotent (WeChat answers the same token while valid), so a
   rare lost lock costs one extra harmless call, never an invalidated token. ``force_refresh`` (which does
   invalidate, 20/day) is used only when WeChat keeps handing back the token it just rejected.
+- Each process also keeps the token it last read in memory for WECHAT_TOKEN_MEMO_SECONDS (5 s), so a
+  broadcast does not read the cache once per message (that was 16% of a worker's time). A token replaced
+  elsewhere is noticed within those seconds or at the first 40001, whichever comes first: the failure path
+  always reads the shared cache.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -46,15 +51,37 @@ class CachedToken:
 
 
 def _keys(client: WeChatClient) -> tuple[str, str]:
-    base = hashlib.sha256(client.base_url.encode()).hexdigest()[:12]
-    return f"wechat:token:{client.appid}:{base}", f"wechat:token-lock:{client.appid}:{base}"
+    return _keys_for(client.appid, client.base_url)
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys_for(appid: str, base_url: str) -> tuple[str, str]:
+    base = hashlib.sha256(base_url.encode()).hexdigest()[:12]
+    return f"wechat:token:{appid}:{base}", f"wechat:token-lock:{appid}:{base}"
+
+
+# cache key → (token, time.monotonic() when it was read from or written to the shared cache)
+_memo: dict[str, tuple[CachedToken, float]] = {}
+
+
+def clear_memo() -> None:
+    """Forget every token this process remembers (tests; the shared cache is left alone)."""
+    _memo.clear()
+
+
+def _remember(key: str, token: CachedToken | None) -> CachedToken | None:
+    if token is None:
+        _memo.pop(key, None)
+    else:
+        _memo[key] = (token, time.monotonic())
+    return token
 
 
 def _read(key: str) -> CachedToken | None:
     value = cache.get(key)
     if isinstance(value, dict) and "access_token" in value:
-        return CachedToken(value["access_token"], float(value["expires_at"]))
-    return None
+        return _remember(key, CachedToken(value["access_token"], float(value["expires_at"])))
+    return _remember(key, None)
 
 
 def cached_token(client: WeChatClient) -> CachedToken | None:
@@ -63,7 +90,9 @@ def cached_token(client: WeChatClient) -> CachedToken | None:
 
 def forget_token(appid: str, base_url: str) -> None:
     """Drop the cached token (secret changed, app deleted, switched between sandbox and WeChat)."""
-    cache.delete(_keys(WeChatClient(appid, "", base_url))[0])
+    key = _keys_for(appid, base_url)[0]
+    _memo.pop(key, None)
+    cache.delete(key)
 
 
 def get_access_token(client: WeChatClient) -> str:
@@ -73,8 +102,12 @@ def get_access_token(client: WeChatClient) -> str:
 def get_token_info(client: WeChatClient) -> CachedToken:
     """A valid token for the client's app, fetching one only when needed (single-flight)."""
     key, lock_key = _keys(client)
-    current = _read(key)
     now = time.time()
+    remembered = _memo.get(key)
+    if remembered and time.monotonic() - remembered[1] < settings.WECHAT_TOKEN_MEMO_SECONDS:
+        if remembered[0].seconds_left(now) > settings.WECHAT_TOKEN_REFRESH_AHEAD:
+            return remembered[0]
+    current = _read(key)
     if current and current.seconds_left(now) > settings.WECHAT_TOKEN_REFRESH_AHEAD:
         return current
     if current and current.seconds_left(now) > 1:
@@ -136,6 +169,7 @@ def _fetch_and_store(client: WeChatClient, key: str, stale: str | None) -> Cache
     cache.set(
         key, {"access_token": token.access_token, "expires_at": token.expires_at}, timeout=grant.expires_in
     )
+    _remember(key, token)
     log.info("access token refreshed for %s (expires in %ss)", client.appid, grant.expires_in)
     return token
 
