@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from formids.catalogue import known_subscribe_template_ids
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
+from pushhub.sql import ids_in
 from tenants.models import MiniProgram
 
 FORMID_LIFETIME = timedelta(days=7)  # WeChat: a formId / prepay_id is valid 7 days
@@ -314,7 +315,7 @@ def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = Fal
     ``exhausted``: WeChat said the formId is invalid or used up (41028/41029): it is spent whatever we
     counted. Only the claim's holder can settle it."""
     now = timezone.now()
-    held = Credit.objects.filter(pk__in=list(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
+    held = Credit.objects.filter(pk__in=ids_in(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
     if exhausted:
         return held.update(
             uses_left=0, state=Credit.State.CONSUMED, finished_at=now, claimed_at=None, claimed_by=""
@@ -329,12 +330,24 @@ def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = Fal
     )
 
 
-def refresh_claims(credit_ids: Iterable[int], claimed_by: str) -> int:
+def refresh_claims(
+    credit_ids: Iterable[int], claimed_by: str, *, unless_younger_than: timedelta | None = None
+) -> int:
     """Renew the lease of claims still being worked on (a retry waiting for its backoff), so the stale
-    sweep does not hand them to someone else meanwhile."""
-    return Credit.objects.filter(
-        pk__in=list(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by
-    ).update(claimed_at=timezone.now())
+    sweep does not hand them to someone else meanwhile; returns how many are still held by ``claimed_by``.
+    ``unless_younger_than``: claims taken more recently keep their time (a chunk sent right after it was
+    prepared writes nothing)."""
+    now = timezone.now()
+    held = Credit.objects.filter(pk__in=ids_in(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
+    if unless_younger_than is None:
+        return held.update(claimed_at=now)
+    held_ids = list(held.values_list("pk", "claimed_at"))
+    due = [pk for pk, claimed_at in held_ids if claimed_at is None or claimed_at < now - unless_younger_than]
+    if due:
+        Credit.objects.filter(pk__in=ids_in(due), state=Credit.State.CLAIMED, claimed_by=claimed_by).update(
+            claimed_at=now
+        )
+    return len(held_ids)
 
 
 def _release(queryset) -> int:
@@ -352,7 +365,7 @@ def _release(queryset) -> int:
 def release(credit_ids: Iterable[int], claimed_by: str) -> int:
     """The send did not happen (transient error, cancel): the credits are usable again."""
     return _release(
-        Credit.objects.filter(pk__in=list(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
+        Credit.objects.filter(pk__in=ids_in(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
     )
 
 

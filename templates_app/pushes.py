@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -21,6 +21,7 @@ from django.utils.dateparse import parse_datetime
 from formids import services as credits
 from formids.models import Credit, MiniUser
 from pushhub.api import ApiError, iso_utc
+from pushhub.sql import texts_in
 from pushhub.wechat import rules
 from templates_app.models import Delivery, IdempotencyRecord, Push, Template
 
@@ -411,7 +412,7 @@ def delivery_payload(delivery: Delivery) -> dict:
 
 @dataclass
 class Prepared:
-    pending: list[Delivery] = field(default_factory=list)  # claimed a credit, to be sent
+    pending: list[int] = field(default_factory=list)  # ids of the deliveries that claimed a credit, to send
     no_credit: list[str] = field(default_factory=list)
     opted_out: list[str] = field(default_factory=list)
 
@@ -428,14 +429,16 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
         # One preparation per push at a time: the row lock serialises redelivered chunks.
         Push.objects.select_for_update().filter(pk=push.pk).first()
         wanted = list(dict.fromkeys(openids))
-        done = set(Delivery.objects.filter(push=push, openid__in=wanted).values_list("openid", flat=True))
+        done = set(
+            Delivery.objects.filter(push=push, openid__in=texts_in(wanted)).values_list("openid", flat=True)
+        )
         wanted = [o for o in wanted if o not in done]
         if not wanted:
             return result
         if not push.force:
             result.opted_out = list(
                 MiniUser.objects.filter(
-                    app_id=push.app_id, openid__in=wanted, push_enabled=False
+                    app_id=push.app_id, openid__in=texts_in(wanted), push_enabled=False
                 ).values_list("openid", flat=True)
             )
         eligible = [o for o in wanted if o not in set(result.opted_out)]
@@ -446,16 +449,8 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
             openids=eligible,
             claimed_by=push.claim_holder,
         )
-        rows = []
-        for openid in eligible:
-            credit = claimed.get(openid)
-            if credit:
-                rows.append(Delivery(push=push, openid=openid, credit_id=credit.id))
-            else:
-                rows.append(Delivery(push=push, openid=openid, status=Delivery.Status.NO_CREDIT))
-                result.no_credit.append(openid)
-        created = Delivery.objects.bulk_create(rows)
-        result.pending = [d for d in created if d.status == Delivery.Status.PENDING]
+        result.no_credit = [o for o in eligible if o not in claimed]
+        result.pending = _insert_deliveries(push, eligible, claimed)
         Push.objects.filter(pk=push.pk).update(
             recipients=_plus("recipients", len(wanted)),
             no_credit=_plus("no_credit", len(result.no_credit)),
@@ -463,6 +458,35 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
             pending=F("pending") + len(result.pending),
         )
     return result
+
+
+def _insert_deliveries(push: Push, openids: list[str], claimed: dict) -> list[int]:
+    """One Delivery row per recipient (pending with its credit, or no_credit); returns the pending ids.
+
+    On PostgreSQL one ``INSERT … SELECT FROM unnest(…)``: the ORM's bulk_create of 500 model instances was
+    a tenth of a broadcast worker's CPU. Elsewhere (SQLite in development) bulk_create."""
+    pending, no_credit = Delivery.Status.PENDING, Delivery.Status.NO_CREDIT
+    statuses = [pending if o in claimed else no_credit for o in openids]
+    credit_ids = [claimed[o].id if o in claimed else None for o in openids]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {Delivery._meta.db_table}
+                    (push_id, openid, status, credit_id, errcode, errmsg, attempts, created_at, updated_at)
+                SELECT %s, r.openid, r.status, r.credit_id, '', '', 0, now(), now()
+                FROM unnest(%s::text[], %s::text[], %s::bigint[]) WITH ORDINALITY AS r(openid, status, credit_id, n)
+                ORDER BY r.n
+                RETURNING id, status
+                """,
+                [push.pk, openids, statuses, credit_ids],
+            )
+            return sorted(pk for pk, status in cursor.fetchall() if status == pending)
+    rows = [
+        Delivery(push=push, openid=o, status=status, credit_id=credit_id)
+        for o, status, credit_id in zip(openids, statuses, credit_ids, strict=True)
+    ]
+    return [d.pk for d in Delivery.objects.bulk_create(rows) if d.status == pending]
 
 
 def _plus(counter: str, n: int):

@@ -26,3 +26,14 @@ def test_keys_are_counted_separately():
     ratelimit.check("test:b", limit=3, window=60)
     assert ratelimit.hit("test:a", limit=3, window=60) is not None
     assert ratelimit.hit("test:c", limit=3, window=60) is None
+
+
+def test_count_adds_to_a_counter_that_expires_and_reads_back_as_a_number():
+    from django.core.cache import cache
+
+    assert ratelimit.count("test:sends", 32, ttl=5) == 32
+    assert ratelimit.count("test:sends", 10, ttl=5) == 42
+    assert cache.get("test:sends") == 42  # the Django cache reads the raw counter back
+    client = ratelimit._redis_client()
+    if client is not None:  # Redis: the first hit set the TTL, later hits did not extend it
+        assert 0 < client.ttl(cache.make_and_validate_key("test:sends")) <= 5

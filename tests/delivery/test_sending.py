@@ -171,3 +171,44 @@ def test_an_interrupted_enumeration_resumes_where_it_stopped(
     push.refresh_from_db()
     assert (push.status, push.recipients, push.sent) == ("done", 10, 10)
     assert_counters_match_rows(push)
+
+
+def test_at_all_walks_past_blocks_of_users_without_credit(app, formid_template, task_queue, settings):
+    # Users are enumerated by id a block at a time; whole blocks without a credit must not end the walk.
+    settings.PUSH_CHUNK_SIZE = 10
+    seed_users(app, 25)  # ids first: two and a half blocks of nobody reachable
+    reachable = seed_users(app, 12, formids=1)
+    seed_users(app, 15)
+
+    tasks.deliver_push(str(push_id := make_push(formid_template).pk))
+    task_queue.run()
+
+    push = Push.objects.get(pk=push_id)
+    assert (push.status, push.recipients, push.sent, push.no_credit) == ("done", 12, 12, 0)
+    assert inbox_counts(app.appid) == {openid: 1 for openid in reachable}
+    assert_counters_match_rows(push)
+
+
+def test_a_round_keeps_at_most_its_concurrency_in_flight(settings):
+    import threading
+    import time
+
+    from templates_app.delivery import _SendPool
+
+    lock, now, peak = threading.Lock(), [0], [0]
+
+    def send(job):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.01)
+        with lock:
+            now[0] -= 1
+        return {"errcode": 0, "job": job}
+
+    pool = _SendPool(4, send)
+    for n in range(40):
+        pool.submit(n)
+    pool.close()
+    assert peak[0] == 4
+    assert sorted(answer["job"] for _, answer, _ in pool.results) == list(range(40))
