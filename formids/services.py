@@ -108,9 +108,11 @@ def add_formids(
     kind: str = Credit.Kind.FORMID,
     source: str = Credit.Source.SDK,
     now: datetime | None = None,
+    count_in_stats: bool = True,
 ) -> Intake:
     """Store formIds (or prepay_ids) for ``user``: 7 days from now, 1 use (prepay: 3). Duplicates — in the
-    batch or already stored, for anyone — are counted, not stored twice."""
+    batch or already stored, for anyone — are counted, not stored twice. ``count_in_stats=False``: the
+    caller adds the accepted ones to the daily statistics itself (after its transaction)."""
     now = now or timezone.now()
     result = Intake()
     fresh: list[str] = []
@@ -126,10 +128,16 @@ def add_formids(
             fresh.append(value)
     if not fresh:
         return result
+    uses = PREPAY_USES if kind == Credit.Kind.PREPAY else 1
+    if connection.vendor == "postgresql":
+        stored = _insert_formids_postgresql(app, user, fresh, kind, uses, now + FORMID_LIFETIME, source)
+        result.accepted, result.duplicates = stored, result.duplicates + len(fresh) - stored
+        if count_in_stats:
+            bump_daily_stat(app, now.date(), formids_collected=stored)
+        return result
     known = set(Credit.objects.filter(app=app, value__in=fresh).values_list("value", flat=True))
     new = [v for v in fresh if v not in known]
     result.duplicates += len(known)
-    uses = PREPAY_USES if kind == Credit.Kind.PREPAY else 1
     Credit.objects.bulk_create(
         [
             Credit(
@@ -146,8 +154,35 @@ def add_formids(
         ignore_conflicts=True,  # a concurrent upload of the same value: stored once
     )
     result.accepted = len(new)
-    bump_daily_stat(app, now.date(), formids_collected=len(new))
+    if count_in_stats:
+        bump_daily_stat(app, now.date(), formids_collected=len(new))
     return result
+
+
+def _insert_formids_postgresql(
+    app: MiniProgram,
+    user: MiniUser,
+    values: list[str],
+    kind: str,
+    uses: int,
+    expires_at: datetime,
+    source: str,
+) -> int:
+    """One ``INSERT … ON CONFLICT DO NOTHING RETURNING``: how many were stored is exact even when two
+    requests upload the same formId at once (a look-up first, then an insert, counted the loser of such a
+    race as accepted), and it is one round trip instead of two plus the ORM's objects."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {Credit._meta.db_table} (app_id, user_id, kind, value, template_id, uses_left, expires_at,
+                                                 state, source, claimed_by, created_at)
+            SELECT %s, %s, %s, v, '', %s, %s, %s, %s, '', now() FROM unnest(%s::text[]) AS v
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+            """,
+            [app.pk, user.pk, kind, uses, expires_at, Credit.State.AVAILABLE, source, values],
+        )
+        return len(cursor.fetchall())
 
 
 def add_subscribe_credits(
@@ -180,13 +215,20 @@ def take_ids(
 ) -> Intake:
     """Store an upload of formIds and prepay_ids for ``user``; counts summed over both lists."""
     total = Intake()
+    now = timezone.now()
     with transaction.atomic():
         for values, kind in ((formids, Credit.Kind.FORMID), (prepay_ids, Credit.Kind.PREPAY)):
             if values:
-                part = add_formids(app, user, values, kind=kind, source=Credit.Source.SDK)
+                part = add_formids(
+                    app, user, values, kind=kind, source=Credit.Source.SDK, now=now, count_in_stats=False
+                )
                 total.accepted += part.accepted
                 total.duplicates += part.duplicates
                 total.rejected += part.rejected
+    # After the commit, as a statement of its own: the app's one statistics row of the day stays locked until
+    # the end of the transaction that updates it, and every upload of the app updates it. Inside the upload's
+    # transaction, concurrent uploads queued behind each other's commit (a fifth of their time was waiting).
+    bump_daily_stat(app, now.date(), formids_collected=total.accepted)
     return total
 
 
