@@ -466,6 +466,10 @@ def deliver_chunk(push_id: Any, delivery_ids: Iterable[int]) -> dict[str, int]:
         return vars(report)
     touch_progress(push.pk)
     now = timezone.now()
+    if push.status == Push.Status.QUEUED:  # queued straight to its one chunk (start_push): it starts here
+        Push.objects.filter(pk=push.pk, status=Push.Status.QUEUED).update(
+            status=Push.Status.RUNNING, started_at=Coalesce(F("started_at"), now)
+        )
     lease = in_flight_lease()
     jobs, decided, in_flight = [], [], []
     for row in rows:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -281,7 +282,14 @@ def start_push(
                 record.save(update_fields=["response"])
             if push.status == Push.Status.QUEUED:
                 push_id = str(push.pk)
-                transaction.on_commit(lambda: _enqueue(push_id))
+                if prepared is not None and 0 < len(prepared.pending) <= settings.PUSH_CHUNK_SIZE:
+                    # Prepared already and one chunk: straight to deliver_chunk, one queue hop fewer than
+                    # through deliver_push (a trigger for one user reaches WeChat ~10 ms sooner). A lost
+                    # chunk is queued again by the stall sweep, as any other.
+                    ids = list(prepared.pending)
+                    transaction.on_commit(lambda: _enqueue(push_id, ids))
+                else:
+                    transaction.on_commit(lambda: _enqueue(push_id))
     except IntegrityError:
         # The same Idempotency-Key committed by a concurrent request: everything here was rolled back
         # (claims included); answer what that request answered.
@@ -292,13 +300,17 @@ def start_push(
     return Started(push, body, replay=False)
 
 
-def _enqueue(push_id: str) -> None:
-    """Queue the delivery. The push is committed already: if the broker is down, the answer still
-    stands and beat's stall sweep (run_scheduled_pushes) queues it again, so nothing is lost."""
-    from templates_app.tasks import deliver_push
+def _enqueue(push_id: str, chunk: list[int] | None = None) -> None:
+    """Queue the delivery (``chunk``: its only chunk of prepared deliveries). The push is committed
+    already: if the broker is down, the answer still stands and beat's stall sweep
+    (run_scheduled_pushes) queues it again, so nothing is lost."""
+    from templates_app.tasks import deliver_chunk, deliver_push
 
     try:
-        deliver_push.delay(push_id)
+        if chunk:
+            deliver_chunk.delay(push_id, chunk)
+        else:
+            deliver_push.delay(push_id)
     except Exception:  # kombu/redis connection errors vary by transport
         log.exception("could not queue push %s; the stuck-push sweep will queue it again", push_id)
 
