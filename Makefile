@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install run test test-js lint format sandbox messages clean
+.PHONY: install install-bench run test test-js lint format sandbox messages bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ test: install test-js
 test-js:
 	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=dot tests/js/; \
 	else echo "node not found: skipping the SDK's JavaScript tests (install Node.js >= 18)"; fi
+
+# Benchmarks (bench/): PostgreSQL + Redis on this machine, their own database (pushhub_bench) and Redis db 2.
+# One benchmark at a time on the machine (flock): they measure CPU and latency.
+$(BIN)/.installed-bench: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install-bench: $(BIN)/.installed-bench
+
+bench: install-bench
+	flock /tmp/pushhub-bench.lock $(BIN)/python -m bench
+
+bench-full: install-bench
+	flock /tmp/pushhub-bench.lock $(BIN)/python -m bench --full
 
 lint: install
 	$(BIN)/ruff check .

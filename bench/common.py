@@ -1,0 +1,435 @@
+"""What every benchmark shares: the environment (PostgreSQL + Redis), child processes and their CPU/RSS,
+the fast fake WeChat, data generators in bulk SQL, and the result tables.
+
+The benchmarks use their own database (``pushhub_bench``, created if missing) and Redis database (2), so a run
+never touches the test database or a developer's data; BENCH_DATABASE_URL / BENCH_REDIS_URL override them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/pushhub_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/2"
+
+
+# --- environment -----------------------------------------------------------------------------------
+def bench_env(**extra: str) -> dict[str, str]:
+    """The environment of the bench and of every process it starts (web, workers)."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "PYTHONPATH": str(BASE_DIR),
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
+        "LOG_LEVEL": "WARNING",
+    }
+    env.setdefault("BENCH_QUEUE", f"bench-{uuid.uuid4().hex[:8]}")
+    env.update(extra)
+    return env
+
+
+_ready = False
+
+
+def setup_django(**extra: str) -> dict[str, str]:
+    """Point this process at the bench database (created and migrated, once) and Redis; returns the env
+    for child processes. Call bench_env() again after starting the fake WeChat (it sets SANDBOX_API_BASE)."""
+    global _ready
+    env = bench_env(**extra)
+    os.environ.update(env)
+    if not _ready:
+        _create_database(env["DATABASE_URL"])
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        _ready = True
+    return env
+
+
+def _create_database(url: str) -> None:
+    import psycopg
+    from django.db.backends.postgresql.client import DatabaseClient  # noqa: F401  (psycopg is there)
+    from environ import Env
+
+    config = Env.db_url_config(url)
+    if "postgresql" not in config["ENGINE"]:
+        raise SystemExit("the benchmarks run on PostgreSQL: set BENCH_DATABASE_URL to a postgres:// URL")
+    admin = dict(host=config["HOST"] or "127.0.0.1", port=config["PORT"] or 5432, user=config["USER"])
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{config["NAME"]}"')
+
+
+def flush_redis() -> None:
+    """Empty the bench's Redis database (broker queues and cache left by an interrupted run)."""
+    import redis
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+
+
+# --- processes ---------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(step)
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process and its reaped children (/proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(pid: int) -> list[int]:
+    """A process and its descendants (gunicorn and celery prefork fork their workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in tree_pids(pid))
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set size, in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Processes:
+    """Child processes started in their own session, all killed (with their children) on exit."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen] = []
+
+    def start(self, args: Sequence[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+        out = log.open("wb") if log else subprocess.DEVNULL
+        child = subprocess.Popen(
+            list(args), cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.children.append(child)
+        return child
+
+    def stop(self, child: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        if child.poll() is None:
+            try:
+                os.killpg(child.pid, sig)
+                child.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            child.wait()
+
+
+def start_workers(
+    processes: Processes, env: dict[str, str], count: int, concurrency: int, logdir: Path
+) -> list[subprocess.Popen]:
+    """``count`` Celery worker processes (threads pool) on the bench queue, waited for until ready."""
+    workers, logs = [], []
+    celery = str(Path(PYTHON).parent / "celery")
+    for n in range(count):
+        log = logdir / f"worker-{n}.log"
+        logs.append(log)
+        workers.append(
+            processes.start(
+                [celery, "-A", "pushhub", "worker", "--pool", "threads", "--concurrency", str(concurrency),
+                 "-Q", env["BENCH_QUEUE"], "-n", f"{env['BENCH_QUEUE']}-{n}@%h", "--loglevel", "INFO",
+                 "--without-mingle", "--without-gossip", "--without-heartbeat"],
+                env, log,
+            )
+        )  # fmt: skip
+    wait_until(lambda: all(_worker_ready(log) for log in logs), 60, "the Celery workers")
+    return workers
+
+
+def _worker_ready(log: Path) -> bool:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return False
+    return " ready." in text
+
+
+# --- the fake WeChat -----------------------------------------------------------------------------------
+class FakeWeChat:
+    """A running ``bench.fake_wechat`` process and its control endpoints."""
+
+    def __init__(self, processes: Processes, latency_ms: float = 20.0, error_rate: float = 0.0):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process = processes.start(
+            [PYTHON, "-m", "bench.fake_wechat", "--port", str(self.port), "--latency-ms", str(latency_ms),
+             "--error-rate", str(error_rate)],
+            {**os.environ, "PYTHONPATH": str(BASE_DIR)},
+        )  # fmt: skip
+        wait_until(lambda: port_open(self.port), 30, "the fake WeChat")
+        # Sandbox apps send to SANDBOX_API_BASE: here, and in every process started with bench_env() after.
+        os.environ["SANDBOX_API_BASE"] = self.base
+        from django.conf import settings
+
+        settings.SANDBOX_API_BASE = self.base
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        import requests
+
+        url = f"{self.base}/_control/{path}"
+        if body is None:
+            response = requests.get(url, timeout=60)
+        else:
+            response = requests.post(url, data=json.dumps(body), timeout=120)
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self, appid: str) -> dict[str, Any]:
+        import requests
+
+        response = requests.get(f"{self.base}/_control/stats", params={"appid": appid}, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+
+# --- tenants, apps, templates, users, credits --------------------------------------------------------
+def make_app(fake: FakeWeChat | None, label: str = "bench"):
+    """A tenant with one sandbox app (its sends go to SANDBOX_API_BASE, the fake), registered in the fake."""
+    import secrets
+
+    from tenants import services as tenants
+
+    tenant = tenants.create_tenant(
+        f"{label} {secrets.token_hex(3)}", f"{uuid.uuid4().hex}@bench.test", "bench password"
+    ).tenant
+    secret = secrets.token_hex(16)
+    app = tenants.register_app(
+        tenant, appid="wx" + secrets.token_hex(8), secret=secret, name=label, sandbox_app=True
+    )
+    if fake is not None:
+        fake.control("apps", {"appid": app.appid, "secret": secret})
+    return app
+
+
+TEMPLATE_FIELDS = {
+    "formid": [{"key": "keyword1", "name": "订单号"}, {"key": "keyword2", "name": "金额"}],
+    "subscribe": [{"key": "character_string1", "name": "订单号"}, {"key": "thing2", "name": "商品"}],
+}
+TEMPLATE_DATA = {
+    "formid": {"keyword1": {"value": "A123"}, "keyword2": {"value": "¥99.00", "color": "#173177"}},
+    "subscribe": {"character_string1": {"value": "A123"}, "thing2": {"value": "机械键盘"}},
+}
+
+
+def make_template(app, fake: FakeWeChat | None, kind: str = "formid"):
+    """A catalogued template with a trigger URL, known to the fake under the same template id.
+    Returns (template, trigger token)."""
+    from pushhub import crypto
+    from templates_app import catalogue
+
+    fields = TEMPLATE_FIELDS[kind]
+    content = "".join(f"{f['name']}:{{{{{f['key']}.DATA}}}}\n" for f in fields)
+    template = catalogue.create_template(
+        app, kind=kind, template_id=f"bench-{uuid.uuid4().hex[:16]}", title="订单通知", fields=fields,
+        page="pages/order?id=1", actor="bench",
+    )  # fmt: skip
+    if fake is not None:
+        fake.control(
+            "templates",
+            {"appid": app.appid, "kind": kind, "template_id": template.template_id, "content": content},
+        )
+    return template, crypto.decrypt(template.trigger_token_ciphertext)
+
+
+def generate_users(app, count: int, *, formids: int = 0, subscribe_template_id: str = "", prefix: str = "o"):
+    """``count`` users of ``app`` with ``formids`` formIds each (expiring in 1 to 7 days, spread) and/or one
+    subscribe credit for ``subscribe_template_id``: INSERT … SELECT over generate_series, no ORM objects.
+    Returns the users' ids range (first, last)."""
+    from django.db import connection
+
+    tag = uuid.uuid4().hex[:8]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO formids_miniuser (app_id, openid, unionid, push_enabled, first_seen, last_seen)
+            SELECT %s, %s || %s || lpad(g::text, 9, '0'), '', true, now(), now()
+            FROM generate_series(1, %s) AS g
+            RETURNING id
+            """,
+            [app.pk, prefix, tag, count],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        first, last = min(ids), max(ids)
+        if formids:
+            cursor.execute(
+                """
+                INSERT INTO formids_credit (app_id, user_id, kind, value, template_id, uses_left, expires_at,
+                                            state, source, claimed_by, created_at)
+                SELECT u.app_id, u.id, 'formid', md5(u.openid || ':' || n), '', 1,
+                       now() + interval '1 day' + (random() * interval '6 days'), 'available', 'sdk', '', now()
+                FROM formids_miniuser u CROSS JOIN generate_series(1, %s) AS n
+                WHERE u.app_id = %s AND u.id BETWEEN %s AND %s
+                """,
+                [formids, app.pk, first, last],
+            )
+        if subscribe_template_id:
+            cursor.execute(
+                """
+                INSERT INTO formids_credit (app_id, user_id, kind, value, template_id, uses_left, expires_at,
+                                            state, source, claimed_by, created_at)
+                SELECT u.app_id, u.id, 'subscribe', '', %s, 1, NULL, 'available', 'sdk', '', now()
+                FROM formids_miniuser u WHERE u.app_id = %s AND u.id BETWEEN %s AND %s
+                """,
+                [subscribe_template_id, app.pk, first, last],
+            )
+        cursor.execute("ANALYZE formids_miniuser")
+        cursor.execute("ANALYZE formids_credit")
+    return first, last
+
+
+def teach_fake(fake: FakeWeChat, app, subscribe_template_id: str = "", batch: int = 50_000) -> int:
+    """Tell the fake WeChat every formId and subscription PushHub holds for ``app`` (WeChat would know
+    them: it issued them). Returns how many credits it learnt."""
+    from formids.models import Credit
+
+    taught = 0
+    rows = Credit.objects.filter(app=app, state=Credit.State.AVAILABLE).order_by("pk")
+    formids = rows.filter(kind__in=["formid", "prepay"]).values_list("user__openid", "value", "uses_left")
+    for chunk in _batches(formids.iterator(chunk_size=batch), batch):
+        fake.control("formids", {"appid": app.appid, "items": chunk})
+        taught += len(chunk)
+    if subscribe_template_id:
+        subs = rows.filter(kind="subscribe", template_id=subscribe_template_id).values_list("user__openid")
+        for chunk in _batches(subs.iterator(chunk_size=batch), batch):
+            fake.control(
+                "subscriptions",
+                {
+                    "appid": app.appid,
+                    "template_id": subscribe_template_id,
+                    "items": [[o, 1] for (o,) in chunk],
+                },
+            )
+            taught += len(chunk)
+    return taught
+
+
+def _batches(rows: Iterable, size: int):
+    batch = []
+    for row in rows:
+        batch.append(list(row))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --- results -------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    figure: str
+    pushhub: str
+    baseline: str = "—"
+    ratio: str = "—"
+
+
+def ratio(ours: float, theirs: float, higher_is_better: bool = True) -> str:
+    if not ours or not theirs:
+        return "—"
+    value = ours / theirs if higher_is_better else theirs / ours
+    return f"{value:.1f}×"
+
+
+def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    """A Markdown table (the README takes it as printed)."""
+    head = ("figure", "PushHub", "baseline", "ratio")
+    cells = [head] + [(r.figure, r.pushhub, r.baseline, r.ratio) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    lines = [f"### {title}", ""]
+    for n, cell in enumerate(cells):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += [""] + [f"- {note}" for note in notes]
+    text = "\n".join(lines) + "\n"
+    print(text, flush=True)
+    return text
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of ``values`` (not interpolated: a reported p99 is a real sample)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-pct * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def check(condition: bool, message: str, failures: list[str]) -> None:
+    """A correctness assertion of a benchmark run: printed, and collected so the run exits non-zero."""
+    print(f"  {'ok  ' if condition else 'FAIL'} {message}", flush=True)
+    if not condition:
+        failures.append(message)

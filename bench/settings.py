@@ -1,0 +1,9 @@
+"""Settings of the benchmark processes (web, workers, the bench itself): the project's, on the bench's own
+Celery queue, with DEBUG off (no per-query log growing for a whole run)."""
+
+import os
+
+from pushhub.settings import *  # noqa: F403
+
+DEBUG = False
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("BENCH_QUEUE", "bench")

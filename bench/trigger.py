@@ -1,0 +1,207 @@
+"""Trigger latency: ``POST /t/{token}`` for one user, under gunicorn with two Celery workers and the fast
+fake WeChat, against a tenant's own server calling WeChat itself.
+
+    python -m bench.trigger [--full] [--requests N] [--rate R]
+
+Accept time: from sending the trigger request to its 202 answer (the credit is claimed and the push queued
+before the answer). End to end: from sending the request to the moment the fake WeChat accepted the message
+(it records when each openid first got one). Requests go out at a steady rate from one keep-alive client,
+each to a different user, so every push has exactly one recipient and one credit.
+
+Baseline: what a tenant's server does without PushHub, one ``requests.post`` to WeChat's send endpoint per
+message (token already in hand): its accept time *is* its end-to-end time, and it holds the caller for the
+whole WeChat round trip.
+
+Correctness: every user triggered got exactly one message, no credit is left claimed, and every trigger was
+answered 202.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import common
+from bench.common import Row
+
+TARGET_ACCEPT_P99_MS = 25.0
+TARGET_E2E_P50_MS = 60.0
+RATE = 10.0  # triggers per second: latency of the path, not of a saturated machine (see --rate)
+GUNICORN_WORKERS = 2
+GUNICORN_THREADS = 4
+# The trigger rate limits (600/min per template, 3000/min per tenant) are raised so that the run measures
+# latency rather than the limiter; every request still checks them.
+RATE_LIMITS = {"TRIGGER_RATE_PER_TEMPLATE": "1000000000", "TRIGGER_RATE_PER_TENANT": "1000000000"}
+
+
+def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> list[str]:
+    import requests
+
+    common.setup_django()
+    from formids.models import Credit
+
+    failures: list[str] = []
+    scratch = Path(tempfile.mkdtemp(prefix="pushhub-trigger-"))
+    with common.Processes() as processes:
+        fake = common.FakeWeChat(processes, latency_ms=latency_ms)
+        env = common.bench_env(**RATE_LIMITS)
+        app = common.make_app(fake, "trigger")
+        template, token = common.make_template(app, fake, "formid")
+        first, last = common.generate_users(app, requests_count, formids=1)
+        common.teach_fake(fake, app)
+        from formids.models import MiniUser
+
+        openids = list(
+            MiniUser.objects.filter(app=app, pk__range=(first, last))
+            .order_by("pk")
+            .values_list("openid", flat=True)
+        )
+        port = common.free_port()
+        gunicorn = str(Path(common.PYTHON).parent / "gunicorn")
+        processes.start(
+            [gunicorn, "pushhub.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(GUNICORN_WORKERS),
+             "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
+            env, scratch / "gunicorn.log",
+        )  # fmt: skip
+        common.start_workers(processes, env, 2, 2, scratch)
+        common.wait_until(lambda: common.port_open(port), 60, "gunicorn")
+        url = f"http://127.0.0.1:{port}/t/{token}"
+        session = requests.Session()
+        data = common.TEMPLATE_DATA["formid"]
+        # Warm-up: both gunicorn workers and the Celery workers have loaded everything (not measured).
+        warm = common.generate_users(app, 20, formids=1)
+        common.teach_fake(fake, app)
+        for openid in MiniUser.objects.filter(app=app, pk__range=warm).values_list("openid", flat=True):
+            session.post(url, json={"to": openid, "data": data}, timeout=30)
+        time.sleep(1.0)
+
+        sent_at: dict[str, float] = {}
+        accept_ms: list[float] = []
+        statuses: dict[int, int] = {}
+        interval = 1.0 / rate
+        started = time.monotonic()
+        for n, openid in enumerate(openids):
+            time.sleep(max(0.0, started + n * interval - time.monotonic()))
+            began_wall, began = time.time(), time.perf_counter()
+            response = session.post(url, data=json.dumps({"to": openid, "data": data}),
+                                    headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+            accept_ms.append((time.perf_counter() - began) * 1000)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            sent_at[openid] = began_wall
+        # Wait for the last messages to arrive (at most 30 s), then read when each arrived.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and fake.stats(app.appid)["delivered"] < len(openids) + 20:
+            time.sleep(0.1)
+        received: dict[str, float | None] = {}
+        for start in range(0, len(openids), 5000):
+            received.update(
+                fake.control("received", {"appid": app.appid, "openids": openids[start : start + 5000]})
+            )
+        stats = fake.stats(app.appid)
+        e2e_ms = [(received[o] - sent_at[o]) * 1000 for o in openids if received.get(o)]
+
+        inbox = fake_inbox(fake, app.appid, openids)
+        baseline = direct_baseline(fake, min(requests_count, 300))
+
+    rows = [
+        Row("accept p50 (POST /t/{token} → 202)", f"{common.percentile(accept_ms, 50):.1f} ms",
+            f"{common.percentile(baseline, 50):.1f} ms", common.ratio(common.percentile(accept_ms, 50),
+                                                                     common.percentile(baseline, 50), False)),
+        Row("accept p95", f"{common.percentile(accept_ms, 95):.1f} ms", f"{common.percentile(baseline, 95):.1f} ms",
+            common.ratio(common.percentile(accept_ms, 95), common.percentile(baseline, 95), False)),
+        Row("accept p99", f"{common.percentile(accept_ms, 99):.1f} ms", f"{common.percentile(baseline, 99):.1f} ms",
+            common.ratio(common.percentile(accept_ms, 99), common.percentile(baseline, 99), False)),
+        Row("end to end p50 (request → fake WeChat has it)", f"{common.percentile(e2e_ms, 50):.1f} ms",
+            f"{common.percentile(baseline, 50):.1f} ms"),
+        Row("end to end p95", f"{common.percentile(e2e_ms, 95):.1f} ms", f"{common.percentile(baseline, 95):.1f} ms"),
+        Row("end to end p99", f"{common.percentile(e2e_ms, 99):.1f} ms", f"{common.percentile(baseline, 99):.1f} ms"),
+    ]  # fmt: skip
+    accept_met = common.percentile(accept_ms, 99) < TARGET_ACCEPT_P99_MS
+    e2e_met = common.percentile(e2e_ms, 50) < TARGET_E2E_P50_MS
+    common.print_table(
+        f"Trigger latency: {requests_count:,} triggers of one user each at {rate:g}/s, fake WeChat at "
+        f"{latency_ms:g} ms",
+        rows,
+        [
+            f"gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} threads; 2 Celery workers × 2 tasks; "
+            "PostgreSQL + Redis; one keep-alive client in the bench process",
+            "baseline: one `requests.post` per message straight to the fake's send endpoint (token in hand): "
+            "the caller waits for WeChat; its end to end is the same call",
+            "TRIGGER_RATE_PER_TEMPLATE / TRIGGER_RATE_PER_TENANT raised for the run (still checked per request)",
+            f"targets: accept p99 < {TARGET_ACCEPT_P99_MS:g} ms ({'met' if accept_met else 'NOT met'}); end to "
+            f"end p50 < {TARGET_E2E_P50_MS:g} ms ({'met' if e2e_met else 'NOT met'})",
+        ],
+    )
+    common.check(statuses == {202: len(openids)}, f"every trigger answered 202 ({statuses})", failures)
+    common.check(
+        all(n == 1 for n in inbox.values()),
+        f"every user triggered got exactly one message ({sum(1 for n in inbox.values() if n == 1)} of "
+        f"{len(openids)}; {sum(1 for n in inbox.values() if n > 1)} got more)",
+        failures,
+    )
+    common.check(stats["users_with_duplicates"] == 0, "nobody got a message twice", failures)
+    common.check(
+        not Credit.objects.filter(app=app, state=Credit.State.CLAIMED).exists(),
+        "no credit left claimed",
+        failures,
+    )
+    return failures
+
+
+def fake_inbox(fake: common.FakeWeChat, appid: str, openids: list[str]) -> dict[str, int]:
+    inbox: dict[str, int] = {}
+    for start in range(0, len(openids), 5000):
+        inbox.update(fake.control("inbox", {"appid": appid, "openids": openids[start : start + 5000]}))
+    return inbox
+
+
+def direct_baseline(fake: common.FakeWeChat, count: int) -> list[float]:
+    """Milliseconds per message when the tenant's server calls WeChat's send endpoint itself."""
+    import requests
+
+    app = common.make_app(fake, "trigger-baseline")
+    template, _ = common.make_template(app, fake, "formid")
+    common.generate_users(app, count, formids=1)
+    common.teach_fake(fake, app)
+    from formids.models import Credit
+
+    pairs = list(Credit.objects.filter(app=app).values_list("user__openid", "value"))
+    token = requests.post(
+        f"{fake.base}/cgi-bin/stable_token",
+        json={"grant_type": "client_credential", "appid": app.appid, "secret": app.get_secret()},
+        timeout=10,
+    ).json()["access_token"]
+    url = f"{fake.base}/cgi-bin/message/wxopen/template/send?access_token={token}"
+    timings = []
+    for openid, form_id in pairs:
+        body = {"touser": openid, "template_id": template.template_id, "form_id": form_id,
+                "data": common.TEMPLATE_DATA["formid"]}  # fmt: skip
+        began = time.perf_counter()
+        requests.post(url, json=body, timeout=10).json()
+        timings.append((time.perf_counter() - began) * 1000)
+    return timings
+
+
+def run(full: bool = False) -> list[str]:
+    return run_trigger(600 if full else 200, rate=RATE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--full", action="store_true", help="600 triggers instead of 200")
+    parser.add_argument("--requests", type=int, help="triggers (one user each)")
+    parser.add_argument("--rate", type=float, default=RATE, help="triggers per second")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    count = args.requests or (600 if args.full else 200)
+    sys.exit(1 if run_trigger(count, args.rate, args.latency_ms) else 0)
+
+
+if __name__ == "__main__":
+    main()
