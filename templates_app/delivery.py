@@ -44,19 +44,17 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
-import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -65,8 +63,8 @@ from formids import services as credits
 from formids.models import Credit, MiniUser
 from pushhub import ratelimit
 from pushhub.sql import ids_in, texts_in
-from pushhub.wechat import tokens
-from pushhub.wechat.client import WeChatClient
+from pushhub.wechat import sending, tokens
+from pushhub.wechat.client import WeChatClient, subscribe_message, template_message
 from pushhub.wechat.errors import (
     API_RETIRED_ERRCODE,
     ERRCODE_TEXT,
@@ -79,7 +77,6 @@ from templates_app.pushes import prepare_recipients
 
 log = logging.getLogger(__name__)
 
-SENDER_THREADS_PER_SLOT = 4  # the process's sender threads: SEND_CONCURRENCY × this (chunk tasks at once)
 MAX_CREDITS_PER_DELIVERY = 3  # 41028/41029: try the user's next formId, at most this many in all
 SWEEP_BATCH = 100  # scheduled pushes started per beat
 PROGRESS_TTL = 2 * 86_400
@@ -619,12 +616,13 @@ def _wechat_data(push: Push) -> dict:
     return push.data
 
 
-def _sender(push: Push, client: WeChatClient) -> Callable[[_Job], dict]:
+def _sender(push: Push, client: WeChatClient) -> Callable[[_Job, str | None], Coroutine[Any, Any, dict]]:
+    """The push's send, as a coroutine for the process's sending loop (pushhub.wechat.sending)."""
     template, data = push.template, _wechat_data(push)
     if template.kind == Template.Kind.FORMID:
 
-        def send(job: _Job) -> dict:
-            return client.send_template_message(
+        def message(job: _Job) -> tuple[str, dict]:
+            return template_message(
                 touser=job.delivery.openid,
                 template_id=template.template_id,
                 form_id=job.credit_value,
@@ -635,8 +633,8 @@ def _sender(push: Push, client: WeChatClient) -> Callable[[_Job], dict]:
 
     else:
 
-        def send(job: _Job) -> dict:
-            return client.send_subscribe_message(
+        def message(job: _Job) -> tuple[str, dict]:
+            return subscribe_message(
                 touser=job.delivery.openid,
                 template_id=template.template_id,
                 data=data,
@@ -645,55 +643,55 @@ def _sender(push: Push, client: WeChatClient) -> Callable[[_Job], dict]:
                 lang=push.lang or None,
             )
 
+    async def send(job: _Job, token: str | None) -> dict:
+        path, body = message(job)
+        return await sending.call_with_token(client, path, body, token)
+
     return send
 
 
 class _SendPool:
-    """At most ``size`` sends of one round in flight, on the process's shared sender threads.
+    """At most ``size`` sends of one round in flight, on the process's sending loop (one event loop thread,
+    pushhub.wechat.sending): a thread per send cost more CPU than the sends themselves."""
 
-    The threads live as long as the process (``_sender_threads``): starting 32 threads for every chunk was
-    5% of a broadcast worker's CPU. A sender thread that opened a database connection (the token, with the
-    database cache of development) closes it after each send: idle threads must not hold connections."""
-
-    def __init__(self, size: int, send: Callable[[_Job], dict]):
+    def __init__(self, size: int, send: Callable[[_Job, str | None], Coroutine[Any, Any, dict]]):
         self._send = send
         self._size = max(size, 1)
-        self._executor = _sender_threads()
         self._done = threading.Condition()
         self._outstanding = 0  # submitted and not answered yet
-        self._sending = 0  # of which handed to a sender thread (at most size)
-        self._waiting: collections.deque[_Job] = collections.deque()
+        self._sending = 0  # of which on the loop (at most size)
+        self._waiting: collections.deque[tuple[_Job, str | None]] = collections.deque()
         self.results: list[tuple[_Job, dict | None, BaseException | None]] = []
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: _Job, token: str | None = None) -> None:
+        """Send ``job`` with the app's current ``token`` (read by the caller: the loop must not touch the
+        cache or the database)."""
         with self._done:
             self._outstanding += 1
             if self._sending >= self._size:
-                self._waiting.append(job)
+                self._waiting.append((job, token))
                 return
             self._sending += 1
-        self._executor.submit(self._run, job)
+        sending.submit(self._run(job, token))
 
     def wait_below(self, limit: int) -> None:
         with self._done:
             self._done.wait_for(lambda: self._outstanding < limit)
 
-    def _run(self, job: _Job) -> None:
+    async def _run(self, job: _Job, token: str | None) -> None:
         while job is not None:
             answer, error = None, None
             try:
-                answer = self._send(job)
+                answer = await self._send(job, token)
             except (WeChatError, WeChatUnavailable) as exc:
                 error = exc
-            except Exception as exc:  # recorded as a transient error of this delivery
-                log.exception("unexpected error sending delivery %s", job.delivery.pk)
+            except BaseException as exc:  # recorded as a transient error of this delivery (a round waits
+                log.exception("unexpected error sending %r", job)  # for every answer: never drop one)
                 error = exc
-            finally:
-                connections.close_all()  # nothing to do unless this send opened one
             with self._done:
                 self.results.append((job, answer, error))
                 self._outstanding -= 1
-                job = self._waiting.popleft() if self._waiting else None
+                job, token = self._waiting.popleft() if self._waiting else (None, None)
                 if job is None:
                     self._sending -= 1
                 self._done.notify_all()
@@ -703,53 +701,12 @@ class _SendPool:
         self.wait_below(1)
 
 
-class _SenderThreads:
-    """Daemon threads that run ``fn(job)`` from one queue, for the life of the process."""
-
-    def __init__(self, size: int):
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        for n in range(size):
-            threading.Thread(target=self._loop, daemon=True, name=f"pushhub-send-{n}").start()
-
-    def submit(self, fn: Callable[[_Job], None], job: _Job) -> None:
-        self._queue.put((fn, job))
-
-    def _loop(self) -> None:
-        while True:
-            fn, job = self._queue.get()
-            try:
-                fn(job)
-            except BaseException:  # fn records its own errors; never lose the thread
-                log.exception("sender thread: unexpected error")
-
-
-_senders_lock = threading.Lock()
-_senders: tuple[int, _SenderThreads] | None = None
-
-
-def _sender_threads() -> _SenderThreads:
-    """The process's sender threads (made again in a forked child). Sized for a few chunk tasks at once;
-    each round still keeps only SEND_CONCURRENCY of its own sends in flight."""
-    global _senders
-    pid = os.getpid()
-    if _senders is None or _senders[0] != pid:
-        with _senders_lock:
-            if _senders is None or _senders[0] != pid:
-                size = max(int(settings.SEND_CONCURRENCY), 1) * SENDER_THREADS_PER_SLOT
-                _senders = (pid, _SenderThreads(size))
-    return _senders[1]
-
-
 def _send_round(push: Push, jobs: list[_Job], deadline: float) -> tuple[list, list[_Job], bool]:
     """Mark and send ``jobs`` SEND_CONCURRENCY at a time under the app's rate limit. Returns (answers,
     jobs not started, whether the push was canceled meanwhile)."""
     concurrency = max(int(settings.SEND_CONCURRENCY), 1)
     limiter = SendRateLimiter(push.app.appid, int(settings.SEND_RATE_PER_APP))
     client = WeChatClient.for_app(push.app)
-    try:
-        tokens.get_access_token(client)  # one fetch here rather than a stampede of threads waiting for it
-    except (WeChatError, WeChatUnavailable):
-        pass  # each send will try again and record what it gets
     pool = _SendPool(min(concurrency, len(jobs)), _sender(push, client))
     leftover: list[_Job] = []
     canceled = False
@@ -767,13 +724,23 @@ def _send_round(push: Push, jobs: list[_Job], deadline: float) -> tuple[list, li
             window = jobs[index : index + concurrency]
             window = window[: limiter.acquire(len(window))]
             index += len(window)
+            token = _current_token(client)
             for job in _mark_attempts(window):
-                pool.submit(job)
+                pool.submit(job, token)
             touch_progress(push.pk)
             pool.wait_below(concurrency)  # at most one window marked ahead of the sends
     finally:
         pool.close()
     return pool.results, leftover, canceled
+
+
+def _current_token(client: WeChatClient) -> str | None:
+    """The app's token for the next window of sends (the process's memo, a fetch only when due), or None
+    when it cannot be had now: each send then tries again and records what it gets."""
+    try:
+        return tokens.get_access_token(client)
+    except (WeChatError, WeChatUnavailable):
+        return None
 
 
 def _mark_attempts(jobs: list[_Job]) -> list[_Job]:

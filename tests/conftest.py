@@ -8,6 +8,7 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
+from pushhub.wechat import sending
 from pushhub.wechat.client import close_http_session
 from tenants import services
 from tenants.models import Membership
@@ -125,3 +126,4 @@ def sandbox_base(live_server, settings):
     yield base
     # Keep-alive sockets would keep the live server's request threads (and their DB connections) alive.
     close_http_session()
+    sending.close()

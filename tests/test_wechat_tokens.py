@@ -206,3 +206,43 @@ def test_it_lists_both_kinds_of_templates(client, wechat_app):
         sandbox.add_template(appid, kind="formid", title=f"模板{n}", content="订单{{keyword1.DATA}}")
     assert [t["title"] for t in client.get_subscribe_templates()] == ["发货"]
     assert len(client.list_formid_templates()) == 23
+
+
+# --- the broadcast's send path (pushhub.wechat.sending: aiohttp on one event loop) ----------------------
+def send_async(client):
+    """A POST through the send path (the formId template list: a POST any sandbox app answers)."""
+    from pushhub.wechat import sending
+
+    body = {"offset": 0, "count": 20}
+    return sending.submit(sending.call_with_token(client, "cgi-bin/wxopen/template/list", body)).result(30)
+
+
+def test_the_async_send_path_maps_refused_connections_like_the_blocking_one(wechat_app, sandbox_base):
+    client = WeChatClient(wechat_app[0], wechat_app[1], sandbox_base)
+    tokens.get_access_token(client)  # a token for this app, then WeChat "goes away"
+    unreachable = WeChatClient(wechat_app[0], wechat_app[1], "http://127.0.0.1:9")
+    cache.set(tokens._keys(unreachable)[0], {"access_token": "t", "expires_at": time.time() + 7000})
+    with pytest.raises(WeChatUnavailable) as caught:
+        send_async(unreachable)
+    assert caught.value.maybe_delivered is False
+
+
+def test_the_async_send_path_reports_a_read_timeout_as_ambiguous(client, wechat_app, settings):
+    appid, _ = wechat_app
+    tokens.get_access_token(client)
+    sandbox.set_knobs(appid, timeout_rate=1.0, timeout_seconds=1.0)
+    settings.WECHAT_READ_TIMEOUT = 0.3
+    with pytest.raises(WeChatTimeout) as caught:
+        send_async(client)
+    assert caught.value.maybe_delivered is True
+
+
+def test_the_async_send_path_refreshes_a_rejected_token_once_and_retries(client, wechat_app):
+    old = tokens.get_access_token(client)
+    key = tokens._keys(client)[0]
+    cache.set(key, {"access_token": "not-a-token", "expires_at": time.time() + 7000})
+    tokens.clear_memo()
+    answer = send_async(client)  # 40001/40014 on "not-a-token": one refresh, one retry
+    assert "list" in answer  # the template list: the retry went through
+    assert tokens.get_access_token(client) == old  # stable_token hands back the still-valid token
+    assert len(client.fetches) == 2

@@ -97,14 +97,7 @@ class WeChatClient:
         timeout: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         """One HTTP call; returns the JSON body or raises WeChatError / WeChatUnavailable."""
-        url = f"{self.base_url}/{path.lstrip('/')}"
-        if params:
-            url = f"{url}?{urlencode(params)}"
-        data, headers = None, _HEADERS
-        if body is not None:
-            # Raw UTF-8 rather than \\u escapes, as WeChat's own samples and wechatpy send it.
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            headers = _JSON_HEADERS
+        url, data, headers = self.prepare(path, params, body)
         connect, read = timeout or (settings.WECHAT_CONNECT_TIMEOUT, settings.WECHAT_READ_TIMEOUT)
         try:
             response = http_pool().request(
@@ -122,10 +115,27 @@ class WeChatClient:
             raise WeChatUnavailable(f"connection error: {type(exc).__name__}", maybe_delivered=True) from None
         except (HTTPError, OSError) as exc:
             raise WeChatUnavailable(f"request failed: {type(exc).__name__}", maybe_delivered=True) from None
-        if response.status >= 400:
-            raise WeChatUnavailable(f"HTTP {response.status}", maybe_delivered=response.status >= 500)
+        return self.answer(response.status, response.data)
+
+    def prepare(
+        self, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None
+    ) -> tuple[str, bytes | None, dict[str, str]]:
+        """(url, body bytes, headers) of a call; shared with pushhub.wechat.sending."""
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        if body is None:
+            return url, None, _HEADERS
+        # Raw UTF-8 rather than \\u escapes, as WeChat's own samples and wechatpy send it.
+        return url, json.dumps(body, ensure_ascii=False).encode("utf-8"), _JSON_HEADERS
+
+    @staticmethod
+    def answer(status: int, raw: bytes) -> dict[str, Any]:
+        """The JSON body of an HTTP answer, or WeChatError / WeChatUnavailable."""
+        if status >= 400:
+            raise WeChatUnavailable(f"HTTP {status}", maybe_delivered=status >= 500)
         try:
-            payload = json.loads(response.data)
+            payload = json.loads(raw)
         except ValueError:
             raise WeChatUnavailable("answer is not JSON", maybe_delivered=True) from None
         if not isinstance(payload, dict):
@@ -193,48 +203,15 @@ class WeChatClient:
             },
         )
 
-    def send_template_message(
-        self,
-        *,
-        touser: str,
-        template_id: str,
-        form_id: str,
-        data: dict[str, Any],
-        page: str | None = None,
-        emphasis_keyword: str | None = None,
-    ) -> dict[str, Any]:
+    def send_template_message(self, **message: Any) -> dict[str, Any]:
         """Legacy formId template message (retired on real WeChat: 45103)."""
-        body: dict[str, Any] = {
-            "touser": touser,
-            "template_id": template_id,
-            "form_id": form_id,
-            "data": data,
-        }
-        if page:
-            body["page"] = page
-        if emphasis_keyword:
-            body["emphasis_keyword"] = emphasis_keyword
-        return self.call_with_token("POST", "cgi-bin/message/wxopen/template/send", body=body)
+        path, body = template_message(**message)
+        return self.call_with_token("POST", path, body=body)
 
-    def send_subscribe_message(
-        self,
-        *,
-        touser: str,
-        template_id: str,
-        data: dict[str, Any],
-        page: str | None = None,
-        miniprogram_state: str | None = None,
-        lang: str | None = None,
-    ) -> dict[str, Any]:
+    def send_subscribe_message(self, **message: Any) -> dict[str, Any]:
         """Subscribe message; success carries ``msgid`` (the final outcome arrives later as an event)."""
-        body: dict[str, Any] = {"touser": touser, "template_id": template_id, "data": data}
-        if page:
-            body["page"] = page
-        if miniprogram_state:
-            body["miniprogram_state"] = miniprogram_state
-        if lang:
-            body["lang"] = lang
-        return self.call_with_token("POST", "cgi-bin/message/subscribe/send", body=body)
+        path, body = subscribe_message(**message)
+        return self.call_with_token("POST", path, body=body)
 
     def get_subscribe_templates(self) -> list[dict[str, Any]]:
         """wxaapi/newtmpl/gettemplate: the app's private subscribe templates."""
@@ -255,3 +232,42 @@ class WeChatClient:
             if len(page) < 20:
                 return templates
             offset += 20
+
+
+# --- messages (the send endpoints' path and body), for the blocking client and pushhub.wechat.sending ---
+def template_message(
+    *,
+    touser: str,
+    template_id: str,
+    form_id: str,
+    data: dict[str, Any],
+    page: str | None = None,
+    emphasis_keyword: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """A legacy formId template message: (path, body)."""
+    body: dict[str, Any] = {"touser": touser, "template_id": template_id, "form_id": form_id, "data": data}
+    if page:
+        body["page"] = page
+    if emphasis_keyword:
+        body["emphasis_keyword"] = emphasis_keyword
+    return "cgi-bin/message/wxopen/template/send", body
+
+
+def subscribe_message(
+    *,
+    touser: str,
+    template_id: str,
+    data: dict[str, Any],
+    page: str | None = None,
+    miniprogram_state: str | None = None,
+    lang: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """A subscribe message: (path, body)."""
+    body: dict[str, Any] = {"touser": touser, "template_id": template_id, "data": data}
+    if page:
+        body["page"] = page
+    if miniprogram_state:
+        body["miniprogram_state"] = miniprogram_state
+    if lang:
+        body["lang"] = lang
+    return "cgi-bin/message/subscribe/send", body

@@ -7,6 +7,7 @@ from collections import deque
 
 import pytest
 
+from pushhub.wechat import sending
 from pushhub.wechat.client import close_http_session
 from templates_app import delivery, receivers, tasks
 
@@ -25,6 +26,7 @@ def _fast_retries(settings):
     settings.SEND_CONCURRENCY = 8
     yield
     close_http_session()
+    sending.close()
 
 
 @pytest.fixture

@@ -190,20 +190,19 @@ def test_at_all_walks_past_blocks_of_users_without_credit(app, formid_template, 
 
 
 def test_a_round_keeps_at_most_its_concurrency_in_flight(settings):
-    import threading
-    import time
+    import asyncio
 
     from templates_app.delivery import _SendPool
 
-    lock, now, peak = threading.Lock(), [0], [0]
+    now, peak = [0], [0]
 
-    def send(job):
-        with lock:
-            now[0] += 1
-            peak[0] = max(peak[0], now[0])
-        time.sleep(0.01)
-        with lock:
-            now[0] -= 1
+    async def send(job, token):  # runs on the process's sending loop
+        now[0] += 1
+        peak[0] = max(peak[0], now[0])
+        await asyncio.sleep(0.01)
+        now[0] -= 1
+        if job == 13:
+            raise RuntimeError("boom")  # an unexpected error is this job's result, not the round's end
         return {"errcode": 0, "job": job}
 
     pool = _SendPool(4, send)
@@ -211,26 +210,6 @@ def test_a_round_keeps_at_most_its_concurrency_in_flight(settings):
         pool.submit(n)
     pool.close()
     assert peak[0] == 4
-    assert sorted(answer["job"] for _, answer, _ in pool.results) == list(range(40))
-
-
-def test_a_trigger_for_one_user_queues_its_one_chunk_directly(app, formid_template, monkeypatch):
-    from templates_app import pushes
-
-    from .helpers import DATA
-
-    [alice] = seed_users(app, 1, formids=1)
-    queued = []
-    monkeypatch.setattr(tasks.deliver_chunk, "delay", lambda *args: queued.append(("deliver_chunk", args)))
-    monkeypatch.setattr(tasks.deliver_push, "delay", lambda *args: queued.append(("deliver_push", args)))
-    request = pushes.parse_send_request(formid_template, {"to": alice, "data": DATA["formid"]})
-    push = pushes.start_push(formid_template, request, created_by="test", status_url=lambda p: "").push
-
-    # Claimed at accept time, so the push goes straight to its chunk: one queue hop, not two.
-    assert [name for name, _ in queued] == ["deliver_chunk"]
-    tasks.deliver_chunk(*queued[0][1])
-    push.refresh_from_db()
-    assert (push.status, push.sent, push.pending) == ("done", 1, 0)
-    assert push.started_at is not None and push.finished_at >= push.started_at
-    assert inbox_counts(app.appid) == {alice: 1}
-    assert_counters_match_rows(push)
+    assert sorted(job for job, _, _ in pool.results) == list(range(40))
+    [(failed, error)] = [(job, error) for job, _, error in pool.results if error]
+    assert failed == 13 and isinstance(error, RuntimeError)
