@@ -55,23 +55,9 @@ def sequential_baseline(fake: common.FakeWeChat, seconds: float) -> dict:
     fetched once: messages per second over ``seconds``."""
     import requests
 
-    app = common.make_app(fake, "baseline")
-    template, _ = common.make_template(app, fake, "formid")
-    common.generate_users(app, 2000, formids=1)
-    common.teach_fake(fake, app)
-    from formids.models import Credit
-
-    pairs = list(Credit.objects.filter(app=app).values_list("user__openid", "value")[:2000])
-    token = requests.post(
-        f"{fake.base}/cgi-bin/stable_token",
-        json={"grant_type": "client_credential", "appid": app.appid, "secret": app.get_secret()},
-        timeout=10,
-    ).json()["access_token"]
-    url = f"{fake.base}/cgi-bin/message/wxopen/template/send?access_token={token}"
-    data = common.TEMPLATE_DATA["formid"]
+    sends = common.direct_sends(fake, "baseline", 2000)
     sent, started = 0, time.monotonic()
-    for openid, form_id in pairs:
-        body = {"touser": openid, "template_id": template.template_id, "form_id": form_id, "data": data}
+    for url, body in sends:
         answer = requests.post(url, json=body, timeout=10).json()
         sent += answer.get("errcode") == 0
         if time.monotonic() - started >= seconds:

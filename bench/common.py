@@ -376,6 +376,31 @@ def teach_fake(fake: FakeWeChat, app, subscribe_template_id: str = "", batch: in
     return taught
 
 
+def direct_sends(fake: FakeWeChat, label: str, count: int) -> list[tuple[str, dict]]:
+    """What a tenant's own server would send without PushHub: ``count`` formId messages of a fresh app,
+    each as (url with the access token, JSON body) for one ``requests.post`` straight to the fake."""
+    import requests
+
+    from formids.models import Credit
+
+    app = make_app(fake, label)
+    template, _ = make_template(app, fake, "formid")
+    generate_users(app, count, formids=1)
+    teach_fake(fake, app)
+    token = requests.post(
+        f"{fake.base}/cgi-bin/stable_token",
+        json={"grant_type": "client_credential", "appid": app.appid, "secret": app.get_secret()},
+        timeout=10,
+    ).json()["access_token"]
+    url = f"{fake.base}/cgi-bin/message/wxopen/template/send?access_token={token}"
+    pairs = Credit.objects.filter(app=app).values_list("user__openid", "value")[:count]
+    return [
+        (url, {"touser": openid, "template_id": template.template_id, "form_id": form_id,
+               "data": TEMPLATE_DATA["formid"]})
+        for openid, form_id in pairs
+    ]  # fmt: skip
+
+
 def _batches(rows: Iterable, size: int):
     batch = []
     for row in rows:

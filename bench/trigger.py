@@ -163,23 +163,9 @@ def direct_baseline(fake: common.FakeWeChat, count: int) -> list[float]:
     """Milliseconds per message when the tenant's server calls WeChat's send endpoint itself."""
     import requests
 
-    app = common.make_app(fake, "trigger-baseline")
-    template, _ = common.make_template(app, fake, "formid")
-    common.generate_users(app, count, formids=1)
-    common.teach_fake(fake, app)
-    from formids.models import Credit
-
-    pairs = list(Credit.objects.filter(app=app).values_list("user__openid", "value"))
-    token = requests.post(
-        f"{fake.base}/cgi-bin/stable_token",
-        json={"grant_type": "client_credential", "appid": app.appid, "secret": app.get_secret()},
-        timeout=10,
-    ).json()["access_token"]
-    url = f"{fake.base}/cgi-bin/message/wxopen/template/send?access_token={token}"
+    sends = common.direct_sends(fake, "trigger-baseline", count)
     timings = []
-    for openid, form_id in pairs:
-        body = {"touser": openid, "template_id": template.template_id, "form_id": form_id,
-                "data": common.TEMPLATE_DATA["formid"]}  # fmt: skip
+    for url, body in sends:
         began = time.perf_counter()
         requests.post(url, json=body, timeout=10).json()
         timings.append((time.perf_counter() - began) * 1000)
