@@ -1,14 +1,19 @@
 """Fixed-window rate limits in the shared cache (Redis INCR in production), for any process count.
 
 ``check(key, limit, window)`` raises the contract's 429 ``rate_limited`` with ``Retry-After`` once
-``limit`` hits were counted for ``key`` in the current window.
+``limit`` hits were counted for ``key`` in the current window. Every answer of a rate-limited endpoint
+also carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds) of the tightest
+limit the request was counted against (IETF draft "RateLimit header fields for HTTP";
+``RateLimitHeadersMiddleware`` adds them to successful answers), so a client can slow down before a 429.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
@@ -59,22 +64,78 @@ def _redis_client():
     return _redis[2]
 
 
-def hit(key: str, limit: int, window: int) -> int | None:
-    """Count one hit; None if allowed, else the seconds until the window ends."""
+@dataclass(frozen=True)
+class Quota:
+    """Where one limit stands after a hit."""
+
+    limit: int
+    remaining: int  # hits left in this window (0 when refused)
+    reset: int  # seconds until the window ends (at least 1)
+    exceeded: bool
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+def take(key: str, limit: int, window: int) -> Quota:
+    """Count one hit of ``key`` against ``limit`` per ``window`` seconds."""
     now = time.time()
     window_start = int(now // window) * window
     count_now = count(f"ratelimit:{key}:{window_start}", 1, window + 1)
-    if count_now > limit:
-        return max(1, int(window_start + window - now + 0.999))
-    return None
+    return Quota(
+        limit=limit,
+        remaining=max(0, limit - count_now),
+        reset=max(1, int(window_start + window - now + 0.999)),
+        exceeded=count_now > limit,
+    )
+
+
+def hit(key: str, limit: int, window: int) -> int | None:
+    """Count one hit; None if allowed, else the seconds until the window ends."""
+    quota = take(key, limit, window)
+    return quota.reset if quota.exceeded else None
 
 
 def check(key: str, limit: int, window: int, what: str = "requests") -> None:
-    retry_after = hit(key, limit, window)
-    if retry_after is not None:
+    quota = take(key, limit, window)
+    if quota.exceeded:
         raise ApiError(
             429,
             "rate_limited",
-            f"Too many {what}: at most {limit} per {window} s. Retry after {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
+            f"Too many {what}: at most {limit} per {window} s. Retry after {quota.reset} s.",
+            headers={"Retry-After": str(quota.reset), **quota.headers()},
         )
+    _note(quota)
+
+
+# The tightest quota the current request was counted against, for RateLimitHeadersMiddleware.
+_request_quota: contextvars.ContextVar[Quota | None] = contextvars.ContextVar("request_quota", default=None)
+
+
+def _note(quota: Quota) -> None:
+    current = _request_quota.get()
+    if current is None or quota.remaining < current.remaining:
+        _request_quota.set(quota)
+
+
+class RateLimitHeadersMiddleware:
+    """Adds the RateLimit-* headers of the request's tightest limit to its answer (a 429 has them already)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = _request_quota.set(None)
+        try:
+            response = self.get_response(request)
+            quota = _request_quota.get()
+        finally:
+            _request_quota.reset(token)
+        if quota is not None and not response.has_header("RateLimit-Limit"):
+            for name, value in quota.headers().items():
+                response[name] = value
+        return response

@@ -123,7 +123,25 @@ def test_calls_of_one_user_are_limited_whatever_the_address(app, phone, settings
     assert response.status_code == 429
     assert error(response)["code"] == "rate_limited"
     assert int(response["Retry-After"]) == 50
+    assert (response["RateLimit-Limit"], response["RateLimit-Remaining"], response["RateLimit-Reset"]) == (
+        "2",
+        "0",
+        "50",
+    )
     assert other.get(url(app, "me"), REMOTE_ADDR="10.0.0.3").status_code == 200
+
+
+def test_sdk_answers_tell_the_limit_left(app, phone, settings, frozen_clock):
+    settings.SDK_RATE_PER_OPENID = 10
+    settings.SDK_RATE_PER_IP = 1000
+    first, second = phone.get(url(app, "me")), phone.get(url(app, "me"))
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (first["RateLimit-Limit"], first["RateLimit-Remaining"]) == ("10", "9")
+    assert second["RateLimit-Remaining"] == "8" and second["RateLimit-Reset"] == "50"
+
+
+def test_pages_without_a_rate_limit_have_no_ratelimit_headers(client):
+    assert not client.get("/api/schema/").has_header("RateLimit-Limit")
 
 
 def test_limits_are_counted_in_the_shared_cache_per_window(app, phone, settings, monkeypatch):

@@ -301,6 +301,21 @@ def test_sends_are_rate_limited_per_template(formid_template, settings):
     limited = trigger(formid_template, {"to": BOB, "data": FORMID_DATA})
     assert limited.status_code == 429 and error(limited)["code"] == "rate_limited"
     assert int(limited["Retry-After"]) >= 1
+    assert (limited["RateLimit-Limit"], limited["RateLimit-Remaining"]) == ("2", "0")
+    assert limited["RateLimit-Reset"] == limited["Retry-After"]
+
+
+def test_every_send_answer_tells_the_tightest_limit_left(formid_template, settings):
+    settings.TRIGGER_RATE_PER_TEMPLATE = 5
+    settings.TRIGGER_RATE_PER_TENANT = 100  # looser: the template's limit is the one shown
+    answers = [trigger(formid_template, {"to": BOB, "data": FORMID_DATA}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    assert [a["RateLimit-Remaining"] for a in answers] == ["4", "3", "2"]
+    assert {a["RateLimit-Limit"] for a in answers} == {"5"}
+    assert all(1 <= int(a["RateLimit-Reset"]) <= 60 for a in answers)
+    settings.TRIGGER_RATE_PER_TENANT = 4  # now the tenant's is tighter (4 hits counted, 0 left)
+    last = trigger(formid_template, {"to": BOB, "data": FORMID_DATA})
+    assert last.status_code == 202 and (last["RateLimit-Limit"], last["RateLimit-Remaining"]) == ("4", "0")
 
 
 def test_the_status_url_shows_the_push(formid_template, subscribe_template):
