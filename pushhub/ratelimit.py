@@ -94,6 +94,14 @@ def take(key: str, limit: int, window: int) -> Quota:
     )
 
 
+def peek(key: str, window: int) -> tuple[int, int]:
+    """(hits counted for ``key`` in the current window, seconds until it ends), counting nothing."""
+    now = time.time()
+    window_start = int(now // window) * window
+    counted = cache.get(f"ratelimit:{key}:{window_start}") or 0
+    return int(counted), max(1, int(window_start + window - now + 0.999))
+
+
 def hit(key: str, limit: int, window: int) -> int | None:
     """Count one hit; None if allowed, else the seconds until the window ends."""
     quota = take(key, limit, window)

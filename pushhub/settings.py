@@ -222,6 +222,10 @@ TRIGGER_RATE_PER_TENANT = env.int("TRIGGER_RATE_PER_TENANT", default=3000)
 SDK_SESSION_DAYS = env.int("SDK_SESSION_DAYS", default=30)
 # Requests per minute to /sdk/v1 per (app, openid) and per client IP; over it: 429 + Retry-After.
 SDK_RATE_PER_OPENID = env.int("SDK_RATE_PER_OPENID", default=120)
+# Dashboard sign-in: failed attempts per account and per address in a window (tenants/login.py).
+LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=15 * 60)
+LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_FAILURES_PER_IP = env.int("LOGIN_FAILURES_PER_IP", default=30)
 SDK_RATE_PER_IP = env.int("SDK_RATE_PER_IP", default=1200)
 
 # --- Auth, i18n, static ----------------------------------------------------------------------

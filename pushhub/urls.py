@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from pushhub import api
+from tenants.login import ThrottledLoginView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -19,6 +20,8 @@ urlpatterns = [
     path("sandbox/wechat/", include("pushhub.wechat.sandbox.urls")),
     path("healthz", api.healthz, name="healthz"),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Before django.contrib.auth.urls: the same path and name, with brute-force protection.
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("tenants.urls")),
     path("", include("tenants.dashboard_urls")),  # accounts, members, API keys
