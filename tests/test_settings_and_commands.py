@@ -60,6 +60,29 @@ def test_production_starts_with_real_secrets():
     assert "started" in result.stdout
 
 
+def test_production_settings_pass_djangos_deployment_checks():
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    # As a deployment's environment: not the test run's (the browser test sets DJANGO_ALLOW_ASYNC_UNSAFE).
+    unset = {"SECRET_KEY", "FIELD_ENCRYPTION_KEY", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(
+        PUSHHUB_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(60),
+        FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="push.example.com",
+        DJANGO_SETTINGS_MODULE="pushhub.settings",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
 def test_a_malformed_encryption_key_fails_loudly(db, settings):
     from django.core.exceptions import ImproperlyConfigured
 
