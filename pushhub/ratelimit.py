@@ -28,9 +28,8 @@ def count(key: str, amount: int, ttl: int) -> int:
     """Add ``amount`` to the counter ``key`` (created with a ``ttl`` in seconds); returns its new value.
 
     With Redis one round trip: SET NX EX (creates it with its TTL) and INCRBY pipelined, on a client made once
-    per process. Django's
-    cache.add() + cache.incr() is three round trips (incr checks EXISTS first) and builds a client object
-    per call, which was a tenth of a broadcast worker's CPU. The value is a plain integer, which the
+    per process. Django's cache.add() + cache.incr() is three round trips (incr checks EXISTS first) and
+    builds a client object per call, which was a tenth of a broadcast worker's CPU. The value is a plain integer, which the
     Django cache reads back as such. Other caches (development): add() then incr()."""
     client = _redis_client()
     if client is not None:
@@ -81,25 +80,24 @@ class Quota:
         }
 
 
-def take(key: str, limit: int, window: int) -> Quota:
-    """Count one hit of ``key`` against ``limit`` per ``window`` seconds."""
+def _window(key: str, window: int) -> tuple[str, int]:
+    """The counter of ``key`` for the current fixed window, and the seconds until that window ends."""
     now = time.time()
     window_start = int(now // window) * window
-    count_now = count(f"ratelimit:{key}:{window_start}", 1, window + 1)
-    return Quota(
-        limit=limit,
-        remaining=max(0, limit - count_now),
-        reset=max(1, int(window_start + window - now + 0.999)),
-        exceeded=count_now > limit,
-    )
+    return f"ratelimit:{key}:{window_start}", max(1, int(window_start + window - now + 0.999))
+
+
+def take(key: str, limit: int, window: int) -> Quota:
+    """Count one hit of ``key`` against ``limit`` per ``window`` seconds."""
+    counter, reset = _window(key, window)
+    count_now = count(counter, 1, window + 1)
+    return Quota(limit=limit, remaining=max(0, limit - count_now), reset=reset, exceeded=count_now > limit)
 
 
 def peek(key: str, window: int) -> tuple[int, int]:
     """(hits counted for ``key`` in the current window, seconds until it ends), counting nothing."""
-    now = time.time()
-    window_start = int(now // window) * window
-    counted = cache.get(f"ratelimit:{key}:{window_start}") or 0
-    return int(counted), max(1, int(window_start + window - now + 0.999))
+    counter, reset = _window(key, window)
+    return int(cache.get(counter) or 0), reset
 
 
 def hit(key: str, limit: int, window: int) -> int | None:

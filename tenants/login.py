@@ -33,12 +33,11 @@ class ThrottledLoginView(LoginView):
     def post(self, request, *args, **kwargs):
         window = settings.LOGIN_FAILURE_WINDOW
         keys = _keys(request)
-        waits = [
-            reset
-            for key, limit in keys
-            for counted, reset in [ratelimit.peek(key, window)]
-            if counted >= limit
-        ]
+        waits = []
+        for key, limit in keys:
+            counted, reset = ratelimit.peek(key, window)
+            if counted >= limit:
+                waits.append(reset)
         if waits:
             return self._locked(max(waits))
         response = super().post(request, *args, **kwargs)
