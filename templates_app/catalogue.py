@@ -180,6 +180,11 @@ def _duplicate_exists(app: MiniProgram, kind: str, template_id: str) -> bool:
 
 
 # --- verbs ---------------------------------------------------------------------------------------
+def _audit_context(template: Template) -> dict[str, str]:
+    """What an owner reading the audit log needs to tell templates apart (the object id is our pk)."""
+    return {"appid": template.app.appid, "template_id": template.template_id, "title": template.title}
+
+
 def create_template(
     app: MiniProgram,
     *,
@@ -280,7 +285,18 @@ def update_template(template: Template, *, actor: str, **changes: Any) -> Templa
         for name in changed:
             setattr(template, name, values[name])
         template.save(update_fields=[*changed, "updated_at"])
-        audit(template.app.tenant, actor, "template.update", "template", template.pk, fields=changed)
+        # The switches' new values too (enabled or disabled?); the content changes are named only.
+        switches = {name: values[name] for name in ("status", "trigger_enabled") if name in changed}
+        audit(
+            template.app.tenant,
+            actor,
+            "template.update",
+            "template",
+            template.pk,
+            fields=changed,
+            **_audit_context(template),
+            **switches,
+        )
     return template
 
 
@@ -295,7 +311,14 @@ def delete_template(template: Template, actor: str) -> None:
         )
         template.status = Template.Status.DELETED
         if updated:
-            audit(template.app.tenant, actor, "template.delete", "template", template.pk)
+            audit(
+                template.app.tenant,
+                actor,
+                "template.delete",
+                "template",
+                template.pk,
+                **_audit_context(template),
+            )
 
 
 def rotate_trigger_url(template: Template, actor: str) -> Template:
@@ -315,7 +338,14 @@ def rotate_trigger_url(template: Template, actor: str) -> Template:
         )
         if not updated:
             raise _gone()
-        audit(template.app.tenant, actor, "template.rotate_trigger_url", "template", template.pk)
+        audit(
+            template.app.tenant,
+            actor,
+            "template.rotate_trigger_url",
+            "template",
+            template.pk,
+            **_audit_context(template),
+        )
     return template
 
 

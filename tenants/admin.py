@@ -1,9 +1,15 @@
 """Operations console for tenants and apps. Secrets and key digests are never displayed or editable."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from rest_framework.exceptions import APIException  # not pushhub.api: DRF's settings import this app
 
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, Membership, MiniProgram, Tenant
+
+
+def _members(tenant: Tenant) -> dict[int, tuple[str, str]]:
+    rows = Membership.objects.filter(tenant=tenant).values_list("pk", "user__email", "user__username", "role")
+    return {pk: (email or username, role) for pk, email, username, role in rows}
 
 
 class MembershipInline(admin.TabularInline):
@@ -17,6 +23,20 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "created_at"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
+
+    def save_formset(self, request, form, formset, change):
+        """The member list is written by the admin itself; what changed is recorded in the team's audit log."""
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        tenant = form.instance
+        before = _members(tenant)
+        super().save_formset(request, form, formset, change)
+        services.audit_admin_member_changes(
+            tenant, before, _members(tenant), actor=f"user:{request.user.get_username()}"
+        )
+
+
+UPDATABLE_IN_ADMIN = ("name", "sandbox", "credit_source")
 
 
 @admin.register(MiniProgram)
@@ -59,6 +79,17 @@ class MiniProgramAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # registration verifies the secret with WeChat: use the API or the dashboard
+
+    def save_model(self, request, obj, form, change):
+        """Through services.update_app, as the API and dashboard do: checked, audited, tokens forgotten."""
+        changes = {name: getattr(obj, name) for name in form.changed_data if name in UPDATABLE_IN_ADMIN}
+        if not changes:
+            return
+        app = MiniProgram.objects.select_related("tenant").get(pk=obj.pk)
+        try:
+            services.update_app(app, actor=f"user:{request.user.get_username()}", **changes)
+        except APIException as exc:  # services' ApiError, e.g. WeChat refused the secret of a real app
+            self.message_user(request, f"Not saved: {exc.detail}", level=messages.ERROR)
 
 
 @admin.register(ApiKey)

@@ -61,6 +61,12 @@ def require_write(request) -> None:
         raise PermissionDenied("Viewers cannot change anything.")
 
 
+def require_owner(request) -> None:
+    """Pages for owners only (the audit log): admins and viewers get 403."""
+    if not request.membership.is_owner:
+        raise PermissionDenied("Only the team's owners can see this page.")
+
+
 def get_app_for(request, appid: str, *, write: bool = False) -> MiniProgram:
     app = MiniProgram.objects.live().for_tenant(request.tenant).filter(appid=appid).first()
     if app is None:

@@ -1,4 +1,5 @@
-"""Account pages: sign-up, tenant switch, members and API keys (password reset is django.contrib.auth's)."""
+"""Account pages: sign-up, tenant switch, members, API keys and the audit log (password reset is
+django.contrib.auth's)."""
 
 from django.urls import path
 
@@ -14,4 +15,5 @@ urlpatterns = [
     path("dashboard/keys/", views.api_keys, name="api-keys"),
     path("dashboard/keys/created", views.api_key_created, name="api-key-created"),
     path("dashboard/keys/<str:prefix>/revoke", views.api_key_revoke, name="api-key-revoke"),
+    path("dashboard/audit/", views.audit_log, name="audit-log"),
 ]

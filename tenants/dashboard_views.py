@@ -1,4 +1,4 @@
-"""Account pages: sign-up, tenant switch, members and API keys.
+"""Account pages: sign-up, tenant switch, members, API keys and the audit log.
 
 Every page works on ``request.tenant`` (``tenant_required``); every object is fetched through a
 ``get_<thing>_for`` helper, so another tenant's member or key is a 404 and a viewer's POST is a 403.
@@ -6,13 +6,17 @@ Every page works on ``request.tenant`` (``tenant_required``); every object is fe
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -21,6 +25,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import url_has_allowed_host_and_scheme, urlsafe_base64_encode
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -30,11 +35,22 @@ from tenants.dashboard_scope import (
     SESSION_KEY,
     choose_tenant,
     current_membership,
+    require_owner,
     require_write,
     tenant_required,
 )
-from tenants.models import ApiKey, Membership, Tenant
-from tenants.services import audit, create_api_key, create_tenant, revoke_api_key
+from tenants.models import ApiKey, AuditEvent, Membership, Tenant
+from tenants.services import (
+    AUDIT_ACTIONS,
+    audit_action_prefixes,
+    audit_events_for,
+    change_member_role,
+    create_api_key,
+    create_tenant,
+    invite_member,
+    remove_member,
+    revoke_api_key,
+)
 
 NEW_KEY_SESSION_KEY = "pushhub_new_api_key"
 ROLE_LABELS = dict(ROLE_CHOICES)
@@ -119,67 +135,6 @@ def _send_password_set_mail(request: HttpRequest, user, tenant: Tenant) -> None:
     send_mail(subject, render_to_string("tenants/invite_email.txt", context), None, [user.email])
 
 
-def invite_member(request: HttpRequest, email: str, role: str) -> Membership:
-    """Adds an existing user at once; an unknown e-mail gets an account without a usable password and a
-    mail whose link sets it. Raises ValidationError if the user is already a member."""
-    User = get_user_model()
-    with transaction.atomic():
-        user = (
-            User.objects.filter(email__iexact=email).first()
-            or User.objects.filter(username__iexact=email).first()
-        )
-        created = user is None
-        if created:
-            user = User.objects.create_user(username=email, email=email, password=None)  # unusable
-        elif Membership.objects.filter(tenant=request.tenant, user=user).exists():
-            raise ValidationError(_("%(email)s is already a member.") % {"email": email})
-        membership = Membership.objects.create(tenant=request.tenant, user=user, role=role)
-        audit(
-            request.tenant, actor_for(request), "member.invite", "user", email, role=role, new_account=created
-        )
-    if created:
-        transaction.on_commit(lambda: _send_password_set_mail(request, user, request.tenant))
-    return membership
-
-
-def _other_owners(membership: Membership) -> bool:
-    """Locks the tenant's owners and says whether one besides ``membership`` remains."""
-    owners = Membership.objects.select_for_update().filter(
-        tenant=membership.tenant, role=Membership.Role.OWNER
-    )
-    return any(pk != membership.pk for pk in owners.values_list("pk", flat=True))
-
-
-def change_role(request: HttpRequest, membership: Membership, role: str) -> None:
-    with transaction.atomic():
-        if (
-            membership.role == Membership.Role.OWNER
-            and role != Membership.Role.OWNER
-            and not _other_owners(membership)
-        ):
-            raise ValidationError(_("A team needs at least one owner."))
-        old = membership.role
-        membership.role = role
-        membership.save(update_fields=["role"])
-        audit(
-            request.tenant,
-            actor_for(request),
-            "member.role_change",
-            "user",
-            membership.user.email,
-            old=old,
-            new=role,
-        )
-
-
-def remove_member(request: HttpRequest, membership: Membership) -> None:
-    with transaction.atomic():
-        if membership.role == Membership.Role.OWNER and not _other_owners(membership):
-            raise ValidationError(_("The last owner cannot be removed."))
-        membership.delete()
-        audit(request.tenant, actor_for(request), "member.remove", "user", membership.user.email)
-
-
 def _members_page(
     request: HttpRequest, invite_form: InviteForm | None = None, status: int = 200
 ) -> HttpResponse:
@@ -210,10 +165,19 @@ def member_invite(request: HttpRequest) -> HttpResponse:
     form = InviteForm(request.POST)
     if form.is_valid():
         try:
-            invite_member(request, form.cleaned_data["email"], form.cleaned_data["role"])
+            membership, new_account = invite_member(
+                request.tenant,
+                form.cleaned_data["email"],
+                form.cleaned_data["role"],
+                actor=actor_for(request),
+            )
         except ValidationError as exc:
             form.add_error("email", exc)
         else:
+            if new_account:
+                transaction.on_commit(
+                    lambda: _send_password_set_mail(request, membership.user, request.tenant)
+                )
             messages.success(
                 request, _("%(email)s was added to the team.") % {"email": form.cleaned_data["email"]}
             )
@@ -230,7 +194,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
         messages.error(request, _("Choose a valid role."))
         return redirect("members")
     try:
-        change_role(request, membership, form.cleaned_data["role"])
+        change_member_role(membership, form.cleaned_data["role"], actor=actor_for(request))
     except ValidationError as exc:
         messages.error(request, exc.messages[0])
     else:
@@ -243,7 +207,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     membership = get_membership_for(request, membership_id, write=True)
     try:
-        remove_member(request, membership)
+        remove_member(membership, actor=actor_for(request))
     except ValidationError as exc:
         messages.error(request, exc.messages[0])
     else:
@@ -302,3 +266,102 @@ def api_key_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
     revoke_api_key(key, actor=actor_for(request))
     messages.success(request, _("The key phk_%(prefix)s… was revoked.") % {"prefix": key.prefix})
     return redirect("api-keys")
+
+
+# --- audit log ---------------------------------------------------------------------------------------
+AUDIT_PAGE_SIZE = 50
+ACTION_LABELS = {
+    "tenant.create": _lazy("Created the team"),
+    "member.invite": _lazy("Invited a member"),
+    "member.role_change": _lazy("Changed a member's role"),
+    "member.remove": _lazy("Removed a member"),
+    "api_key.create": _lazy("Created an API key"),
+    "api_key.revoke": _lazy("Revoked an API key"),
+    "app.create": _lazy("Registered a mini-program"),
+    "app.update": _lazy("Changed a mini-program"),
+    "app.secret_change": _lazy("Replaced a mini-program's AppSecret"),
+    "app.events_credentials_rotate": _lazy("Rotated the events Token and EncodingAESKey"),
+    "app.delete": _lazy("Deleted a mini-program"),
+    "template.sync": _lazy("Synced templates from WeChat"),
+    "template.create": _lazy("Added a template"),
+    "template.update": _lazy("Changed a template"),
+    "template.rotate_trigger_url": _lazy("Rotated a trigger URL"),
+    "template.delete": _lazy("Deleted a template"),
+    "push.cancel": _lazy("Canceled a push"),
+}
+FAMILY_LABELS = {
+    "tenant": _lazy("Team"),
+    "member": _lazy("Members"),
+    "api_key": _lazy("API keys"),
+    "app": _lazy("Mini-programs"),
+    "template": _lazy("Templates"),
+    "push": _lazy("Pushes"),
+}
+OBJECT_TYPE_LABELS = {
+    "tenant": _lazy("Team"),
+    "user": _lazy("Member"),
+    "api_key": _lazy("API key"),
+    "app": _lazy("Mini-program"),
+    "template": _lazy("Template"),
+    "push": _lazy("Push"),
+}
+
+
+def _utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _detail(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _audit_row(event: AuditEvent) -> dict:
+    obj = f"phk_{event.object_id}…" if event.object_type == "api_key" else event.object_id
+    return {
+        "when": _utc_iso(event.created_at),
+        "actor": event.actor,
+        "action": event.action,
+        "label": ACTION_LABELS.get(event.action, event.action),
+        "object_type": OBJECT_TYPE_LABELS.get(event.object_type, event.object_type),
+        "object": obj,
+        "details": [(key, _detail(value)) for key, value in sorted(event.data.items())],
+    }
+
+
+def _action_choices() -> list[tuple[str, str]]:
+    choices = []
+    for prefix in audit_action_prefixes():
+        if "." in prefix:
+            choices.append((prefix, f"{ACTION_LABELS.get(prefix, prefix)} ({prefix})"))
+        else:
+            family = FAMILY_LABELS.get(prefix, prefix)
+            choices.append((prefix, _("%(family)s: every action") % {"family": family}))
+    return choices
+
+
+@tenant_required
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """Who did what in this team, newest first; for owners only. Unknown filter values are ignored."""
+    require_owner(request)
+    action = request.GET.get("action", "")
+    action = action if action in audit_action_prefixes() else ""
+    object_type = request.GET.get("type", "")
+    object_type = object_type if object_type in AUDIT_ACTIONS else ""
+    events = audit_events_for(request.tenant, action=action, object_type=object_type)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = {name: value for name, value in (("action", action), ("type", object_type)) if value}
+    context = {
+        "page": page,
+        "rows": [_audit_row(event) for event in page.object_list],
+        "action": action,
+        "object_type": object_type,
+        "action_choices": _action_choices(),
+        "object_type_choices": [(t, OBJECT_TYPE_LABELS.get(t, t)) for t in AUDIT_ACTIONS],
+        "querystring": urlencode(query),
+    }
+    return render(request, "tenants/audit_log.html", context)

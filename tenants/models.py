@@ -42,6 +42,10 @@ class Membership(models.Model):
     def can_write(self) -> bool:
         return self.role in {self.Role.OWNER, self.Role.ADMIN}
 
+    @property
+    def is_owner(self) -> bool:
+        return self.role == self.Role.OWNER
+
 
 class TenantScopedQuerySet(models.QuerySet):
     """Every tenant-owned lookup starts here, so a query without a tenant reads as a bug in review."""

@@ -1,4 +1,4 @@
-"""Tenant-side verbs: create tenants and keys, register and change mini-programs.
+"""Tenant-side verbs: create tenants, members and keys, register and change mini-programs; the audit log.
 
 Each function validates, then acts atomically, then records an AuditEvent. Calls to WeChat happen before
 the database transaction, so a WeChat failure leaves nothing half-created.
@@ -16,9 +16,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext as _
 
 from pushhub.api import ApiError
 from pushhub.wechat import tokens
@@ -39,10 +42,49 @@ def _random_alnum(length: int) -> str:
     return "".join(secrets.choice(ALNUM) for _ in range(length))
 
 
+# --- audit log -------------------------------------------------------------------------------------
+# Every action recorded, by object type: what the owners' audit log page filters on. ``data`` never holds a
+# secret (no AppSecret, key, trigger token or EncodingAESKey, not even a part of one).
+AUDIT_ACTIONS: dict[str, tuple[str, ...]] = {
+    "tenant": ("tenant.create",),
+    "user": ("member.invite", "member.role_change", "member.remove"),
+    "api_key": ("api_key.create", "api_key.revoke"),
+    "app": (
+        "app.create",
+        "app.update",
+        "app.secret_change",
+        "app.events_credentials_rotate",
+        "app.delete",
+        "template.sync",
+    ),
+    "template": ("template.create", "template.update", "template.rotate_trigger_url", "template.delete"),
+    "push": ("push.cancel",),
+}
+
+
 def audit(tenant: Tenant, actor: str, action: str, obj_type: str, obj_id: str, **data) -> AuditEvent:
     return AuditEvent.objects.create(
         tenant=tenant, actor=actor, action=action, object_type=obj_type, object_id=str(obj_id), data=data
     )
+
+
+def audit_action_prefixes() -> list[str]:
+    """What the audit log can be filtered by: each family (``app``) and each action (``app.delete``)."""
+    actions = sorted({action for actions in AUDIT_ACTIONS.values() for action in actions})
+    return sorted({a.split(".")[0] for a in actions}) + actions
+
+
+def audit_events_for(tenant: Tenant, *, action: str = "", object_type: str = "") -> QuerySet[AuditEvent]:
+    """The tenant's events, newest first. ``action`` is a family (``template``) or one action
+    (``template.delete``); filters that name nothing we record are ignored (the caller shows them as unset)."""
+    events = AuditEvent.objects.for_tenant(tenant).order_by("-created_at", "-pk")
+    if action in audit_action_prefixes():
+        events = (
+            events.filter(action=action) if "." in action else events.filter(action__startswith=action + ".")
+        )
+    if object_type in AUDIT_ACTIONS:
+        events = events.filter(object_type=object_type)
+    return events
 
 
 # --- tenants and members -------------------------------------------------------------------------
@@ -79,6 +121,87 @@ def create_tenant(
     return NewTenant(tenant, user, generated)
 
 
+def invite_member(tenant: Tenant, email: str, role: str, *, actor: str) -> tuple[Membership, bool]:
+    """Adds an existing user at once; an unknown e-mail gets an account without a usable password (the
+    caller mails the link that sets it). Returns the membership and whether the account is new. Raises
+    ValidationError if the user is already a member."""
+    if role not in Membership.Role.values:
+        raise ValueError(f"role must be one of {Membership.Role.values}")
+    User = get_user_model()
+    with transaction.atomic():
+        user = (
+            User.objects.filter(email__iexact=email).first()
+            or User.objects.filter(username__iexact=email).first()
+        )
+        created = user is None
+        if created:
+            user = User.objects.create_user(username=email, email=email, password=None)  # unusable
+        elif Membership.objects.filter(tenant=tenant, user=user).exists():
+            raise ValidationError(_("%(email)s is already a member.") % {"email": email})
+        membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+        audit(tenant, actor, "member.invite", "user", email, role=role, new_account=created)
+    return membership, created
+
+
+def _other_owners(membership: Membership) -> bool:
+    """Locks the tenant's owners and says whether one besides ``membership`` remains."""
+    owners = Membership.objects.select_for_update().filter(
+        tenant=membership.tenant, role=Membership.Role.OWNER
+    )
+    return any(pk != membership.pk for pk in owners.values_list("pk", flat=True))
+
+
+def _member_id(membership: Membership) -> str:
+    return membership.user.email or membership.user.get_username()
+
+
+def change_member_role(membership: Membership, role: str, *, actor: str) -> None:
+    """Raises ValidationError when it would leave the team without an owner."""
+    if role not in Membership.Role.values:
+        raise ValueError(f"role must be one of {Membership.Role.values}")
+    with transaction.atomic():
+        if (
+            membership.role == Membership.Role.OWNER
+            and role != Membership.Role.OWNER
+            and not _other_owners(membership)
+        ):
+            raise ValidationError(_("A team needs at least one owner."))
+        old = membership.role
+        if old == role:
+            return
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit(
+            membership.tenant, actor, "member.role_change", "user", _member_id(membership), old=old, new=role
+        )
+
+
+def remove_member(membership: Membership, *, actor: str) -> None:
+    """Raises ValidationError for the team's last owner."""
+    with transaction.atomic():
+        if membership.role == Membership.Role.OWNER and not _other_owners(membership):
+            raise ValidationError(_("The last owner cannot be removed."))
+        membership.delete()
+        audit(membership.tenant, actor, "member.remove", "user", _member_id(membership), role=membership.role)
+
+
+def audit_admin_member_changes(
+    tenant: Tenant, before: dict[int, tuple[str, str]], after: dict[int, tuple[str, str]], *, actor: str
+) -> None:
+    """Records what an operator changed in the Django admin's member list, given the memberships
+    ``{pk: (e-mail, role)}`` before and after the save (the admin writes the rows itself)."""
+    for pk, (email, role) in before.items():
+        if pk not in after or after[pk][0] != email:
+            audit(tenant, actor, "member.remove", "user", email, role=role, via="admin")
+    for pk, (email, role) in after.items():
+        if pk not in before or before[pk][0] != email:
+            audit(tenant, actor, "member.invite", "user", email, role=role, new_account=False, via="admin")
+        elif before[pk][1] != role:
+            audit(
+                tenant, actor, "member.role_change", "user", email, old=before[pk][1], new=role, via="admin"
+            )
+
+
 # --- API keys --------------------------------------------------------------------------------------
 def _digest(raw_key: str) -> str:
     return hmac.new(settings.API_KEY_HMAC_SECRET.encode(), raw_key.encode(), hashlib.sha256).hexdigest()
@@ -90,7 +213,7 @@ def create_api_key(
     """Returns the key row and the plaintext key, which is shown once and never stored."""
     if scope not in ApiKey.Scope.values:
         raise ValueError(f"scope must be one of {ApiKey.Scope.values}")
-    for _ in range(5):
+    for _attempt in range(5):
         prefix = _random_alnum(8)
         raw = f"phk_{prefix}_{_random_alnum(40)}"  # 40 × log2(62) ≈ 238 bits of secret
         try:
@@ -239,9 +362,20 @@ def update_app(app: MiniProgram, *, actor: str = "system", **changes) -> MiniPro
     with transaction.atomic():
         extra = ["secret_ciphertext", "secret_last4"] if new_secret is not None else []
         app.save(update_fields=[*fields, *extra, "updated_at"])
-        audit(
-            app.tenant, actor, "app.update", "app", app.appid, fields=fields + (["secret"] if extra else [])
-        )
+        if fields:  # the new values: none of them is secret
+            audit(
+                app.tenant,
+                actor,
+                "app.update",
+                "app",
+                app.appid,
+                fields=fields,
+                **{f: changes[f] for f in fields},
+            )
+        if (
+            new_secret is not None
+        ):  # its own event: the one an owner looks for; the secret itself is never kept
+            audit(app.tenant, actor, "app.secret_change", "app", app.appid)
     if credentials_change:
         tokens.forget_token(app.appid, api_base_for(old_sandbox))
         tokens.forget_token(app.appid, api_base_for(new_sandbox))
@@ -267,7 +401,7 @@ def delete_app(app: MiniProgram, actor: str = "system") -> None:
         app.deleted_at = timezone.now()
         app.secret_ciphertext = ""
         app.save(update_fields=["deleted_at", "secret_ciphertext", "updated_at"])
-        audit(app.tenant, actor, "app.delete", "app", app.appid)
+        audit(app.tenant, actor, "app.delete", "app", app.appid, name=app.name)
     tokens.forget_token(app.appid, api_base_for(app.sandbox))
 
 
