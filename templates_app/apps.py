@@ -13,6 +13,12 @@ class TemplatesAppConfig(AppConfig):
 
         register_subscribe_template_provider(active_subscribe_template_ids)
 
+        # A pending delivery owns its credit's claim: the stale-claim sweep leaves it alone.
+        from formids.services import register_claim_owner
+        from templates_app.delivery import pending_delivery_holds_credit
+
+        register_claim_owner(pending_delivery_holds_credit)
+
         # The delivery log listens to formids' subscribe_msg_sent_event signal.
         from templates_app import receivers
 

@@ -54,10 +54,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from formids import services as credits
 from formids.models import Credit, MiniUser
@@ -78,6 +79,15 @@ from templates_app.pushes import prepare_recipients
 log = logging.getLogger(__name__)
 
 MAX_CREDITS_PER_DELIVERY = 3  # 41028/41029: try the user's next formId, at most this many in all
+# A round's answers are written at least every FLUSH_ANSWERS answers or FLUSH_SECONDS: what a dead worker
+# takes with it is at most that much, not a whole chunk (for subscribe credits: reported ambiguous).
+FLUSH_ANSWERS = 128
+FLUSH_SECONDS = 1.0
+# A write of known answers that loses its database connection is tried again on a new one after these
+# pauses (seconds): the answers exist nowhere else.
+WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+# What a send loop survives by stopping early (the rest is queued again, or found by the stall sweep).
+INFRASTRUCTURE_ERRORS = (DatabaseError, RedisError, OSError)
 SWEEP_BATCH = 100  # scheduled pushes started per beat
 PROGRESS_TTL = 2 * 86_400
 ACTIVE = (Push.Status.QUEUED, Push.Status.RUNNING)
@@ -148,7 +158,10 @@ def touch_progress(push_id: Any, force: bool = False) -> None:
     if len(_last_touch) > 10_000:  # a long-lived worker sees many pushes
         _last_touch.clear()
     _last_touch[key] = now
-    cache.set(_progress_key(key), time.time(), timeout=PROGRESS_TTL)
+    try:
+        cache.set(_progress_key(key), time.time(), timeout=PROGRESS_TTL)
+    except Exception:  # a heartbeat: without Redis the sweep may queue a duplicate chunk, which is harmless
+        log.warning("push %s: progress mark not stored", key, exc_info=True)
 
 
 def _cursor_key(push_id: Any) -> str:
@@ -496,6 +509,11 @@ def deliver_chunk(push_id: Any, delivery_ids: Iterable[int]) -> dict[str, int]:
     return vars(report)
 
 
+def pending_delivery_holds_credit() -> Exists:
+    """For formids' stale-claim sweep: the credit (OuterRef "pk") is held by a pending delivery."""
+    return Exists(Delivery.objects.filter(credit_id=OuterRef("pk"), status=Delivery.Status.PENDING))
+
+
 def _ensure_credits(push: Push, jobs: list[_Job]) -> tuple[list[_Job], list[tuple[_Job, Outcome]]]:
     """Renew the chunk's claims (a chunk may have waited in the queue); a claim lost to the stale sweep, or
     a delivery left without a credit, gets the user's next usable credit, or ends as no_credit."""
@@ -529,7 +547,8 @@ def _ensure_credits(push: Push, jobs: list[_Job]) -> tuple[list[_Job], list[tupl
         credit = claimed.get(job.delivery.openid)
         if credit:
             job.credit_id, job.credit_kind, job.credit_value = credit.id, credit.kind, credit.value
-            job.fresh_credit = True
+            # The same credit again (its claim had lapsed): an earlier attempt may have used it.
+            job.fresh_credit = credit.id != job.delivery.credit_id
         else:
             without.append((job, Outcome(NO_CREDIT, NOTHING, "", "no usable credit left")))
     return [job for job in jobs if job.credit_id], without
@@ -537,35 +556,79 @@ def _ensure_credits(push: Push, jobs: list[_Job]) -> tuple[list[_Job], list[tupl
 
 def _send_chunk(push: Push, jobs: list[_Job], report: ChunkReport) -> None:
     """Send, settle, and for 41028/41029 try the user's next credit (up to 3 in all); transient failures
-    are written as such and re-queued with backoff."""
+    are written as such and re-queued with backoff. Answers are written as they arrive, a batch at a time
+    (FLUSH_ANSWERS), so a worker that dies mid-chunk leaves few attempts unrecorded; if Redis or the
+    database fails under the chunk, it stops starting sends, writes what was answered and queues the rest."""
     deadline = time.monotonic() + chunk_budget()
-    retry: list[tuple[_Job, Outcome]] = []
-    while jobs:
-        answered, leftover, canceled = _send_round(push, jobs, deadline)
+    limit = int(settings.DELIVERY_MAX_ATTEMPTS)
+    retry: list[_Job] = []
+    next_credit: list[_Job] = []  # this round's 41028/41029: the user's next credit
+
+    def settle(answered: list[tuple[_Job, dict | None, BaseException | None]]) -> None:
         outcomes: list[tuple[_Job, Outcome]] = []
-        next_credit: list[tuple[_Job, Outcome]] = []
         for job, answer, error in answered:
             outcome = classify(error, credit_kind=job.credit_kind, earlier_attempt=job.earlier_attempt)
             if outcome.action == SENT and answer and answer.get("msgid") is not None:
                 job.delivery.msgid = int(answer["msgid"])
             if outcome.action == NEXT_CREDIT:
                 if job.credits_used < MAX_CREDITS_PER_DELIVERY:
-                    next_credit.append((job, outcome))
+                    next_credit.append(job)
                     outcomes.append((job, outcome))
                 else:
                     outcomes.append((job, Outcome(FAILED, EXHAUST, outcome.errcode, outcome.errmsg)))
+            elif outcome.action == RETRY and job.attempts >= limit:
+                outcomes.append((job, Outcome(FAILED, RELEASE, outcome.errcode, outcome.errmsg)))
             elif outcome.action == RETRY:
-                retry.append((job, outcome))
+                retry.append(job)
+                outcomes.append((job, outcome))
             else:
                 outcomes.append((job, outcome))
+        report.add(_write_retrying(push, outcomes))
+
+    while jobs:
+        next_credit.clear()
+        leftover, canceled, interrupted = _send_round(push, jobs, deadline, settle)
         if canceled:
-            outcomes += [(job, CANCELED) for job in leftover]
+            report.add(_write(push, [(job, CANCELED) for job in leftover]))
+        elif interrupted:  # Redis or the database failed: the rest (and next credits) later
+            _requeue(push, leftover + next_credit, report, countdown=2.0)
+            break
         elif leftover:  # out of time: the rest goes back to the queue, untouched
-            report.requeued += len(leftover)
-            _enqueue_chunk(push.pk, [job.delivery.pk for job in leftover])
-        report.add(_write(push, outcomes))
-        jobs = _next_credits(push, [job for job, _ in next_credit], report)
+            _requeue(push, leftover, report)
+        jobs = _next_credits(push, list(next_credit), report)
     _schedule_retries(push, retry, report)
+
+
+def _requeue(push: Push, jobs: list[_Job], report: ChunkReport, countdown: float | None = None) -> None:
+    """Queue ``jobs`` as a new chunk. If the broker is down too, the stall sweep finds them later: they are
+    pending deliveries with no attempt in flight."""
+    if not jobs:
+        return
+    try:
+        _enqueue_chunk(push.pk, [job.delivery.pk for job in jobs], countdown=countdown)
+    except Exception:
+        log.warning("push %s: %d deliveries left for the stall sweep", push.pk, len(jobs), exc_info=True)
+        return
+    report.requeued += len(jobs)
+
+
+def _write_retrying(push: Push, outcomes: list[tuple[_Job, Outcome]]) -> ChunkReport:
+    """``_write``, again on a new connection if the database connection broke (PostgreSQL restarted, or
+    the connection was dropped): these answers are known here and nowhere else, and a lost write turns sent
+    messages into unrecorded attempts (sent again for a formId; reported ambiguous for a subscribe credit).
+    Writing twice is harmless: a row is only written while it is pending with this run's attempt."""
+    for delay in (*WRITE_RETRY_DELAYS, None):
+        try:
+            return _write(push, outcomes)
+        except (OperationalError, InterfaceError):
+            if (
+                delay is None or connection.in_atomic_block
+            ):  # inside a caller's transaction: not ours to retry
+                raise
+            log.warning("push %s: writing %d outcomes failed; again in %.1f s", push.pk, len(outcomes), delay)
+            connection.close()
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _next_credits(push: Push, jobs: list[_Job], report: ChunkReport) -> list[_Job]:
@@ -594,19 +657,17 @@ def _next_credits(push: Push, jobs: list[_Job], report: ChunkReport) -> list[_Jo
     return ready
 
 
-def _schedule_retries(push: Push, retry: list[tuple[_Job, Outcome]], report: ChunkReport) -> None:
-    if not retry:
+def _schedule_retries(push: Push, retry: list[_Job], report: ChunkReport) -> None:
+    """Queue the deliveries answered with a transient error (already written as such) with backoff."""
+    ids = [job.delivery.pk for job in retry if job.delivery.status == Delivery.Status.PENDING]
+    if not ids:
         return
-    limit = int(settings.DELIVERY_MAX_ATTEMPTS)
-    final = [
-        (job, Outcome(FAILED, RELEASE, o.errcode, o.errmsg)) for job, o in retry if job.attempts >= limit
-    ]
-    again = [(job, o) for job, o in retry if job.attempts < limit]
-    report.add(_write(push, final + again))
-    ids = [job.delivery.pk for job, _ in again if job.delivery.status == Delivery.Status.PENDING]
-    if ids:
-        report.retrying = len(ids)
-        _enqueue_chunk(push.pk, ids, countdown=retry_countdown(max(job.attempts for job, _ in again)))
+    try:
+        _enqueue_chunk(push.pk, ids, countdown=retry_countdown(max(job.attempts for job in retry)))
+    except Exception:  # the broker is down: the stall sweep queues them (pending, with their errcode)
+        log.warning("push %s: %d retries left for the stall sweep", push.pk, len(ids), exc_info=True)
+        return
+    report.retrying = len(ids)
 
 
 # --- sending ------------------------------------------------------------------------------------------
@@ -678,6 +739,16 @@ class _SendPool:
         with self._done:
             self._done.wait_for(lambda: self._outstanding < limit)
 
+    def answered(self) -> int:
+        with self._done:
+            return len(self.results)
+
+    def take_results(self) -> list[tuple[_Job, dict | None, BaseException | None]]:
+        """The answers so far (each handed out once)."""
+        with self._done:
+            results, self.results = self.results, []
+        return results
+
     async def _run(self, job: _Job, token: str | None) -> None:
         while job is not None:
             answer, error = None, None
@@ -701,37 +772,56 @@ class _SendPool:
         self.wait_below(1)
 
 
-def _send_round(push: Push, jobs: list[_Job], deadline: float) -> tuple[list, list[_Job], bool]:
-    """Mark and send ``jobs`` SEND_CONCURRENCY at a time under the app's rate limit. Returns (answers,
-    jobs not started, whether the push was canceled meanwhile)."""
+def _send_round(
+    push: Push,
+    jobs: list[_Job],
+    deadline: float,
+    settle: Callable[[list[tuple[_Job, dict | None, BaseException | None]]], None],
+) -> tuple[list[_Job], bool, bool]:
+    """Mark and send ``jobs`` SEND_CONCURRENCY at a time under the app's rate limit, handing the answers to
+    ``settle`` a batch at a time. Returns (jobs not started, whether the push was canceled meanwhile,
+    whether Redis or the database failed under the round)."""
     concurrency = max(int(settings.SEND_CONCURRENCY), 1)
     limiter = SendRateLimiter(push.app.appid, int(settings.SEND_RATE_PER_APP))
     client = WeChatClient.for_app(push.app)
     pool = _SendPool(min(concurrency, len(jobs)), _sender(push, client))
     leftover: list[_Job] = []
-    canceled = False
+    canceled = interrupted = False
     next_status_check = 0.0
+    last_flush = time.monotonic()
     try:
         index = 0
         while index < len(jobs):
             now = time.monotonic()
-            if now >= next_status_check:
-                next_status_check = now + 0.5
-                canceled = Push.objects.filter(pk=push.pk, status=Push.Status.CANCELED).exists()
-            if canceled or now > deadline:
-                leftover = jobs[index:]
+            try:
+                if now >= next_status_check:
+                    next_status_check = now + 0.5
+                    canceled = Push.objects.filter(pk=push.pk, status=Push.Status.CANCELED).exists()
+                if canceled or now > deadline:
+                    leftover = jobs[index:]
+                    break
+                window = jobs[index : index + concurrency]
+                window = window[: limiter.acquire(len(window))]
+                token = _current_token(client)
+                marked = _mark_attempts(window)
+            except INFRASTRUCTURE_ERRORS:
+                log.warning(
+                    "push %s: Redis or the database failed; sending stops here", push.pk, exc_info=True
+                )
+                leftover, interrupted = jobs[index:], True
                 break
-            window = jobs[index : index + concurrency]
-            window = window[: limiter.acquire(len(window))]
             index += len(window)
-            token = _current_token(client)
-            for job in _mark_attempts(window):
+            for job in marked:
                 pool.submit(job, token)
             touch_progress(push.pk)
             pool.wait_below(concurrency)  # at most one window marked ahead of the sends
+            if pool.answered() >= FLUSH_ANSWERS or time.monotonic() - last_flush >= FLUSH_SECONDS:
+                settle(pool.take_results())
+                last_flush = time.monotonic()
     finally:
         pool.close()
-    return pool.results, leftover, canceled
+    settle(pool.take_results())
+    return leftover, canceled, interrupted
 
 
 def _current_token(client: WeChatClient) -> str | None:
@@ -890,7 +980,12 @@ def _write(push: Push, outcomes: list[tuple[_Job, Outcome]]) -> ChunkReport:
             )
             credits.record_send_outcomes(push.app, sent=report.sent, failed=attempted_failures)
     if report.sent and push.template.kind == Template.Kind.SUBSCRIBE:
-        _apply_early_events(push, [row for row in rows if row.status == Delivery.Status.SENT and row.msgid])
+        try:
+            _apply_early_events(
+                push, [row for row in rows if row.status == Delivery.Status.SENT and row.msgid]
+            )
+        except RedisError:  # the early events were in Redis: gone with it (the status stays "sent")
+            log.warning("push %s: early sent-events not read", push.pk, exc_info=True)
     return report
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from formids import services as credits
 from formids.models import Credit, MiniUser
 from pushhub.wechat.sandbox import services as sandbox
 from pushhub.wechat.sandbox.models import SandboxFormId, SandboxSubscription
@@ -209,4 +210,32 @@ def test_a_final_error_gives_the_credit_back(app, formid_template, task_queue):
     row = Delivery.objects.get(push=push)
     assert (row.status, row.errcode, row.attempts) == ("failed", "40003", 1)
     assert row.credit.state == "available"
+    assert_counters_match_rows(push)
+
+
+def test_a_lost_answers_formid_keeps_its_claim_through_the_stale_sweep(
+    app, formid_template, task_queue, settings
+):
+    """The retry of a send whose answer was lost must use the same formId (WeChat answers 41029 if the
+    message went out). Had the stale-claim sweep released it, the retry would take the user's other formId:
+    a second message."""
+    settings.WECHAT_READ_TIMEOUT = 0.3
+    [alice] = seed_users(app, 1, formids=2)
+    sandbox.set_knobs(app.appid, timeout_rate=1.0, timeout_seconds=1.0)
+    push = make_push(formid_template, [alice])
+    tasks.deliver_push(str(push.pk))
+    task_queue.run_one()  # delivered, the answer lost: the delivery waits for its retry, claim held
+    used = Delivery.objects.get(push=push).credit_id
+    other = Credit.objects.filter(user__openid=alice).exclude(pk=used).get()
+    other.expires_at = timezone.now() + timedelta(days=2)  # sooner: a new claim would pick it
+    other.save(update_fields=["expires_at"])
+
+    assert credits.release_stale(timedelta(microseconds=1)) == 0  # the pending delivery owns the claim
+    sandbox.set_knobs(app.appid, timeout_rate=0.0)
+    task_queue.run()
+
+    row = Delivery.objects.get(push=push)
+    assert (row.status, row.credit_id) == ("sent", used)
+    assert len(sandbox.inbox(app.appid, alice)) == 1
+    assert Credit.objects.get(pk=other.pk).state == "available"
     assert_counters_match_rows(push)
