@@ -58,6 +58,16 @@ def test_control_requires_the_token_when_one_is_configured(wechat, app, settings
     assert wechat.control("GET", f"apps/{APPID}", X_Sandbox_Token="s3cret-control").status_code == 200
 
 
+def test_in_production_the_control_api_is_closed_without_a_token(wechat, app, settings):
+    """Otherwise anyone who knows a sandbox app's AppID could read its inbox or mint its users' login codes."""
+    settings.PRODUCTION = True
+    closed = wechat.control("GET", f"apps/{APPID}/inbox?openid=oSomeone")
+    assert closed.status_code == 403 and closed.json()["error"]["code"] == "sandbox_control_closed"
+    assert wechat.control("POST", f"apps/{APPID}/users", {}).status_code == 403
+    settings.SANDBOX_CONTROL_TOKEN = "s3cret-control"
+    assert wechat.control("GET", f"apps/{APPID}", X_Sandbox_Token="s3cret-control").status_code == 200
+
+
 def test_wechat_endpoints_never_need_the_control_token(wechat, app, settings):
     settings.SANDBOX_CONTROL_TOKEN = "s3cret-control"
     answer = wechat.post(

@@ -151,7 +151,10 @@ def delete_formid_template(request: HttpRequest) -> JsonResponse:
 
 
 def control(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """csrf-exempt, ``X-Sandbox-Token`` when ``SANDBOX_CONTROL_TOKEN`` is set, SandboxError → JSON error."""
+    """csrf-exempt, ``X-Sandbox-Token`` when ``SANDBOX_CONTROL_TOKEN`` is set, SandboxError → JSON error.
+    In production without a token the control API is closed: whoever knows a sandbox app's AppID could
+    otherwise read its inboxes, change its secret and mint login codes for its users (the dashboard's
+    sandbox phone calls the sandbox's services directly and keeps working)."""
 
     @csrf_exempt
     @wraps(view)
@@ -159,6 +162,12 @@ def control(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         expected = getattr(settings, "SANDBOX_CONTROL_TOKEN", "") or ""
         given = request.headers.get("X-Sandbox-Token", "")
         try:
+            if not expected and getattr(settings, "PRODUCTION", False):
+                raise SandboxError(
+                    403,
+                    "sandbox_control_closed",
+                    "Set SANDBOX_CONTROL_TOKEN to use the sandbox's control API.",
+                )
             if expected and not hmac.compare_digest(given.encode(), expected.encode()):
                 raise SandboxError(401, "not_authenticated", "Missing or wrong X-Sandbox-Token header.")
             return view(request, *args, **kwargs)
