@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install install-bench run test test-js lint format sandbox messages bench bench-full clean
+.PHONY: install install-bench run test test-js test-faults lint format sandbox messages bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: install test-js
 test-js:
 	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=dot tests/js/; \
 	else echo "node not found: skipping the SDK's JavaScript tests (install Node.js >= 18)"; fi
+
+# Fault injection (tests/faults): 20,000-user broadcasts on the real stack (gunicorn, two Celery workers, beat,
+# a Redis of its own, PostgreSQL, the fake WeChat) while WeChat errs, answers time out, the token is reset, a
+# worker is SIGKILLed, Redis restarts and PostgreSQL drops its connections. Needs PostgreSQL and redis-server.
+test-faults: install
+	flock /tmp/pushhub-bench.lock $(BIN)/python -m tests.faults
 
 # Benchmarks (bench/): PostgreSQL + Redis on this machine, their own database (pushhub_bench) and Redis db 2.
 # One benchmark at a time on the machine (flock): they measure CPU and latency.

@@ -1,6 +1,6 @@
 """A fast in-memory fake of the WeChat endpoints PushHub sends through, for benchmarks.
 
-    python -m bench.fake_wechat --port 9200 [--latency-ms 20] [--error-rate 0]
+    python -m bench.fake_wechat --port 9200 [--latency-ms 20] [--error-rate 0] [--timeout-rate 0]
 
 The sandbox (pushhub.wechat.sandbox) is the faithful fake for tests and the demo, but it keeps its state in
 the database and runs Django per request: at benchmark rates it, not PushHub, would be what is measured.
@@ -13,6 +13,11 @@ pushhub.wechat.rules, the same checks the sandbox and PushHub's own validation u
 What the benchmark needs from it besides answers: exact counts (messages per openid, formIds spent, answers
 by errcode), a timeline of accepted sends (the deliveries/s plot), and its own CPU time, so that the fake's
 cost is reported apart from PushHub's. The state is loaded in bulk through ``/_control/`` endpoints.
+
+Fault knobs (``/_control/knobs``, used by tests/faults): ``error_rate`` answers that share of sends -1
+(system busy, nothing sent); ``timeout_rate`` holds that share of sends' answers for ``timeout_hold_ms``
+(longer than PushHub's read timeout), half of them after the message was delivered (the answer is lost) and
+half before anything happened (the request is lost), which are the two cases a caller cannot tell apart.
 """
 
 from __future__ import annotations
@@ -69,9 +74,12 @@ class FakeApp:
 
 
 class FakeWeChat:
-    def __init__(self, latency: float = 0.02, error_rate: float = 0.0):
+    def __init__(self, latency: float = 0.02, error_rate: float = 0.0, timeout_rate: float = 0.0):
         self.latency = latency
         self.error_rate = error_rate
+        self.timeout_rate = timeout_rate
+        self.timeout_hold = 5.0  # seconds an answer is held when a timeout is injected
+        self.timeouts: Counter = Counter()  # injected timeouts: "answer_lost" (handled), "request_lost"
         self.apps: dict[str, FakeApp] = {}
         self.tokens: dict[str, FakeApp] = {}
         self.started = time.time()
@@ -213,6 +221,7 @@ class FakeWeChat:
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "max_rss_mb": usage.ru_maxrss / 1024,
             "requests": self.requests,
+            "timeouts": dict(self.timeouts),
         }
 
     def inbox_of(self, app: FakeApp, openids: list[str]) -> dict[str, int]:
@@ -254,9 +263,23 @@ def build_app(fake: FakeWeChat) -> web.Application:
                 app.answers[0] += 1
                 return answer
 
+            if fake.timeout_rate and random.random() < fake.timeout_rate:
+                return await held_answer(request, operation)
             return await wechat_call(request, operation)
 
         return handler
+
+    async def held_answer(request: web.Request, operation) -> web.Response:
+        """An injected read timeout: the answer comes after the caller gave up. Half the time the message
+        went through first (the caller must not send it twice), half the time nothing happened."""
+        handled = random.random() < 0.5
+        fake.timeouts["answer_lost" if handled else "request_lost"] += 1
+        if handled:
+            response = await wechat_call(request, operation)
+            await asyncio.sleep(fake.timeout_hold)
+            return response
+        await asyncio.sleep(fake.timeout_hold)
+        return _json({"errcode": -1, "errmsg": "system error"})
 
     async def stable_token(request: web.Request) -> web.Response:
         return await wechat_call(request, fake.stable_token)
@@ -331,7 +354,18 @@ def build_app(fake: FakeWeChat) -> web.Application:
             fake.latency = float(body["latency_ms"]) / 1000
         if "error_rate" in body:
             fake.error_rate = float(body["error_rate"])
-        return _json({"latency_ms": fake.latency * 1000, "error_rate": fake.error_rate})
+        if "timeout_rate" in body:
+            fake.timeout_rate = float(body["timeout_rate"])
+        if "timeout_hold_ms" in body:
+            fake.timeout_hold = float(body["timeout_hold_ms"]) / 1000
+        return _json(
+            {
+                "latency_ms": fake.latency * 1000,
+                "error_rate": fake.error_rate,
+                "timeout_rate": fake.timeout_rate,
+                "timeout_hold_ms": fake.timeout_hold * 1000,
+            }
+        )
 
     application = web.Application(client_max_size=256 * 1024 * 1024)
     application.router.add_post("/cgi-bin/stable_token", stable_token)
@@ -356,8 +390,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--latency-ms", type=float, default=20.0, help="held before every answer")
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of sends answered -1")
+    parser.add_argument("--timeout-rate", type=float, default=0.0, help="share of sends answered too late")
     args = parser.parse_args(argv)
-    fake = FakeWeChat(latency=args.latency_ms / 1000, error_rate=args.error_rate)
+    fake = FakeWeChat(
+        latency=args.latency_ms / 1000, error_rate=args.error_rate, timeout_rate=args.timeout_rate
+    )
     print(f"fake WeChat at http://{args.host}:{args.port}/ ({args.latency_ms:g} ms per call)", flush=True)
     web.run_app(build_app(fake), host=args.host, port=args.port, print=None, access_log=None)
 

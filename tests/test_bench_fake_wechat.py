@@ -94,3 +94,31 @@ def test_a_subscribe_message_spends_one_accept_and_validates_values(fake):
     first = requests.post(url, json=good, timeout=10).json()
     assert first["errcode"] == 0 and isinstance(first["msgid"], int)
     assert requests.post(url, json=good, timeout=10).json()["errcode"] == 43101  # no accept left
+
+
+def test_injected_timeouts_answer_too_late_and_say_whether_the_message_went_out(fake):
+    """The fault suite's "1 % read timeouts": an answer held past the caller's timeout, after the message was
+    handled (the answer is lost) or before anything happened (the request is lost); the stats tell which."""
+    control(fake, "apps", {"appid": APPID, "secret": SECRET})
+    control(fake, "templates", {"appid": APPID, "kind": "formid", "template_id": "T9",
+                                "content": "订单号:{{keyword1.DATA}}\n"})  # fmt: skip
+    items = [[f"o-user{n}", f"form-t{n}", 1] for n in range(24)]
+    control(fake, "formids", {"appid": APPID, "items": items})
+    token = requests.post(f"{fake}/cgi-bin/stable_token", json={"grant_type": "client_credential",
+                          "appid": APPID, "secret": SECRET}, timeout=10).json()["access_token"]  # fmt: skip
+    url = f"{fake}/cgi-bin/message/wxopen/template/send?access_token={token}"
+    knobs = control(fake, "knobs", {"timeout_rate": 1.0, "timeout_hold_ms": 300})
+    assert (knobs["timeout_rate"], knobs["timeout_hold_ms"]) == (1.0, 300)
+    try:
+        for openid, form_id, _ in items:
+            with pytest.raises(requests.ReadTimeout):
+                requests.post(url, json={"touser": openid, "template_id": "T9", "form_id": form_id,
+                                         "data": {"keyword1": {"value": "A1"}}}, timeout=0.1)  # fmt: skip
+    finally:
+        control(fake, "knobs", {"timeout_rate": 0})
+    time.sleep(0.4)  # the held answers finish
+    stats = requests.get(f"{fake}/_control/stats", params={"appid": APPID}, timeout=10).json()
+    handled, lost = stats["timeouts"].get("answer_lost", 0), stats["timeouts"].get("request_lost", 0)
+    assert handled + lost == 24 and handled and lost  # each is a coin toss: both kinds, but for 1 run in 8M
+    inbox = control(fake, "inbox", {"appid": APPID, "openids": [openid for openid, _, _ in items]})
+    assert sum(inbox.values()) == handled  # a lost answer's message did go out; a lost request's did not

@@ -1,0 +1,321 @@
+"""Fault injection: broadcasts on the real stack (tests/faults/stack.py) while something breaks.
+
+    python -m tests.faults [--users 20000] [--only NAME ...] [--keep]      (make test-faults)
+
+Each scenario makes two sandbox apps of 20,000 users each: one with a formId per user and a formId template,
+one with a subscribe credit per user and a subscribe template, plus 500 users per app whose credit is not
+usable (an expired formId; a subscription to another template) who must get nothing. Both broadcasts start
+through their trigger URLs (``POST /t/{token}`` with ``"to": "@all"``) and run at once; mid-run (when 30 % of
+the formId users have their message) the scenario's fault strikes. When both pushes are done, the fake
+WeChat's per-openid counts and the database are checked:
+
+- formId template: every user with a usable credit got exactly one message (none lost, none twice);
+- subscribe template: every user got at most one; a user who got none must be among the deliveries reported
+  ``timeout_ambiguous`` (WeChat may or may not have sent it, and a subscribe credit is never sent twice);
+- no credit is left ``claimed``; each push's counters equal its delivery rows; nobody without a usable
+  credit got a message.
+
+The table is printed as Markdown; the exit status is 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from bench import common
+from tests.faults.stack import Stack
+
+USERS = 20_000
+UNUSABLE = 500
+STRIKE_AT = 0.3  # share of the formId users served when the fault strikes
+PUSH_TIMEOUT = 300.0
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    knobs: dict = field(default_factory=dict)  # fake WeChat knobs for the whole run
+    strike: Callable[[Stack, list], str] | None = None  # mid-run; returns what it did
+
+
+def _reset_tokens(stack: Stack, apps: list) -> str:
+    for app in apps:
+        stack.fake.control("reset-token", {"appid": app.appid})
+    time.sleep(2.0)
+    for app in apps:  # and once more while the workers use their fresh token
+        stack.fake.control("reset-token", {"appid": app.appid})
+    return "both apps' access tokens reset twice, 2 s apart"
+
+
+def _kill_worker(stack: Stack, apps: list) -> str:
+    stack.kill_worker(0, restart_after=1.0)
+    return "worker 0 SIGKILLed, restarted 1 s later"
+
+
+def _restart_redis(stack: Stack, apps: list) -> str:
+    stack.restart_redis(down_seconds=2.0)
+    return "Redis killed (queues, unacked tasks, locks, tokens lost), down 2 s, restarted empty"
+
+
+def _drop_connections(stack: Stack, apps: list) -> str:
+    first = stack.drop_database_connections()
+    time.sleep(1.5)
+    second = stack.drop_database_connections()
+    return f"pg_terminate_backend on every connection, twice 1.5 s apart ({first} + {second})"
+
+
+SCENARIOS = [
+    Scenario("no fault", "the control run"),
+    Scenario("10 % -1 errors", "WeChat answers -1 (system busy) to 10 % of sends", {"error_rate": 0.10}),
+    Scenario("1 % read timeouts", "1 % of answers come after the 1.5 s read timeout", {"timeout_rate": 0.01}),
+    Scenario("token reset", "WeChat invalidates the access token mid-run", strike=_reset_tokens),
+    Scenario("worker SIGKILL", "a worker dies mid-run, unacknowledged tasks with it", strike=_kill_worker),
+    Scenario("Redis restart", "Redis dies mid-run and comes back empty", strike=_restart_redis),
+    Scenario("PostgreSQL drop", "every database connection is terminated mid-run", strike=_drop_connections),
+]
+
+
+@dataclass
+class Outcome:
+    """What one scenario measured."""
+
+    scenario: str
+    description: str = ""
+    seconds: float = 0.0
+    struck: str = ""
+    formid: dict = field(default_factory=dict)
+    subscribe: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+# --- building a scenario's apps ----------------------------------------------------------------------
+def _prepare(stack: Stack, label: str, users: int):
+    """Two apps (formId, subscribe) with ``users`` served users each and UNUSABLE users without a usable
+    credit; returns [(kind, app, trigger token, usable openids, unusable openids)]."""
+    from django.db import connection
+
+    from formids.models import MiniUser
+
+    prepared = []
+    for kind in ("formid", "subscribe"):
+        app = common.make_app(stack.fake, f"{label} {kind}")
+        template, token = common.make_template(app, stack.fake, kind)
+        subscribe_id = template.template_id if kind == "subscribe" else ""
+        served = common.generate_users(
+            app, users, formids=1 if kind == "formid" else 0, subscribe_template_id=subscribe_id
+        )
+        if kind == "formid":  # a formId that expired yesterday
+            unusable = common.generate_users(app, UNUSABLE, formids=1, prefix="x")
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE formids_credit SET expires_at = now() - interval '1 day' "
+                    "WHERE app_id = %s AND user_id BETWEEN %s AND %s",
+                    [app.pk, *unusable],
+                )
+        else:  # subscribed to another template only
+            other, _ = common.make_template(app, stack.fake, "subscribe")
+            unusable = common.generate_users(
+                app, UNUSABLE, subscribe_template_id=other.template_id, prefix="x"
+            )
+        # WeChat knows every credit it issued, expired or not: a wrong send would be delivered and counted.
+        common.teach_fake(stack.fake, app, subscribe_id)
+        if kind == "subscribe":
+            common.teach_fake(stack.fake, app, other.template_id)
+        openids = MiniUser.objects.filter(app=app).order_by("pk")
+        usable = list(openids.filter(pk__range=served).values_list("openid", flat=True))
+        unusable_ids = list(openids.filter(pk__range=unusable).values_list("openid", flat=True))
+        prepared.append((kind, app, token, usable, unusable_ids))
+    return prepared
+
+
+def _trigger(stack: Stack, token: str, kind: str) -> str:
+    response = requests.post(
+        f"{stack.base_url}/t/{token}", json={"to": "@all", "data": common.TEMPLATE_DATA[kind]}, timeout=30
+    )
+    if response.status_code != 202:
+        raise SystemExit(f"trigger answered {response.status_code}: {response.text[:300]}")
+    return response.json()["push_id"]
+
+
+def _status(stack: Stack, token: str, push_id: str) -> dict | None:
+    """The push's status through the status URL (gunicorn); None while the web cannot answer."""
+    try:
+        response = requests.get(f"{stack.base_url}/t/{token}/pushes/{push_id}", timeout=10)
+    except requests.RequestException:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def _inbox(stack: Stack, appid: str, openids: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for start in range(0, len(openids), 5000):
+        counts.update(stack.fake.control("inbox", {"appid": appid, "openids": openids[start : start + 5000]}))
+    return counts
+
+
+# --- one scenario --------------------------------------------------------------------------------------
+def run_scenario(stack: Stack, scenario: Scenario, users: int) -> Outcome:
+    from django.db import connection
+
+    outcome = Outcome(scenario.name, scenario.description)
+    connection.close()
+    prepared = _prepare(stack, scenario.name, users)
+    apps = [app for _, app, _, _, _ in prepared]
+    if scenario.knobs:
+        stack.fake.control("knobs", scenario.knobs)
+    began = time.monotonic()
+    pushes = [(kind, token, _trigger(stack, token, kind)) for kind, _, token, _, _ in prepared]
+    struck = scenario.strike is None
+    statuses: dict[str, dict] = {}
+    while True:
+        for kind, token, push_id in pushes:
+            status = _status(stack, token, push_id)
+            if status is not None:
+                statuses[kind] = status
+        if all(statuses.get(kind, {}).get("status") == "done" for kind, _, _ in pushes):
+            break
+        if not struck and statuses.get("formid", {}).get("counts", {}).get("sent", 0) >= STRIKE_AT * users:
+            outcome.struck = scenario.strike(stack, apps)
+            struck = True
+        if time.monotonic() - began > PUSH_TIMEOUT:
+            outcome.failures.append(f"pushes not done after {PUSH_TIMEOUT:.0f} s: {statuses}")
+            break
+        time.sleep(0.2)
+    outcome.seconds = time.monotonic() - began
+    if not struck:
+        outcome.failures.append("the push finished before the fault could strike")
+    if scenario.knobs:
+        stack.fake.control("knobs", {"error_rate": 0, "timeout_rate": 0})
+    connection.close()  # it may have been terminated by the scenario
+    for (kind, app, _token, usable, unusable), (_, _, push_id) in zip(prepared, pushes, strict=True):
+        measured = _check(stack, kind, app, push_id, usable, unusable, outcome.failures)
+        setattr(outcome, kind, measured)
+    return outcome
+
+
+def _check(stack: Stack, kind: str, app, push_id: str, usable: list, unusable: list, failures: list) -> dict:
+    from django.db.models import Count
+
+    from formids.models import Credit
+    from templates_app.models import Delivery, Push
+
+    label = f"{kind}:"
+    inbox = _inbox(stack, app.appid, usable + unusable)
+    got = [inbox[o] for o in usable]
+    stats = stack.fake.stats(app.appid)
+    push = Push.objects.get(pk=push_id)
+    rows = dict.fromkeys(Delivery.Status.values, 0)
+    rows.update(dict(Delivery.objects.filter(push=push).values_list("status").annotate(n=Count("pk"))))
+    ambiguous = set(
+        Delivery.objects.filter(push=push, status=Delivery.Status.FAILED, errcode="timeout_ambiguous")
+        .values_list("openid", flat=True)
+    )  # fmt: skip
+    measured = {
+        "users": len(usable),
+        "one": sum(1 for n in got if n == 1),
+        "lost": sum(1 for o in usable if inbox[o] == 0 and o not in ambiguous),
+        "duplicated": sum(1 for n in got if n > 1),
+        "ambiguous": len(ambiguous),
+        "ambiguous_delivered": sum(1 for o in ambiguous if inbox[o] > 0),
+        "unusable_sent": sum(1 for o in unusable if inbox[o] > 0),
+        "claimed": Credit.objects.filter(app=app, state=Credit.State.CLAIMED).count(),
+        "counters_match": all(getattr(push, status) == n for status, n in rows.items()),
+        "sent": push.sent,
+        "failed": push.failed,
+        "answers": stats["answers"],
+        "tokens": stats["tokens_issued"],
+    }
+    if kind == "formid":
+        common.check(measured["one"] == len(usable), f"{label} {measured['one']} of {len(usable)} users got "
+                     "exactly one message", failures)  # fmt: skip
+        common.check(measured["ambiguous"] == 0, f"{label} no delivery left ambiguous", failures)
+    common.check(
+        measured["lost"] == 0, f"{label} {measured['lost']} users with a usable credit lost", failures
+    )
+    common.check(measured["duplicated"] == 0, f"{label} {measured['duplicated']} users got two", failures)
+    common.check(measured["unusable_sent"] == 0, f"{label} {measured['unusable_sent']} users without a usable "
+                 "credit got a message", failures)  # fmt: skip
+    common.check(measured["claimed"] == 0, f"{label} {measured['claimed']} credits left claimed", failures)
+    common.check(measured["counters_match"], f"{label} counters equal the delivery rows {rows}", failures)
+    common.check(push.sent == rows["sent"] == measured["one"] - measured["ambiguous_delivered"],
+                 f"{label} the push counts {push.sent} sent, as many as got their message and were not "
+                 "reported ambiguous", failures)  # fmt: skip
+    return measured
+
+
+# --- the table -----------------------------------------------------------------------------------------
+def print_table(outcomes: list[Outcome], users: int) -> None:
+    head = ("scenario", "time", "formId: exactly one", "lost", "twice", "subscribe: one", "ambiguous (got it)",
+            "lost", "twice", "claimed left", "counters = rows", "WeChat answers (formId / subscribe)")  # fmt: skip
+    lines = [head]
+    for o in outcomes:
+        f, s = o.formid, o.subscribe
+        if not f or not s:
+            lines.append((o.scenario, f"{o.seconds:.0f} s", *["—"] * (len(head) - 2)))
+            continue
+        lines.append((
+            o.scenario, f"{o.seconds:.0f} s", f"{f['one']:,} / {f['users']:,}", str(f["lost"]), str(f["duplicated"]),
+            f"{s['one']:,} / {s['users']:,}", f"{s['ambiguous']} ({s['ambiguous_delivered']})", str(s["lost"]),
+            str(s["duplicated"]), str(f["claimed"] + s["claimed"]),
+            "yes" if f["counters_match"] and s["counters_match"] else "NO",
+            f"{_answers(f['answers'])} / {_answers(s['answers'])}",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    print(f"\n### Fault injection: @all to {users:,} formId users and {users:,} subscribe users at once\n")
+    for n, row in enumerate(lines):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print()
+    for o in outcomes:
+        print(f"- {o.scenario}: {o.description}{'; ' + o.struck if o.struck else ''}")
+    print(
+        "- ambiguous: subscribe deliveries reported `timeout_ambiguous` (the message may have gone out; a "
+        "subscribe credit is never sent twice), in brackets how many of those users did get it; lost counts "
+        "users with a usable credit and no message who are not reported ambiguous",
+        flush=True,
+    )
+
+
+def _answers(answers: dict) -> str:
+    return " ".join(f"{code}×{n:,}" for code, n in sorted(answers.items(), key=lambda kv: -kv[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=USERS, help="served users per app")
+    parser.add_argument("--only", nargs="*", help="run only these scenarios (by name)")
+    parser.add_argument("--workdir", type=Path, help="logs of every process (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    outcomes: list[Outcome] = []
+    started = time.monotonic()
+    with Stack(args.workdir) as stack:
+        print(
+            f"fault suite: stack up in {time.monotonic() - started:.0f} s (logs in {stack.workdir})",
+            flush=True,
+        )
+        for scenario in chosen:
+            print(f"\n## {scenario.name}: {scenario.description}", flush=True)
+            outcome = run_scenario(stack, scenario, args.users)
+            print(f"  {outcome.seconds:.1f} s; {outcome.struck or 'no mid-run strike'}", flush=True)
+            outcomes.append(outcome)
+    print_table(outcomes, args.users)
+    failed = [f"{o.scenario}: {failure}" for o in outcomes for failure in o.failures]
+    print(f"fault suite: {len(outcomes)} scenarios in {time.monotonic() - started:.0f} s, "
+          f"{'all checks passed' if not failed else f'{len(failed)} checks FAILED'}")  # fmt: skip
+    for failure in failed:
+        print(f"  FAIL {failure}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

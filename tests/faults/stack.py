@@ -1,0 +1,210 @@
+"""The real stack the fault scenarios run against, every part its own process that a scenario can break:
+
+- PostgreSQL: the machine's server, a database of the suite's own (``pushhub_faults``, created afresh each
+  run), so dropping its connections (``pg_terminate_backend``) touches nothing else;
+- Redis: a ``redis-server`` of the suite's own on a free port (cache, locks, rate limits and the Celery
+  broker), so restarting it (all its data gone: it keeps nothing on disk, like the machine's) disturbs no
+  other user of the machine's Redis;
+- gunicorn serving PushHub (the trigger URLs the scenarios call, the status URLs they poll);
+- two Celery workers and Celery beat (the stall and stale-claim sweeps, every FAULTS_BEAT_SECONDS);
+- the benchmarks' fake WeChat (bench/fake_wechat.py: the sandbox's rules, in memory, with knobs for -1
+  answers, lost answers and token resets), which counts every message each openid received.
+
+Timings are shortened so that recovery takes seconds, not minutes; each is named in ``TIMINGS`` and the
+README's fault-injection section says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.common import BASE_DIR, PYTHON, Processes, free_port, port_open, wait_until
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/pushhub_faults"
+BIN = Path(PYTHON).parent
+
+TIMINGS = {
+    # WeChat calls: an answer not back in 1.5 s is a read timeout (the fake holds injected ones for 3 s).
+    "WECHAT_READ_TIMEOUT": "1.5",
+    "WECHAT_CONNECT_TIMEOUT": "1",
+    # A chunk stops starting sends after 5 s; an attempt unrecorded for 8 s belongs to a dead worker.
+    "DELIVERY_CHUNK_BUDGET": "5",
+    "DELIVERY_IN_FLIGHT_LEASE": "8",
+    # A push without progress for 6 s is re-queued by the beat sweep (every 2 s).
+    "DELIVERY_STALL_AFTER": "6",
+    "DELIVERY_ENUMERATION_LEASE": "10",
+    "FAULTS_BEAT_SECONDS": "2",
+    # Retries: 0.5 s doubled up to 4 s, 8 attempts. With 10 % of sends answered -1, the default 5 attempts
+    # would leave about one user in 5,000 failed after five -1 answers in a row (0.1^5 per user): a
+    # tenant facing such an error rate raises the attempts the same way.
+    "DELIVERY_MAX_ATTEMPTS": "8",
+    "DELIVERY_RETRY_BASE": "0.5",
+    "DELIVERY_RETRY_MAX": "4",
+    # Claims outlive any recovery above (a chunk renews its claims when it runs).
+    "CREDIT_CLAIM_LEASE": "60",
+    # The engine, not the per-app limiter, is under test (the limiter has its own tests).
+    "SEND_RATE_PER_APP": "1000000",
+    "TRIGGER_RATE_PER_TEMPLATE": "1000000",
+    "TRIGGER_RATE_PER_TENANT": "1000000",
+}
+FAKE_TIMEOUT_HOLD_MS = 3000
+
+
+class Stack:
+    """Start with ``with Stack(workdir) as stack``; every process is killed on exit."""
+
+    def __init__(self, workdir: Path | None = None, workers: int = 2, concurrency: int = 2):
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pushhub-faults-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.worker_count, self.concurrency = workers, concurrency
+        self.processes = Processes()
+        self.database_url = os.environ.get("FAULTS_DATABASE_URL", DEFAULT_DATABASE_URL)
+        self.redis_port = free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.web_port = free_port()
+        self.queue = f"faults-{uuid.uuid4().hex[:8]}"
+        self.redis: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen | None] = []
+        self.restarts = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> Stack:
+        self.processes.__enter__()
+        try:
+            self._start()
+        except BaseException:
+            self.processes.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.processes.__exit__(*exc)
+
+    def _start(self) -> None:
+        self.start_redis()
+        os.environ.update(self.env())
+        self._fresh_database()
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        self.fake = common.FakeWeChat(self.processes, latency_ms=10)
+        self.fake.control("knobs", {"timeout_hold_ms": FAKE_TIMEOUT_HOLD_MS})
+        env = self.env()
+        self.processes.start(
+            [str(BIN / "gunicorn"), "pushhub.wsgi", "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2",
+             "--worker-class", "gthread", "--threads", "4", "--log-level", "warning"],
+            env, self.workdir / "gunicorn.log",
+        )  # fmt: skip
+        self.workers = [self.start_worker(n) for n in range(self.worker_count)]
+        self.processes.start(
+            [str(BIN / "celery"), "-A", "pushhub", "beat", "--loglevel", "INFO",
+             "--schedule", str(self.workdir / "beat-schedule")],
+            env, self.workdir / "beat.log",
+        )  # fmt: skip
+        wait_until(lambda: port_open(self.web_port), 60, "gunicorn")
+        self.base_url = f"http://127.0.0.1:{self.web_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.faults.settings",
+            "PYTHONPATH": str(BASE_DIR),
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.redis_url,
+            "FAULTS_QUEUE": self.queue,
+            "LOG_LEVEL": "WARNING",
+            **TIMINGS,
+        }
+        fake = getattr(self, "fake", None)
+        if fake is not None:
+            env["SANDBOX_API_BASE"] = fake.base
+        return env
+
+    def _fresh_database(self) -> None:
+        import psycopg
+        from environ import Env
+
+        config = Env.db_url_config(self.database_url)
+        if "postgresql" not in config["ENGINE"]:
+            raise SystemExit("the fault suite needs PostgreSQL: set FAULTS_DATABASE_URL to a postgres:// URL")
+        self.database_name = config["NAME"]
+        admin = dict(host=config["HOST"] or "127.0.0.1", port=config["PORT"] or 5432, user=config["USER"])
+        with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.database_name}"')
+        self._admin = admin
+
+    # --- the parts a scenario breaks ---------------------------------------------------------------
+    def start_redis(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise SystemExit("the fault suite starts its own Redis: redis-server is not installed")
+        self.redis = self.processes.start(
+            [server, "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            os.environ.copy(), self.workdir / "redis.log",
+        )  # fmt: skip
+        wait_until(lambda: port_open(self.redis_port), 30, "redis-server")
+
+    def restart_redis(self, down_seconds: float = 2.0) -> None:
+        """Stop Redis without saving (everything in it is lost: queues, unacknowledged tasks, locks, cached
+        tokens, progress marks), leave it down for a moment, start it again empty on the same port."""
+        assert self.redis is not None
+        self.processes.stop(self.redis, signal.SIGKILL)
+        wait_until(lambda: not port_open(self.redis_port), 10, "redis-server to stop")
+        time.sleep(down_seconds)
+        self.start_redis()
+
+    def start_worker(self, n: int) -> subprocess.Popen:
+        log = self.workdir / f"worker-{n}.log"
+        log.unlink(missing_ok=True)
+        worker = self.processes.start(
+            [str(BIN / "celery"), "-A", "pushhub", "worker", "--pool", "threads",
+             "--concurrency", str(self.concurrency), "-Q", self.queue, "-n", f"{self.queue}-{n}@%h",
+             "--loglevel", "INFO", "--without-mingle", "--without-gossip", "--without-heartbeat"],
+            self.env(), log,
+        )  # fmt: skip
+        wait_until(lambda: " ready." in _read(log), 60, f"Celery worker {n}")
+        return worker
+
+    def kill_worker(self, n: int, restart_after: float = 1.0) -> None:
+        """SIGKILL worker ``n`` (its tasks die mid-send, unacknowledged), then start it again."""
+        worker = self.workers[n]
+        assert worker is not None
+        self.processes.stop(worker, signal.SIGKILL)
+        time.sleep(restart_after)
+        self.workers[n] = self.start_worker(n)
+        self.restarts += 1
+
+    def drop_database_connections(self) -> int:
+        """pg_terminate_backend on every connection to the suite's database (web, workers, beat, this
+        runner): each finds its connection gone at its next query, mid-transaction or not."""
+        import psycopg
+
+        with psycopg.connect(dbname="postgres", autocommit=True, **self._admin) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                "pg_backend_pid()",
+                [self.database_name],
+            ).fetchall()
+        return sum(1 for (done,) in rows if done)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
