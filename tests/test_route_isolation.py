@@ -45,7 +45,7 @@ from pushhub.wechat.sandbox import services as sandbox
 from pushhub.wechat.sandbox.models import SandboxUser
 from templates_app import catalogue
 from templates_app.models import Delivery, Push, Template
-from templates_app.pushes import SendRequest, start_push
+from templates_app.pushes import parse_send_request, start_push
 from tenants import services
 from tenants.dashboard_views import NEW_KEY_SESSION_KEY
 from tenants.models import ApiKey, AuditEvent, Membership, MiniProgram, Tenant
@@ -125,17 +125,7 @@ def _side(tenant: Tenant, label: str, *, full: bool = True):
 
 
 def _push(template: Template, openid: str) -> Push:
-    request = SendRequest(
-        to_all=False,
-        openids=[openid],
-        data={"thing1": {"value": "socks"}},
-        page="",
-        emphasis_keyword="",
-        miniprogram_state="",
-        lang="",
-        send_at=None,
-        force=False,
-    )
+    request = parse_send_request(template, {"to": [openid], "data": {"thing1": {"value": "socks"}}})
     return start_push(template, request, created_by="test", status_url=lambda p: f"/x/{p.pk}").push
 
 
@@ -554,6 +544,7 @@ EXEMPT_PREFIXES = {
     "sandbox/wechat/": "the built-in fake WeChat: keyed by AppID like WeChat, no tenant (its _control/ API "
     "is guarded by SANDBOX_CONTROL_TOKEN where the server is reachable by others)",
 }
+
 
 # --- the resolver ----------------------------------------------------------------------------------
 def _join(prefix: str, route: str) -> str:

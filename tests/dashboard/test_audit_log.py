@@ -12,7 +12,7 @@ from formids import services as credits
 from formids.models import Credit
 from templates_app import catalogue
 from templates_app.models import Template
-from templates_app.pushes import SendRequest, start_push
+from templates_app.pushes import parse_send_request, start_push
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, Membership, MiniProgram
 from tests.conftest import api_client, random_appid, random_secret
@@ -224,17 +224,7 @@ def test_a_canceled_push(owner_client, sandbox_app):
     )
     user = credits.touch_user(sandbox_app, "o-1")
     credits.add_subscribe_credits(sandbox_app, user, ["TPL-X"], source=Credit.Source.SDK)
-    request = SendRequest(
-        to_all=False,
-        openids=["o-1"],
-        data={"thing1": {"value": "socks"}},
-        page="",
-        emphasis_keyword="",
-        miniprogram_state="",
-        lang="",
-        send_at=None,
-        force=False,
-    )
+    request = parse_send_request(template, {"to": ["o-1"], "data": {"thing1": {"value": "socks"}}})
     push = start_push(template, request, created_by="test", status_url=lambda p: f"/x/{p.pk}").push
     assert owner_client.post(reverse("push-cancel", args=[push.pk])).status_code == 302
     [row] = rows(owner_client, action="push")
