@@ -184,7 +184,8 @@ SANDBOX_EVENTS_BASE = env.str(
     "SANDBOX_EVENTS_BASE", default=PUBLIC_BASE_URL or f"http://127.0.0.1:{PORT}"
 ).rstrip("/")
 # If set, the sandbox's _control/ endpoints (issue formIds, accept subscriptions, read inboxes) need the
-# header X-Sandbox-Token. Set it wherever the server is reachable by others.
+# header X-Sandbox-Token. Set it wherever the server is reachable by others; in production, without it, the
+# control API answers 403 (the dashboard's sandbox phone does not use it).
 SANDBOX_CONTROL_TOKEN = env.str("SANDBOX_CONTROL_TOKEN", default="")
 WECHAT_CONNECT_TIMEOUT = env.float("WECHAT_CONNECT_TIMEOUT", default=3.05)
 WECHAT_READ_TIMEOUT = env.float("WECHAT_READ_TIMEOUT", default=10.0)
@@ -312,5 +313,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"urllib3": {"level": "WARNING"}},
+    # Trigger URLs are credentials: the request paths Django logs lose their tokens (pushhub/logs.py).
+    "filters": {"redact_trigger_tokens": {"()": "pushhub.logs.RedactTriggerTokens"}},
+    "loggers": {
+        "urllib3": {"level": "WARNING"},
+        "django.request": {"filters": ["redact_trigger_tokens"]},
+        "django.server": {"filters": ["redact_trigger_tokens"]},
+    },
 }
