@@ -33,7 +33,9 @@ class SdkSessionSerializer(serializers.Serializer):
 @extend_schema_field(
     {
         "type": "array",
-        "items": {"type": "string", "maxLength": 128},
+        # Items are not constrained here: one that cannot be an id (not a string, too long, malformed) is
+        # answered in `rejected` with a reason, and the rest of the upload is still taken.
+        "items": {"description": "a formId / prepay_id string"},
         "minItems": 1,
         "maxItems": MAX_IDS_PER_CALL,
     }

@@ -135,12 +135,91 @@ def exception_handler(exc, context) -> Response | None:
     return response
 
 
+# --- JSON input ------------------------------------------------------------------------------------
+MAX_JSON_DEPTH = 32  # objects/arrays inside each other; ours go 4 deep, Python's parser overflows near 1000
+
+
+def _storable(text: str) -> bool:
+    """No NUL character (PostgreSQL's text and jsonb refuse it) and no unpaired surrogate (not Unicode: it
+    cannot be encoded to UTF-8). JSON's ``\\u0000`` and ``\\ud800`` escapes parse to exactly these."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def too_deep() -> ApiError:
+    return ApiError(400, "invalid_json", f"The JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels).")
+
+
+def check_json(value) -> None:
+    """Refuse (400) a parsed JSON body that would fail later, whatever it is sent to: nested deeper than
+    MAX_JSON_DEPTH, or with a key or string value that no database stores (see ``_storable``); ``field`` is
+    the path to it (``data.keyword1``, ``to[2]``). Iterative: the depth limit is ours, not the stack's."""
+    stack = [(value, "", 0)]  # (value, path, objects/arrays around it)
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, dict | list) and depth >= MAX_JSON_DEPTH:
+            raise too_deep()
+        if isinstance(item, str):
+            if not _storable(item):
+                raise ApiError(
+                    400,
+                    "validation_error",
+                    "Text must not contain NUL characters or unpaired surrogates.",
+                    field=path or None,
+                )
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not _storable(key):  # the bad key itself is never echoed back
+                    raise ApiError(
+                        400,
+                        "validation_error",
+                        "Names must not contain NUL characters or unpaired surrogates.",
+                        field=path or None,
+                    )
+                stack.append((child, f"{path}.{key}" if path else key, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))
+
+
 class CursorPagination(pagination.CursorPagination):
     """`?cursor=` pagination answering ``{"results": [...], "next": url|null}`` (the contract's shape)."""
 
     ordering = "-created_at"
     page_size_query_param = "limit"
     max_page_size = 500
+
+    def get_page_size(self, request):
+        """``?limit=``: 1 or more (above max_page_size gives max_page_size); absent or empty: PAGE_SIZE.
+        Anything else is a 400, not quietly the default page (DRF's behaviour)."""
+        raw = request.query_params.get(self.page_size_query_param, "")
+        if raw == "":
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            raise ApiError(400, "validation_error", "limit must be a whole number from 1.", field="limit")
+        return min(int(raw), self.max_page_size)
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {
+                "name": self.cursor_query_param,
+                "required": False,
+                "in": "query",
+                "description": "the `next` link's cursor (an unknown cursor answers 404)",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": f"results per page (default {self.page_size}; at most {self.max_page_size})",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        ]
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})
@@ -265,7 +344,23 @@ def add_error_responses(result, generator, request, public):
             statuses = ["401", "403", "404", "429"]
             if method in {"post", "put", "patch"}:
                 statuses += ["400", "413"]
+            elif any(parameter.get("in") == "query" for parameter in operation.get("parameters", ())):
+                statuses.append("400")  # a query parameter out of its enum or format
+            for parameter in operation.get("parameters", ()):
+                if parameter.get("in") == "query" and not parameter.get("required"):
+                    # Our views read an empty optional parameter (?status=) as an absent one.
+                    parameter["allowEmptyValue"] = True
             responses = operation.setdefault("responses", {})
             for status in statuses:
                 responses.setdefault(status, {"description": _ERROR_STATUSES[status], "content": ref})
+    return result
+
+
+def forbid_unknown_request_fields(result, generator, request, public):
+    """drf-spectacular postprocessing hook: request bodies are closed objects (``additionalProperties:
+    false``), as the API enforces (RejectUnknownFieldsMixin, ``clean_fields``, ``parse_send_request``): a
+    typo'd field is a 400, never silently ignored."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object" and "properties" in component:
+            component.setdefault("additionalProperties", False)
     return result

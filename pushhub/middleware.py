@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.http import HttpResponseBadRequest
 
 from pushhub.api import error_response
 
@@ -19,4 +20,24 @@ class ApiBodyLimitMiddleware:
                 return error_response(
                     413, "payload_too_large", f"Request body is over {settings.API_BODY_LIMIT // 1024} KiB."
                 )
+        return self.get_response(request)
+
+
+class NulInUrlMiddleware:
+    """Refuse a NUL character in the path or query (``%00`` decodes to one): no lookup by it can succeed,
+    and PostgreSQL refuses it in any query, which would be a 500. The contract's JSON 400 on the public API
+    paths, a plain 400 on the dashboard's."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()
+        ):
+            if request.path.startswith(settings.API_PATH_PREFIXES):
+                return error_response(400, "validation_error", "The URL must not contain NUL characters.")
+            return HttpResponseBadRequest(
+                "The URL must not contain NUL characters.", content_type="text/plain"
+            )
         return self.get_response(request)

@@ -75,6 +75,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "pushhub.middleware.ApiBodyLimitMiddleware",
+    "pushhub.middleware.NulInUrlMiddleware",
     "pushhub.ratelimit.RateLimitHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -269,7 +270,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.auth.HasApiKeyScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["pushhub.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "pushhub.api.CursorPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "pushhub.api.exception_handler",
@@ -290,6 +291,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "pushhub.api.add_error_responses",
+        "pushhub.api.forbid_unknown_request_fields",
     ],
 }
 
@@ -311,10 +313,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # Trigger URLs are credentials: the request paths Django logs lose their tokens (pushhub/logs.py).
     "filters": {"redact_trigger_tokens": {"()": "pushhub.logs.RedactTriggerTokens"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "urllib3": {"level": "WARNING"},
         "django.request": {"filters": ["redact_trigger_tokens"]},

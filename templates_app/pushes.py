@@ -186,7 +186,10 @@ def _parse_choice(body: dict, name: str, choices: tuple[str, ...], allowed: bool
 def _parse_send_at(value, now: datetime) -> datetime | None:
     if value is None:
         return None
-    when = parse_datetime(value) if isinstance(value, str) else None
+    try:
+        when = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but not a time, e.g. 2026-02-30T01:00:00Z or an offset of +25:00
+        when = None
     if when is None:
         _bad("validation_error", "send_at must be an ISO-8601 time, e.g. 2026-12-01T01:00:00Z.", "send_at")
     if when.tzinfo is None:

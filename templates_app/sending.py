@@ -63,4 +63,11 @@ def fingerprint(body) -> str:
 
 
 def is_dry_run(query) -> bool:
-    return query.get("dry_run", "").lower() in {"1", "true", "yes"}
+    """``?dry_run=1`` (or true/yes); absent, empty, 0, false or no: a real send. Anything else is a 400: a
+    mistyped ``?dry_run=ture`` must not send for real."""
+    value = query.get("dry_run", "").lower()
+    if value in {"1", "true", "yes"}:
+        return True
+    if value in {"", "0", "false", "no"}:
+        return False
+    raise ApiError(400, "validation_error", "dry_run must be 1/true or 0/false.", field="dry_run")

@@ -13,7 +13,7 @@ from django.http import JsonResponse, QueryDict
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
-from pushhub.api import ApiError, absolute_url, api_error_response, error_response
+from pushhub.api import ApiError, absolute_url, api_error_response, check_json, error_response, too_deep
 from templates_app import catalogue, pushes, sending
 from templates_app.models import Push, Template
 
@@ -37,6 +37,8 @@ def _form_body(template: Template, form: QueryDict) -> dict:
         elif name == "data":
             try:
                 body["data"] = json.loads(form["data"])
+            except RecursionError:
+                raise too_deep() from None
             except ValueError:
                 raise ApiError(
                     400, "invalid_json", "The data field is not valid JSON.", field="data"
@@ -53,11 +55,16 @@ def _form_body(template: Template, form: QueryDict) -> dict:
 def _parse_body(request, template: Template):
     content_type = request.content_type or ""
     if content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
-        return _form_body(template, request.POST)
-    try:
-        return json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+        body = _form_body(template, request.POST)
+    else:
+        try:
+            body = json.loads(request.body or b"null")
+        except RecursionError:
+            raise too_deep() from None
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    check_json(body)
+    return body
 
 
 @csrf_exempt

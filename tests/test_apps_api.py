@@ -173,6 +173,84 @@ def test_the_list_is_paginated_with_a_cursor(api, tenant):
     assert sorted(seen) == sorted(MiniProgram.objects.values_list("appid", flat=True))
 
 
+@pytest.mark.parametrize("limit", ["abc", "0", "-1", "2.0", "null", "\u0663"])
+def test_a_bad_limit_is_a_400_not_the_default_page(api, sandbox_app, limit):
+    # Found by tests/fuzz: DRF answered any unreadable ?limit= with the default page, silently.
+    response = api.get("/api/v1/apps", {"limit": limit})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "validation_error",
+        "message": "limit must be a whole number from 1.",
+        "field": "limit",
+    }
+
+
+def test_an_empty_limit_is_the_default_and_a_big_one_the_maximum(api, tenant):
+    for n in range(3):
+        services.register_app(
+            tenant, appid=random_appid(), secret=random_secret(), name=f"App {n}", sandbox_app=True
+        )
+    assert len(api.get("/api/v1/apps?limit=").json()["results"]) == 3
+    assert len(api.get("/api/v1/apps?limit=100000").json()["results"]) == 3
+    assert len(api.get("/api/v1/apps?limit=1").json()["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/apps/wx%00",
+        "/api/v1/apps?cursor=%00",
+        "/api/v1/pushes?app=wx%00",
+        "/api/v1/apps/{appid}/users?search=o%00",
+        "/api/v1/apps/{appid}/users/o%00",
+        "/sdk/v1/{appid}/me",
+        "/wechat/wx%00/events",
+        "/t/x%00/pushes/1",
+    ],
+)
+def test_a_nul_in_the_url_is_a_400(api, sandbox_app, url):
+    # Found while fuzzing: PostgreSQL refuses NUL in any text, so a lookup by %00 was a 500.
+    url = url.format(appid=sandbox_app.appid)
+    if url.startswith("/sdk/"):
+        url += "?x=%00"
+    response = api.get(url)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "validation_error",
+        "message": "The URL must not contain NUL characters.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"appid": "wx0123456789abcdef", "secret": "x", "name": "Shop\\u0000"}', "name"),
+        ('{"appid": "wx0123456789abcdef", "secret": "x", "name": "\\ud800"}', "name"),
+        ('{"\\u0000": 1}', None),
+    ],
+)
+def test_text_no_database_stores_is_a_400(api, body, field):
+    response = api.generic("POST", "/api/v1/apps", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"].get("field") == field
+    assert not MiniProgram.objects.exists()
+
+
+def test_a_deeply_nested_body_is_a_400(api):
+    for depth in (33, 5000):
+        body = '{"name": ' + "[" * depth + "]" * depth + "}"
+        response = api.generic("POST", "/api/v1/apps", body, content_type="application/json")
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_json"
+    # 32 levels: parsed, then refused as a name
+    body = json.dumps({"appid": random_appid(), "secret": random_secret(), "name": "@"})
+    body = body.replace('"@"', "[" * 31 + "]" * 31)
+    response = api.generic("POST", "/api/v1/apps", body, content_type="application/json")
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"]["field"] == "name"
+
+
 def test_it_gets_one_app(api, sandbox_app):
     response = api.get(f"/api/v1/apps/{sandbox_app.appid}")
     assert response.status_code == 200
@@ -263,3 +341,11 @@ def test_unknown_api_paths_answer_json(api):
     response = api.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("url", ["/dashboard/apps/wx%00/", "/dashboard/pushes/?template=%00"])
+def test_a_nul_in_a_dashboard_url_is_a_400_not_a_500(client, tenant, url):
+    client.login(username="owner@acme.test", password="correct horse battery")
+    response = client.get(url)
+    assert response.status_code == 400
+    assert b"NUL" in response.content

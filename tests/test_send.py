@@ -163,14 +163,75 @@ def test_data_as_an_array_maps_onto_the_fields_in_order(formid_template):
         ),
         ({"to": ALICE, "data": FORMID_DATA, "send_at": "tomorrow"}, "validation_error", "send_at"),
         ({"to": ALICE, "data": FORMID_DATA, "send_at": "2026-12-01T01:00:00"}, "validation_error", "send_at"),
+        # Well formed but not a time: these were 500s (Django's parse_datetime raises ValueError).
+        (
+            {"to": ALICE, "data": FORMID_DATA, "send_at": "2026-02-30T01:00:00Z"},
+            "validation_error",
+            "send_at",
+        ),
+        (
+            {"to": ALICE, "data": FORMID_DATA, "send_at": "2026-12-01T24:00:00Z"},
+            "validation_error",
+            "send_at",
+        ),
+        (
+            {"to": ALICE, "data": FORMID_DATA, "send_at": "2026-12-01T01:00:00+25:00"},
+            "validation_error",
+            "send_at",
+        ),
+        # Text no database stores: a 500 on PostgreSQL (NUL in text and jsonb; unpaired surrogates).
+        ({"to": ALICE, "data": {**FORMID_DATA, "keyword1": "A\x00"}}, "validation_error", "data.keyword1"),
+        ({"to": ALICE, "data": {**FORMID_DATA, "keyword2": "\ud800"}}, "validation_error", "data.keyword2"),
+        ({"to": [ALICE, "o\x00"], "data": FORMID_DATA}, "validation_error", "to[1]"),
+        ({"to": ALICE, "data": FORMID_DATA, "page": "pages/\x00"}, "validation_error", "page"),
+        ({"to": ALICE, "data": {**FORMID_DATA, "\udfff": "x"}}, "validation_error", "data"),
     ],
 )
-def test_bad_send_requests_name_the_field_and_change_nothing(formid_template, body, code, field):
-    response = trigger(formid_template, body)
-    assert response.status_code == 400, response.content
-    assert (error(response)["code"], error(response)["field"]) == (code, field)
+def test_bad_send_requests_name_the_field_and_change_nothing(formid_template, api, body, code, field):
+    for response in (
+        trigger(formid_template, body),
+        api.generic(  # json.dumps: escapes the unpaired surrogates the client's own renderer cannot encode
+            "POST",
+            f"/api/v1/templates/{formid_template.pk}/pushes",
+            json.dumps(body),
+            content_type="application/json",
+        ),
+    ):
+        assert response.status_code == 400, response.content
+        assert (error(response)["code"], error(response)["field"]) == (code, field)
     assert not Push.objects.exists()
     assert not Credit.objects.filter(state="claimed").exists()
+
+
+def test_a_deeply_nested_body_is_refused_not_a_crash(formid_template, api):
+    # Found while fuzzing: past ~1000 levels Python's JSON parser raised RecursionError, a 500 everywhere.
+    deep = "[" * 5000 + "]" * 5000
+    for response in (
+        trigger(formid_template, raw=deep),
+        trigger(
+            formid_template, raw=f"to={ALICE}&data={deep}", content_type="application/x-www-form-urlencoded"
+        ),
+        api.generic(
+            "POST", f"/api/v1/templates/{formid_template.pk}/pushes", deep, content_type="application/json"
+        ),
+        trigger(
+            formid_template,
+            {"to": ALICE, "data": {**FORMID_DATA, "keyword1": [[[[[[[[[[[]]]]]]]]]]]}}
+            | {"page": {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}},
+        ),
+    ):
+        assert response.status_code == 400, response.content
+        assert error(response)["code"] == "invalid_json"
+        assert "nested too deeply" in error(response)["message"]
+    assert not Push.objects.exists()
+
+
+def test_a_nul_in_a_form_encoded_send_is_refused(formid_template):
+    form = {"to": ALICE, "keyword1": "A\x00", "keyword2": "b", "keyword3": "c"}
+    response = Client().post(formid_template.trigger_path, form)
+    assert response.status_code == 400
+    assert error(response)["field"] == "data.keyword1"
+    assert not Push.objects.exists()
 
 
 def test_1001_recipients_are_refused(formid_template):
@@ -251,6 +312,28 @@ def test_dry_run_counts_the_reach_and_claims_nothing(formid_template):
     everyone = trigger(formid_template, {"to": "@all", "data": FORMID_DATA}, query="?dry_run=1").json()
     assert everyone == {"recipients": 3, "reachable": 1, "no_credit": 1, "opted_out": 1}
     assert not Push.objects.exists() and not Credit.objects.filter(state="claimed").exists()
+
+
+@pytest.mark.parametrize("query", ["?dry_run=ture", "?dry_run=2", "?dry_run=dry"])
+def test_a_mistyped_dry_run_is_refused_and_sends_nothing(formid_template, api, query):
+    # Found by tests/fuzz: anything but 1/true/yes used to mean "send for real".
+    body = {"to": [ALICE], "data": FORMID_DATA}
+    for response in (
+        trigger(formid_template, body, query=query),
+        api.post(f"/api/v1/templates/{formid_template.pk}/pushes{query}", body, format="json"),
+    ):
+        assert response.status_code == 400
+        assert error(response) == {
+            "code": "validation_error",
+            "message": "dry_run must be 1/true or 0/false.",
+            "field": "dry_run",
+        }
+    assert not Push.objects.exists() and not Credit.objects.filter(state="claimed").exists()
+
+
+@pytest.mark.parametrize("query", ["", "?dry_run=", "?dry_run=0", "?dry_run=false", "?dry_run=No"])
+def test_no_dry_run_is_a_real_send(formid_template, query):
+    assert trigger(formid_template, {"to": [ALICE], "data": FORMID_DATA}, query=query).status_code == 202
 
 
 def test_an_all_push_is_counted_by_the_workers(formid_template):

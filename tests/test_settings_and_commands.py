@@ -161,6 +161,22 @@ def test_the_schema_describes_the_apps_api(client):
 
 
 @pytest.mark.django_db
+def test_the_schema_says_what_the_api_enforces(client):
+    """What tests/fuzz found the schema did not say: request bodies reject unknown fields, an empty query
+    parameter counts as absent, a bad query parameter is a 400, and ?limit= starts at 1."""
+    schema = client.get("/api/schema/?format=json").json()
+    requests = {n: c for n, c in schema["components"]["schemas"].items() if n.endswith("Request")}
+    assert {"AppCreateRequest", "SendRequest", "SdkFormidsRequest", "TemplateFieldRequest"} <= set(requests)
+    assert all(c["additionalProperties"] is False for c in requests.values())
+    listing = schema["paths"]["/api/v1/pushes"]["get"]
+    assert "400" in listing["responses"]
+    parameters = {p["name"]: p for p in listing["parameters"]}
+    assert all(parameters[name]["allowEmptyValue"] for name in ("app", "template", "status", "limit"))
+    assert parameters["limit"]["schema"] == {"type": "integer", "minimum": 1}
+    assert "400" not in schema["paths"]["/api/v1/apps/{appid}"]["get"]["responses"]  # no query parameters
+
+
+@pytest.mark.django_db
 def test_swagger_ui_is_served_without_a_cdn(client):
     response = client.get("/api/docs/")
     assert response.status_code == 200

@@ -259,6 +259,13 @@ def test_filters_by_family_action_and_object_type(owner_client, mixed_log):
 
 
 @pytest.mark.django_db
+def test_a_nul_in_a_filter_is_a_400(owner_client, mixed_log):
+    # PostgreSQL refuses NUL in any text: the URL is refused before any query (pushhub.middleware).
+    for params in ({"action": "app\x00"}, {"type": "user\x00"}):
+        assert owner_client.get(reverse("audit-log"), params).status_code == 400
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "params",
     [
@@ -266,9 +273,7 @@ def test_filters_by_family_action_and_object_type(owner_client, mixed_log):
         {"action": "app."},
         {"action": "app%"},
         {"action": "a" * 5000},
-        {"action": "app\x00"},
         {"type": "<script>"},
-        {"type": "user\x00"},
         {"page": "x"},
         {"page": "-1"},
         {"page": "99999999999999999999"},

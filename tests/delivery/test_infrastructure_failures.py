@@ -105,7 +105,8 @@ def test_a_chunks_answers_are_written_a_batch_at_a_time(app, formid_template, ta
     tasks.deliver_push(str(push.pk))
     task_queue.run()
 
-    assert len(sent_rows_seen) >= 4  # 40 answers in batches of about 8, not one write at the end
+    # The first write took a batch, not all 40 answers: the second saw some rows sent and some not.
+    assert len(sent_rows_seen) >= 2 and 0 < sent_rows_seen[1] < 40
     assert sent_rows_seen == sorted(sent_rows_seen) and sent_rows_seen[0] == 0
     assert inbox_counts(app.appid) == dict.fromkeys(users, 1)
     assert_counters_match_rows(push)
