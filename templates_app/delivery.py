@@ -557,9 +557,9 @@ def _ensure_credits(push: Push, jobs: list[_Job]) -> tuple[list[_Job], list[tupl
 
 def _send_chunk(push: Push, jobs: list[_Job], report: ChunkReport) -> None:
     """Send, settle, and for 41028/41029 try the user's next credit (up to 3 in all); transient failures
-    are written as such and re-queued with backoff. Answers are written as they arrive, a batch at a time
-    (FLUSH_ANSWERS), so a worker that dies mid-chunk leaves few attempts unrecorded; if Redis or the
-    database fails under the chunk, it stops starting sends, writes what was answered and queues the rest."""
+    are written as such and re-queued with backoff. Answers are written as they arrive, at least every
+    FLUSH_SECONDS, so a worker that dies mid-chunk leaves at most a second of attempts unrecorded; if Redis or
+    the database fails under the chunk, it stops starting sends, writes what was answered and queues the rest."""
     deadline = time.monotonic() + chunk_budget()
     limit = int(settings.DELIVERY_MAX_ATTEMPTS)
     retry: list[_Job] = []
@@ -622,9 +622,8 @@ def _write_retrying(push: Push, outcomes: list[tuple[_Job, Outcome]]) -> ChunkRe
         try:
             return _write(push, outcomes)
         except (OperationalError, InterfaceError):
-            if (
-                delay is None or connection.in_atomic_block
-            ):  # inside a caller's transaction: not ours to retry
+            # Inside a caller's transaction the connection is not ours to replace.
+            if delay is None or connection.in_atomic_block:
                 raise
             log.warning("push %s: writing %d outcomes failed; again in %.1f s", push.pk, len(outcomes), delay)
             connection.close()

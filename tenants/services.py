@@ -372,9 +372,8 @@ def update_app(app: MiniProgram, *, actor: str = "system", **changes) -> MiniPro
                 fields=fields,
                 **{f: changes[f] for f in fields},
             )
-        if (
-            new_secret is not None
-        ):  # its own event: the one an owner looks for; the secret itself is never kept
+        # A new AppSecret is its own event (the one an owner looks for); the secret itself is never kept.
+        if new_secret is not None:
             audit(app.tenant, actor, "app.secret_change", "app", app.appid)
     if credentials_change:
         tokens.forget_token(app.appid, api_base_for(old_sandbox))
