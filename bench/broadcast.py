@@ -83,8 +83,9 @@ def run_broadcast(
     from django.db.models import Count
 
     from formids.models import Credit
-    from templates_app import pushes
     from templates_app.models import Delivery, Push
+    from templates_app.pushes.request import parse_send_request
+    from templates_app.pushes.start import start_push
 
     failures: list[str] = []
     scratch = Path(tempfile.mkdtemp(prefix="pushhub-bench-"))
@@ -122,9 +123,9 @@ def run_broadcast(
             "postgres": postgres_cpu_seconds(),
             "redis": redis_cpu_seconds(),
         }
-        request = pushes.parse_send_request(template, {"to": "@all", "data": common.TEMPLATE_DATA[kind]})
+        request = parse_send_request(template, {"to": "@all", "data": common.TEMPLATE_DATA[kind]})
         began = time.monotonic()
-        push = pushes.start_push(template, request, created_by="bench", status_url=lambda p: "").push
+        push = start_push(template, request, created_by="bench", status_url=lambda p: "").push
         last_report = 0.0
         while True:
             state = Push.objects.get(pk=push.pk)

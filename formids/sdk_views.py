@@ -167,14 +167,7 @@ class SubscriptionsView(SdkView):
     )
     def post(self, request, appid):
         results = self.parse(s.SdkSubscriptionsSerializer)["results"]
-        key = request.headers.get(idempotency.IDEMPOTENCY_HEADER, "")
-        if len(key) > idempotency.IDEMPOTENCY_MAX_LENGTH:
-            raise ApiError(
-                400,
-                "validation_error",
-                f"{idempotency.IDEMPOTENCY_HEADER} is at most {idempotency.IDEMPOTENCY_MAX_LENGTH} characters.",
-                field=idempotency.IDEMPOTENCY_HEADER,
-            )
+        key = idempotency.check_key(request.headers.get(idempotency.IDEMPOTENCY_HEADER, ""))
 
         def report() -> dict:
             return report_subscriptions(self.app, self.user, results)

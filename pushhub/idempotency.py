@@ -1,4 +1,9 @@
-"""Idempotency keys: the same key and body within 24 h answer the first result and do nothing new."""
+"""Idempotency keys: the same key and body within 24 h answer the first result and do nothing new.
+
+Two stores use the rules here: the SDK's reports keep the answer in the cache (``run_once``); a push keeps
+it in the database (``templates_app.models.IdempotencyRecord``, read by ``templates_app.pushes.start``),
+whose unique index settles two concurrent requests with the same key.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +31,31 @@ def cache_key(scope: str, key: str) -> str:
     return f"idempotency:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
+def check_key(key: str) -> str:
+    """The request's Idempotency-Key ("" when none), or a 400 when it is too long."""
+    if len(key) > IDEMPOTENCY_MAX_LENGTH:
+        raise ApiError(
+            400,
+            "validation_error",
+            f"{IDEMPOTENCY_HEADER} is at most {IDEMPOTENCY_MAX_LENGTH} characters.",
+            field=IDEMPOTENCY_HEADER,
+        )
+    return key
+
+
 def body_fingerprint(data) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    """The same JSON body gives the same fingerprint, whatever the order of its keys."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def mismatch() -> ApiError:
+    """The same key with another body: a client bug, answered 409."""
+    return ApiError(
+        409,
+        "idempotency_mismatch",
+        f"This {IDEMPOTENCY_HEADER} was used with another body.",
+        field=IDEMPOTENCY_HEADER,
+    )
 
 
 def run_once(cache_key: str, fingerprint: str, produce: Callable[[], dict]) -> dict:
@@ -47,12 +75,7 @@ def run_once(cache_key: str, fingerprint: str, produce: Callable[[], dict]) -> d
         stored = cache.get(cache_key)
         if stored is not None:
             if stored.get("fingerprint") != fingerprint:
-                raise ApiError(
-                    409,
-                    "idempotency_mismatch",
-                    f"This {IDEMPOTENCY_HEADER} was used with another body.",
-                    field=IDEMPOTENCY_HEADER,
-                )
+                raise mismatch()
             if "answer" in stored:
                 return stored["answer"]
         if time.monotonic() >= deadline:

@@ -15,7 +15,7 @@ class TemplatesAppConfig(AppConfig):
 
         # A pending delivery owns its credit's claim: the stale-claim sweep leaves it alone.
         from formids.services import register_claim_owner
-        from templates_app.delivery import pending_delivery_holds_credit
+        from templates_app.delivery.ledger import pending_delivery_holds_credit
 
         register_claim_owner(pending_delivery_holds_credit)
 

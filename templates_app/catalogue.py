@@ -150,14 +150,21 @@ def clean_page(page) -> str:
     return page
 
 
-def clean_emphasis_keyword(kind: str, fields: list[dict[str, str]], value) -> str:
+def clean_emphasis_keyword(
+    kind: str, fields: list[dict[str, str]], value, *, code: str = "validation_error"
+) -> str:
+    """``keywordN.DATA`` naming one of a formId template's fields, or "" for none. A send request checks its
+    own emphasis_keyword here too, answering ``code`` invalid_value (its code for a value WeChat would
+    refuse) where the catalogue answers validation_error."""
     if value is None or value == "":
         return ""
     if kind != Template.Kind.FORMID:
         raise _invalid("emphasis_keyword", "emphasis_keyword is for formId templates only.")
     allowed = [f"{f['key']}.DATA" for f in fields]
     if not isinstance(value, str) or value not in allowed:
-        raise _invalid("emphasis_keyword", f"emphasis_keyword must be one of {', '.join(allowed)}.")
+        raise ApiError(
+            400, code, f"emphasis_keyword must be one of {', '.join(allowed)}.", field="emphasis_keyword"
+        )
     return value
 
 

@@ -4,7 +4,7 @@ the inbox).
 
 Apps come through ``get_app_for`` and templates through ``get_template_for`` (another tenant's is a 404;
 a viewer may look but every POST is 403). Changes go through ``templates_app.catalogue``, sends through
-``templates_app.sending.send`` (the trigger URL's own path), and the phone stores credits through the
+``templates_app.pushes.endpoint.send`` (the trigger URL's own path), and the phone stores credits through the
 SDK's services (``formids.services.take_ids`` / ``report_subscriptions``).
 """
 
@@ -29,8 +29,9 @@ from formids.models import MiniUser
 from pushhub.api import ApiError, absolute_url
 from pushhub.wechat import rules
 from pushhub.wechat.sandbox import services as sandbox
-from templates_app import catalogue, sending
+from templates_app import catalogue
 from templates_app.models import Template
+from templates_app.pushes import endpoint
 from tenants.auth import actor_for
 from tenants.dashboard_scope import get_app_for, require_write, tenant_required
 from tenants.models import MiniProgram
@@ -253,7 +254,7 @@ def template_test_send(request: HttpRequest, template_pk: str) -> HttpResponse:
     body = _test_body(request, template)
     dry_run = request.POST.get("dry_run") == "1"
     try:
-        status, answer = sending.send(
+        status, answer = endpoint.send(
             template,
             body,
             dry_run=dry_run,

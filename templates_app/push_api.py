@@ -11,8 +11,10 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from pushhub.api import ApiError, CursorPagination, absolute_url
-from templates_app import pushes, sending
 from templates_app.models import Delivery, Push, Template
+from templates_app.pushes import endpoint, payloads
+from templates_app.pushes.request import LANGS, MINIPROGRAM_STATES
+from templates_app.pushes.start import cancel_push
 from tenants.auth import actor_for
 from tenants.viewsets import TenantScopedViewSet
 
@@ -26,14 +28,14 @@ COUNTS = inline_serializer(
 
 
 class SendSerializer(serializers.Serializer):
-    """Documentation of the send body (validation is pushes.parse_send_request)."""
+    """Documentation of the send body (validation is pushes.request.parse_send_request)."""
 
     to = serializers.JSONField(help_text='an openid, a list of 1..1000 openids, or "@all"')
     data = serializers.JSONField(help_text="{key: value | {value, color}} or an array in field order")
     page = serializers.CharField(required=False)
     emphasis_keyword = serializers.CharField(required=False, help_text="formId templates: e.g. keyword1.DATA")
-    miniprogram_state = serializers.ChoiceField(pushes.MINIPROGRAM_STATES, required=False)
-    lang = serializers.ChoiceField(pushes.LANGS, required=False)
+    miniprogram_state = serializers.ChoiceField(MINIPROGRAM_STATES, required=False)
+    lang = serializers.ChoiceField(LANGS, required=False)
     send_at = serializers.DateTimeField(required=False)
     force = serializers.BooleanField(required=False)
 
@@ -106,10 +108,10 @@ class TemplatePushViewSet(TenantScopedViewSet):
         template = self.get_queryset().filter(pk=_uuid_or_404(id)).first()
         if template is None:
             raise Http404
-        status, body = sending.send(
+        status, body = endpoint.send(
             template,
             request.data,
-            dry_run=sending.is_dry_run(request.query_params),
+            dry_run=endpoint.is_dry_run(request.query_params),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             created_by=actor_for(request),
             status_url=lambda push: absolute_url(request, f"/api/v1/pushes/{push.pk}"),
@@ -161,11 +163,11 @@ class PushViewSet(TenantScopedViewSet):
                 )
             queryset = queryset.filter(status=params["status"])
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response([pushes.push_payload(p) for p in page])
+        return self.get_paginated_response([payloads.push_payload(p) for p in page])
 
     @extend_schema(responses={200: PushSerializer})
     def retrieve(self, request, pk=None):
-        return Response(pushes.push_payload(self._push(pk)))
+        return Response(payloads.push_payload(self._push(pk)))
 
     @extend_schema(
         parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Delivery.Status.values)],
@@ -187,9 +189,9 @@ class PushViewSet(TenantScopedViewSet):
             deliveries = deliveries.filter(status=status)
         paginator = DeliveryPagination()
         page = paginator.paginate_queryset(deliveries, request, view=self)
-        return paginator.get_paginated_response([pushes.delivery_payload(d) for d in page])
+        return paginator.get_paginated_response([payloads.delivery_payload(d) for d in page])
 
     @extend_schema(request=None, responses={200: PushSerializer}, operation_id="pushes_cancel_create")
     def cancel(self, request, pk=None):
-        push = pushes.cancel_push(self._push(pk), actor=actor_for(request))
-        return Response(pushes.push_payload(push))
+        push = cancel_push(self._push(pk), actor=actor_for(request))
+        return Response(payloads.push_payload(push))

@@ -1,7 +1,7 @@
 """Dashboard pages for pushes: the list, one push with its live progress and deliveries, and cancel.
 
 Pushes are fetched through ``get_push_for`` (another tenant's push, or a malformed id, is a 404);
-cancelling needs a writer (owner/admin) and goes through ``pushes.cancel_push``.
+cancelling needs a writer (owner/admin) and goes through ``pushes.start.cancel_push``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from pushhub.wechat.errors import ERRCODE_TEXT
 from templates_app.models import Delivery, Push
-from templates_app.pushes import cancel_push, push_payload
+from templates_app.pushes.payloads import push_payload
+from templates_app.pushes.start import cancel_push
 from tenants.dashboard_scope import require_write, tenant_required
 from tenants.models import MiniProgram
 

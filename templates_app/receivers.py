@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from formids.signals import subscribe_message_sent
-from templates_app import delivery
+from templates_app.delivery import ledger
 
 
 def on_subscribe_message_sent(sender, *, app, msgid, errcode, errstatus="", **kwargs) -> None:
     """WeChat's subscribe_msg_sent_event: a failure reported after the send was accepted marks the
     delivery failed. Runs inside the transaction that stores the event."""
-    delivery.record_sent_event(app, msgid, errcode, errstatus)
+    ledger.record_sent_event(app, msgid, errcode, errstatus)
 
 
 def connect() -> None:

@@ -1,4 +1,5 @@
-"""Celery tasks of the delivery pipeline: thin wrappers that take ids and call templates_app.delivery.
+"""Celery tasks of the delivery pipeline: thin wrappers that take ids and call templates_app.delivery
+(``start``, ``chunk``, ``sweeps``); they are queued by ``templates_app.delivery.queue`` only.
 
 All are ``acks_late`` (with the project's reject_on_worker_lost): a task whose worker dies is delivered
 again, and every service below is idempotent under that. A database that is briefly unavailable (SQLite
@@ -10,7 +11,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from templates_app import delivery
+from templates_app.delivery import chunk, start, sweeps
 
 RETRY_ON_DATABASE = {
     "autoretry_for": (OperationalError, InterfaceError),
@@ -24,19 +25,19 @@ RETRY_ON_DATABASE = {
 @shared_task(name="templates_app.deliver_push", acks_late=True, ignore_result=True, **RETRY_ON_DATABASE)
 def deliver_push(push_id: str) -> str:
     """Enumerate a push's recipients and queue its chunks."""
-    return delivery.deliver_push(push_id)
+    return start.deliver_push(push_id)
 
 
 @shared_task(name="templates_app.deliver_chunk", acks_late=True, ignore_result=True, **RETRY_ON_DATABASE)
 def deliver_chunk(push_id: str, delivery_ids: list[int]) -> dict[str, int]:
     """Send one chunk of a push's deliveries."""
-    return delivery.deliver_chunk(push_id, delivery_ids)
+    return chunk.deliver_chunk(push_id, delivery_ids)
 
 
 @shared_task(name="templates_app.run_scheduled_pushes", acks_late=True, ignore_result=True)
 def run_scheduled_pushes(stall_seconds: float | None = None) -> dict[str, int]:
     """Beat, every 15 s: start scheduled pushes that are due, resume pushes whose workers died."""
     return {
-        "started": delivery.start_due_pushes(),
-        "resumed": delivery.resume_stalled_pushes(stall_seconds),
+        "started": sweeps.start_due_pushes(),
+        "resumed": sweeps.resume_stalled_pushes(stall_seconds),
     }

@@ -14,8 +14,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from pushhub.api import ApiError, absolute_url, api_error_response, check_json, error_response, too_deep
-from templates_app import catalogue, pushes, sending
+from templates_app import catalogue
 from templates_app.models import Push, Template
+from templates_app.pushes import endpoint, payloads
 
 
 def _template_or_404(token: str) -> Template:
@@ -74,10 +75,10 @@ def trigger(request, token: str):
         template = _template_or_404(token)
         if request.method != "POST":
             raise ApiError(405, "method_not_allowed", "Send with POST.", headers={"Allow": "POST"})
-        status, body = sending.send(
+        status, body = endpoint.send(
             template,
             _parse_body(request, template),
-            dry_run=sending.is_dry_run(request.GET),
+            dry_run=endpoint.is_dry_run(request.GET),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             created_by="trigger",
             status_url=lambda push: absolute_url(request, f"/t/{token}/pushes/{push.pk}"),
@@ -104,4 +105,4 @@ def trigger_push_status(request, token: str, push_id: str):
     )
     if push is None:
         return error_response(404, "not_found", "Not found.")
-    return JsonResponse(pushes.push_payload(push))
+    return JsonResponse(payloads.push_payload(push))

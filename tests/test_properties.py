@@ -1,6 +1,6 @@
 """Property tests (hypothesis): send-payload validation and the credit claim service.
 
-Validation (``templates_app.pushes.parse_send_request``): for any JSON a tenant can send, the answer is a
+Validation (``templates_app.pushes.request.parse_send_request``): for any JSON a tenant can send, the answer is a
 parsed request or the contract's 400 (``validation_error``, ``missing_field``, ``unknown_field``,
 ``invalid_value``) naming the input at fault, never another exception; and what is accepted obeys WeChat's
 value rules, checked here against oracles written from ../shared/WECHAT.md, not from ``rules.py``.
@@ -32,7 +32,7 @@ from formids import services
 from formids.models import Credit
 from pushhub.api import ApiError
 from templates_app.models import Template
-from templates_app.pushes import (
+from templates_app.pushes.request import (
     REQUEST_FIELDS,
     SEND_AT_MAX_AHEAD,
     SEND_AT_SKEW,

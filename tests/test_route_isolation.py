@@ -45,7 +45,8 @@ from pushhub.wechat.sandbox import services as sandbox
 from pushhub.wechat.sandbox.models import SandboxUser
 from templates_app import catalogue
 from templates_app.models import Delivery, Push, Template
-from templates_app.pushes import parse_send_request, start_push
+from templates_app.pushes.request import parse_send_request
+from templates_app.pushes.start import start_push
 from tenants import services
 from tenants.dashboard_views import NEW_KEY_SESSION_KEY
 from tenants.models import ApiKey, AuditEvent, Membership, MiniProgram, Tenant

@@ -155,6 +155,9 @@ def test_data_as_an_array_maps_onto_the_fields_in_order(formid_template):
         ({"to": ALICE, "data": FORMID_DATA, "lang": "zh_CN"}, "validation_error", "lang"),
         ({"to": ALICE, "data": FORMID_DATA, "force": "yes"}, "validation_error", "force"),
         ({"to": ALICE, "data": FORMID_DATA, "page": "pages/a b"}, "validation_error", "page"),
+        # The rule of a template's default page (the catalogue's): one leading slash is dropped, two are not.
+        ({"to": ALICE, "data": FORMID_DATA, "page": "//pages/a"}, "validation_error", "page"),
+        ({"to": ALICE, "data": FORMID_DATA, "page": "p" * 1025}, "validation_error", "page"),
         ({"to": ALICE, "data": FORMID_DATA, "colour": "red"}, "validation_error", "colour"),
         (
             {"to": ALICE, "data": FORMID_DATA, "send_at": "2020-01-01T00:00:00Z"},

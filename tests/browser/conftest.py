@@ -125,21 +125,14 @@ class InlineWorker:
 
 @pytest.fixture
 def inline_worker(monkeypatch, settings):
-    """delivery.enqueue (chunks, retries) and pushes._enqueue (a new push's deliver_push.delay, or its one
-    chunk's deliver_chunk.delay) run here."""
-    from templates_app import delivery, pushes
+    """Every task the delivery pipeline queues (templates_app.delivery.queue: a new push, its chunks,
+    retries) runs here."""
+    from templates_app.delivery import queue
 
     settings.DELIVERY_RETRY_BASE = 0.01
     settings.DELIVERY_RETRY_MAX = 0.05
     worker = InlineWorker()
-    monkeypatch.setattr(delivery, "enqueue", worker)
-    monkeypatch.setattr(
-        pushes,
-        "_enqueue",
-        lambda push_id, chunk=None: (
-            worker("deliver_chunk", push_id, chunk) if chunk else worker("deliver_push", push_id)
-        ),
-    )
+    monkeypatch.setattr(queue, "enqueue", worker)
     yield worker
     worker.join()
     assert not worker.errors, worker.errors

@@ -12,7 +12,8 @@ from formids import services as credits
 from formids.models import Credit
 from templates_app import catalogue
 from templates_app.models import Template
-from templates_app.pushes import parse_send_request, start_push
+from templates_app.pushes.request import parse_send_request
+from templates_app.pushes.start import start_push
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, Membership, MiniProgram
 from tests.conftest import api_client, random_appid, random_secret

@@ -11,7 +11,8 @@ from formids import services as credits
 from formids.models import Credit
 from templates_app import catalogue
 from templates_app.models import Delivery, Push
-from templates_app.pushes import SendRequest, start_push
+from templates_app.pushes.request import SendRequest
+from templates_app.pushes.start import start_push
 from tenants import services
 from tests.dashboard.conftest import PASSWORD
 

@@ -10,9 +10,11 @@ from django.urls import reverse
 
 from formids.quotas import app_quota
 from pushhub.wechat.sandbox import services as sandbox
-from templates_app import catalogue, delivery, sending
+from templates_app import catalogue, tasks
+from templates_app.delivery import queue
 from templates_app.models import Push, Template
-from templates_app.pushes import parse_send_request
+from templates_app.pushes import endpoint
+from templates_app.pushes.request import parse_send_request
 
 ALL_TYPES = [
     {"key": "thing1", "name": "商品"},
@@ -242,8 +244,8 @@ def test_the_phone_collects_credits_and_shows_delivered_messages(
     assert app_quota(sandbox_app)["credits"]["subscribe"] == {template.template_id: 1}
 
     ran: list = []
-    monkeypatch.setattr(delivery, "enqueue", lambda task, *args, countdown=None: ran.append((task, args)))
-    status, answer = sending.send(
+    monkeypatch.setattr(queue, "enqueue", lambda task, *args, countdown=None: ran.append((task, args)))
+    status, answer = endpoint.send(
         template,
         {"to": openid, "data": {"thing1": "机械键盘", "time2": "15:01"}},
         dry_run=False,
@@ -252,9 +254,7 @@ def test_the_phone_collects_credits_and_shows_delivered_messages(
         status_url=lambda push: f"/api/v1/pushes/{push.pk}",
     )
     assert status == 202
-    delivery.deliver_push(answer["push_id"])
-    from templates_app import tasks
-
+    tasks.deliver_push(answer["push_id"])
     while ran:
         task, args = ran.pop(0)
         getattr(tasks, task)(*args)

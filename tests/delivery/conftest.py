@@ -9,7 +9,8 @@ import pytest
 
 from pushhub.wechat import sending
 from pushhub.wechat.client import close_http_session
-from templates_app import delivery, receivers, tasks
+from templates_app import receivers, tasks
+from templates_app.delivery import queue as delivery_queue
 
 from .helpers import make_template
 
@@ -76,5 +77,5 @@ class TaskQueue:
 @pytest.fixture
 def task_queue(monkeypatch) -> TaskQueue:
     queue = TaskQueue()
-    monkeypatch.setattr(delivery, "enqueue", queue)
+    monkeypatch.setattr(delivery_queue, "enqueue", queue)
     return queue

@@ -22,7 +22,7 @@ from pushhub.wechat.sandbox.models import (
     SandboxUser,
 )
 from templates_app.models import Delivery, Push, Template
-from templates_app.pushes import prepare_recipients
+from templates_app.pushes.recipients import prepare_recipients
 
 FIELDS = {
     "formid": [{"key": "keyword1", "name": "订单号"}, {"key": "keyword2", "name": "金额"}],

@@ -9,7 +9,8 @@ import pytest
 from django.db import connection
 
 from pushhub.wechat.sandbox import services as sandbox
-from templates_app import delivery, tasks
+from templates_app import tasks
+from templates_app.delivery import chunk, ledger
 from templates_app.models import Delivery
 
 from .helpers import assert_counters_match_rows, inbox_counts, make_push, seed_users
@@ -33,7 +34,7 @@ def test_answers_are_written_on_a_new_connection_when_the_database_drops_the_old
 ):
     users = seed_users(app, 6, subscribe=subscribe_template)
     push = make_push(subscribe_template, users)
-    real_write, writes = delivery._write, []
+    real_write, writes = ledger.write, []
 
     def write_after_the_connection_dropped(push, outcomes):
         # The sends have been answered; the connection dies before their outcomes are written (once).
@@ -45,7 +46,7 @@ def test_answers_are_written_on_a_new_connection_when_the_database_drops_the_old
             writes.append(len(outcomes))
         return real_write(push, outcomes)
 
-    monkeypatch.setattr(delivery, "_write", write_after_the_connection_dropped)
+    monkeypatch.setattr(ledger, "write", write_after_the_connection_dropped)
     tasks.deliver_push(str(push.pk))
     task_queue.run()
 
@@ -91,17 +92,17 @@ def test_with_redis_unreachable_a_chunk_sends_nothing_and_loses_nothing(
 
 def test_a_chunks_answers_are_written_a_batch_at_a_time(app, formid_template, task_queue, monkeypatch):
     """A worker that dies mid-chunk takes at most a batch of unrecorded answers with it, not the chunk."""
-    monkeypatch.setattr(delivery, "FLUSH_ANSWERS", 8)  # SEND_CONCURRENCY is 8 in these tests
+    monkeypatch.setattr(chunk, "FLUSH_ANSWERS", 8)  # SEND_CONCURRENCY is 8 in these tests
     users = seed_users(app, 40, formids=1)
     push = make_push(formid_template, users)
-    real_write, sent_rows_seen = delivery._write, []
+    real_write, sent_rows_seen = ledger.write, []
 
     def counting_write(push, outcomes):
         if outcomes:
             sent_rows_seen.append(Delivery.objects.filter(push=push, status="sent").count())
         return real_write(push, outcomes)
 
-    monkeypatch.setattr(delivery, "_write", counting_write)
+    monkeypatch.setattr(ledger, "write", counting_write)
     tasks.deliver_push(str(push.pk))
     task_queue.run()
 

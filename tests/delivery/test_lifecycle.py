@@ -14,9 +14,12 @@ from django.utils import timezone
 from formids.models import Credit
 from formids.signals import subscribe_message_sent
 from pushhub.wechat.sandbox import services as sandbox
-from templates_app import delivery, tasks
+from templates_app import tasks
+from templates_app.delivery import ledger, outcomes, timing
+from templates_app.delivery.job import Job
+from templates_app.delivery.send_pool import SendRateLimiter
 from templates_app.models import Delivery, Push
-from templates_app.pushes import cancel_push
+from templates_app.pushes.start import cancel_push
 
 from .helpers import assert_counters_match_rows, inbox_counts, make_push, seed_users
 
@@ -164,7 +167,7 @@ def test_an_attempt_still_in_flight_elsewhere_is_left_alone(app, subscribe_templ
     assert report["deferred"] == 1
     [(task, args, countdown)] = task_queue.history
     assert (task, args[1]) == ("deliver_chunk", [row.pk])
-    assert 100 < countdown <= delivery.in_flight_lease() + 1
+    assert 100 < countdown <= timing.in_flight_lease() + 1
     row.refresh_from_db()
     assert (row.status, row.attempts) == ("pending", 1)
     assert sandbox.stats(app.appid)["sends_ok"] == 0
@@ -284,10 +287,10 @@ def test_a_failure_reported_before_the_answer_is_applied_when_it_is_recorded(app
     push = make_push(subscribe_template, [alice])
     row = push.deliveries.get()
     row.msgid = 2_000_000_000_000_012_345
-    assert delivery.record_sent_event(app, row.msgid, 43101, "failed") == "early"  # nothing to mark yet
+    assert ledger.record_sent_event(app, row.msgid, 43101, "failed") == "early"  # nothing to mark yet
 
-    job = delivery._Job.of(row)
-    delivery._write(push, [(job, delivery.Outcome(delivery.SENT, delivery.CONSUME))])
+    job = Job.of(row)
+    ledger.write(push, [(job, outcomes.Outcome(outcomes.SENT, outcomes.CONSUME))])
 
     row.refresh_from_db()
     assert (row.status, row.errcode) == ("failed", "43101")
@@ -311,8 +314,8 @@ def test_sent_events_pushed_by_the_sandbox_before_the_answer_harm_nothing(
 
 # --- rate limit ------------------------------------------------------------------------------------------
 def test_the_rate_limit_is_shared_through_the_cache(db):
-    first = delivery.SendRateLimiter("wxlimit", rate=100)  # 10 per 100 ms window
-    second = delivery.SendRateLimiter("wxlimit", rate=100)  # another worker, same app
+    first = SendRateLimiter("wxlimit", rate=100)  # 10 per 100 ms window
+    second = SendRateLimiter("wxlimit", rate=100)  # another worker, same app
     started = time.monotonic()
     granted = []
     while sum(granted) < 40:

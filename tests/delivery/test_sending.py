@@ -6,7 +6,8 @@ import pytest
 
 from formids.models import Credit
 from pushhub.wechat.sandbox import services as sandbox
-from templates_app import delivery, tasks
+from templates_app import tasks
+from templates_app.delivery import queue as delivery_queue
 from templates_app.models import Delivery, Push
 
 from .helpers import assert_counters_match_rows, inbox_counts, make_push, seed_users
@@ -147,7 +148,7 @@ def test_an_interrupted_enumeration_resumes_where_it_stopped(
     settings.PUSH_CHUNK_SIZE = 4
     users = seed_users(app, 10, formids=1)
     push = make_push(formid_template)
-    queue_chunk = delivery._enqueue_chunk
+    queue_chunk = delivery_queue.enqueue_chunk
     calls = []
 
     def dies_on_the_second_page(push_id, ids, countdown=None):
@@ -156,10 +157,10 @@ def test_an_interrupted_enumeration_resumes_where_it_stopped(
             raise SystemExit("worker killed")  # page 2 is claimed and written, never queued
         queue_chunk(push_id, ids, countdown)
 
-    monkeypatch.setattr(delivery, "_enqueue_chunk", dies_on_the_second_page)
+    monkeypatch.setattr(delivery_queue, "enqueue_chunk", dies_on_the_second_page)
     with pytest.raises(SystemExit):
         tasks.deliver_push(str(push.pk))
-    monkeypatch.setattr(delivery, "_enqueue_chunk", queue_chunk)
+    monkeypatch.setattr(delivery_queue, "enqueue_chunk", queue_chunk)
     assert task_queue.names() == ["deliver_chunk"]
     assert push.deliveries.count() == 8
 
@@ -192,7 +193,7 @@ def test_at_all_walks_past_blocks_of_users_without_credit(app, formid_template, 
 def test_a_round_keeps_at_most_its_concurrency_in_flight(settings):
     import asyncio
 
-    from templates_app.delivery import _SendPool
+    from templates_app.delivery.send_pool import SendPool
 
     now, peak = [0], [0]
 
@@ -205,7 +206,7 @@ def test_a_round_keeps_at_most_its_concurrency_in_flight(settings):
             raise RuntimeError("boom")  # an unexpected error is this job's result, not the round's end
         return {"errcode": 0, "job": job}
 
-    pool = _SendPool(4, send)
+    pool = SendPool(4, send)
     for n in range(40):
         pool.submit(n)
     pool.close()

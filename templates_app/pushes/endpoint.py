@@ -1,23 +1,22 @@
 """What both send endpoints share: rate limits, body parsing, dry run, idempotency, the 202 answer.
 
 ``POST /t/{token}`` (the token is the credential) and ``POST /api/v1/templates/{id}/pushes`` (a write key)
-take the same body and give the same answer; only authentication and the status link differ.
+take the same body and give the same answer; only authentication and the status link differ. The
+dashboard's test send goes through here too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 
 from django.conf import settings
 
-from pushhub import ratelimit
+from pushhub import idempotency, ratelimit
 from pushhub.api import ApiError
-from templates_app import pushes
 from templates_app.models import Push, Template
-
-MAX_IDEMPOTENCY_KEY = 255
+from templates_app.pushes import recipients
+from templates_app.pushes.request import ensure_sendable, parse_send_request
+from templates_app.pushes.start import start_push
 
 
 def send(
@@ -30,7 +29,7 @@ def send(
     status_url: Callable[[Push], str],
 ) -> tuple[int, dict]:
     """(HTTP status, answer) for a send request on ``template``."""
-    pushes.ensure_sendable(template)
+    ensure_sendable(template)
     ratelimit.check(
         f"send:template:{template.pk}", settings.TRIGGER_RATE_PER_TEMPLATE, 60, "pushes for this template"
     )
@@ -40,26 +39,19 @@ def send(
         60,
         "pushes for this tenant",
     )
-    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
-        raise ApiError(
-            400, "validation_error", "Idempotency-Key is at most 255 characters.", field="Idempotency-Key"
-        )
-    request = pushes.parse_send_request(template, body)
+    idempotency.check_key(idempotency_key)
+    request = parse_send_request(template, body)
     if dry_run:
-        return 200, pushes.dry_run(template, request)
-    started = pushes.start_push(
+        return 200, recipients.dry_run(template, request)
+    started = start_push(
         template,
         request,
         created_by=created_by,
         status_url=status_url,
         idempotency_key=idempotency_key,
-        fingerprint=fingerprint(body) if idempotency_key else "",
+        fingerprint=idempotency.body_fingerprint(body) if idempotency_key else "",
     )
     return (200 if started.replay else 202), started.body
-
-
-def fingerprint(body) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def is_dry_run(query) -> bool:

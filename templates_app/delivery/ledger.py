@@ -1,0 +1,313 @@
+"""Every write of the delivery pipeline to pushes, deliveries and credits.
+
+- ``mark_attempts``: the guarded mark that makes a run the only sender of a delivery (committed before the
+  request leaves).
+- ``write`` (and ``write_retrying``): outcomes onto rows still pending with this run's attempt, with the
+  push counters and the credits' consume/release, in one transaction.
+- ``maybe_finish``: running → done once nothing is pending; ``reconcile_counters`` repairs counters.
+- ``record_sent_event``: WeChat's subscribe_msg_sent_event, which can turn a sent delivery into a failed one.
+- ``pending_delivery_holds_credit``: the claim-owner hook for formids' stale-claim sweep.
+
+Lock order, everywhere: the push row, then the delivery rows in id order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from django.core.cache import cache
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Count, Exists, F, OuterRef
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from formids import services as credits
+from pushhub.sql import ids_in
+from templates_app.delivery.job import ChunkReport, Job
+from templates_app.delivery.outcomes import (
+    CONSUME,
+    EXHAUST,
+    FAILED,
+    KEEP,
+    NEXT_CREDIT,
+    NO_CREDIT,
+    RELEASE,
+    SENT,
+    Outcome,
+)
+from templates_app.models import Delivery, Push, Template
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (Push.Status.QUEUED, Push.Status.RUNNING)
+# A write of known answers that loses its database connection is tried again on a new one after these
+# pauses (seconds): the answers exist nowhere else.
+WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def load_push(push_id: Any) -> Push | None:
+    return Push.objects.select_related("template", "app").filter(pk=push_id).first()
+
+
+def mark_running(push_id: Any, now: datetime) -> None:
+    """queued → running (once: whichever of deliver_push and a first chunk comes first)."""
+    Push.objects.filter(pk=push_id, status=Push.Status.QUEUED).update(
+        status=Push.Status.RUNNING, started_at=Coalesce(F("started_at"), now)
+    )
+
+
+def maybe_finish(push_id: Any) -> bool:
+    """running → done once every recipient is enumerated and nothing is pending (a conditional UPDATE:
+    whichever of the last chunk and the enumerator comes second does it)."""
+    pending = Delivery.objects.filter(push_id=OuterRef("pk"), status=Delivery.Status.PENDING)
+    return bool(
+        Push.objects.filter(pk=push_id, status__in=ACTIVE, enumerated=True)
+        .filter(~Exists(pending))
+        .update(status=Push.Status.DONE, finished_at=timezone.now())
+    )
+
+
+def mark_attempts(jobs: list[Job]) -> list[Job]:
+    """Take the jobs for this run: attempts n → n+1 where the row is still pending with n attempts (and
+    attach a newly claimed credit). Committed before any of them is sent."""
+    now = timezone.now()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            marked = _mark_attempts_sql(jobs, now)
+            won = [job for job in jobs if job.delivery.pk in marked]
+        else:
+            current = dict(
+                Delivery.objects.select_for_update()
+                .filter(pk__in=[job.delivery.pk for job in jobs], status=Delivery.Status.PENDING)
+                .order_by("pk")
+                .values_list("pk", "attempts")
+            )
+            won = [job for job in jobs if current.get(job.delivery.pk) == job.attempts]
+            if won:
+                Delivery.objects.filter(pk__in=[job.delivery.pk for job in won]).update(
+                    attempts=F("attempts") + 1, errcode="", errmsg="", updated_at=now
+                )
+            # A newly claimed credit goes on the row with the attempt that uses it.
+            switched = [job for job in won if job.delivery.credit_id != job.credit_id]
+            for job in switched:
+                job.delivery.credit_id = job.credit_id
+            if switched:
+                Delivery.objects.bulk_update([job.delivery for job in switched], ["credit"])
+        for job in won:
+            row = job.delivery
+            row.attempts, row.errcode, row.errmsg = job.attempts + 1, "", ""
+            row.credit_id, row.updated_at = job.credit_id, now
+    for job in won:
+        job.earlier_attempt = job.attempts > 0 and not job.fresh_credit
+        job.fresh_credit = False  # from now on an attempt has used it
+        job.attempts += 1
+    lost = len(jobs) - len(won)
+    if lost:
+        log.info("%s deliveries are being sent by another run; skipped", lost)
+    return won
+
+
+def _mark_attempts_sql(jobs: list[Job], now) -> set[int]:
+    """PostgreSQL: the same in one statement (lock the pending rows in id order, as every writer does, then
+    bump the attempts of those still at the attempt this run saw, with the credit it uses); the ids won.
+    Three ORM queries per window of sends were a tenth of a broadcast worker's CPU."""
+    table = Delivery._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH locked AS (
+                SELECT id FROM {table} WHERE id = ANY(%s) AND status = 'pending' ORDER BY id FOR UPDATE
+            )
+            UPDATE {table} AS d
+            SET attempts = d.attempts + 1, errcode = '', errmsg = '', updated_at = %s, credit_id = v.credit_id
+            FROM locked JOIN unnest(%s::bigint[], %s::int[], %s::bigint[]) AS v(id, attempts, credit_id)
+                ON v.id = locked.id
+            WHERE d.id = locked.id AND d.attempts = v.attempts
+            RETURNING d.id
+            """,
+            [
+                [job.delivery.pk for job in jobs],
+                now,
+                [job.delivery.pk for job in jobs],
+                [job.attempts for job in jobs],
+                [job.credit_id for job in jobs],
+            ],
+        )
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
+    """Apply outcomes to rows still pending with the attempts this run saw, with their credits and the
+    push counters, in one transaction."""
+    report = ChunkReport()
+    if not outcomes:
+        return report
+    holder = push.claim_holder
+    now = timezone.now()
+    settle: dict[str, list[int]] = {CONSUME: [], EXHAUST: [], RELEASE: [], KEEP: []}
+    rows = []
+    # Outcomes fall into a few groups (sent; failed 40003 …): one UPDATE … WHERE pk IN per group is far
+    # cheaper than bulk_update's CASE per row and field. Only msgids differ row by row.
+    groups: dict[tuple, list[int]] = {}
+    with transaction.atomic():
+        Push.objects.select_for_update().filter(pk=push.pk).values_list("pk", flat=True).first()  # lock order
+        current = dict(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=ids_in(job.delivery.pk for job, _ in outcomes), status=Delivery.Status.PENDING)
+            .order_by("pk")
+            .values_list("pk", "attempts")
+        )
+        attempted_failures = 0
+        for job, outcome in outcomes:
+            row = job.delivery
+            if current.get(row.pk) != job.attempts:
+                continue  # settled or taken over by another run meanwhile
+            if job.credit_id and outcome.settle in settle:
+                settle[outcome.settle].append(job.credit_id)
+            row.errcode, row.errmsg, row.updated_at = outcome.errcode, outcome.errmsg[:255], now
+            if outcome.action == NEXT_CREDIT:
+                job.credit_id = None  # the spent credit is detached; the next one is claimed
+            detach = row.credit_id is not None and job.credit_id is None
+            row.credit_id = job.credit_id
+            if outcome.action == SENT:
+                row.status, row.sent_at = Delivery.Status.SENT, now
+                report.sent += 1
+            elif outcome.action == FAILED:
+                row.status = Delivery.Status.FAILED
+                report.failed += 1
+                attempted_failures += outcome.errcode != "canceled"
+            elif outcome.action == NO_CREDIT:
+                row.status = Delivery.Status.NO_CREDIT
+                report.no_credit += 1
+            rows.append(row)
+            groups.setdefault((row.status, row.errcode, row.errmsg, row.sent_at == now, detach), []).append(
+                row.pk
+            )
+        if not rows:
+            return report
+        for (status, errcode, errmsg, sent, detach), ids in groups.items():
+            extra = {"sent_at": now} if sent else {}
+            if detach:
+                extra["credit"] = None
+            Delivery.objects.filter(pk__in=ids_in(ids)).update(
+                status=status, errcode=errcode, errmsg=errmsg, updated_at=now, **extra
+            )
+        with_msgid = [row for row in rows if row.status == Delivery.Status.SENT and row.msgid is not None]
+        if with_msgid:
+            Delivery.objects.bulk_update(with_msgid, ["msgid"])
+        if settle[CONSUME]:
+            credits.consume(settle[CONSUME], holder)
+        if settle[EXHAUST]:
+            credits.consume(settle[EXHAUST], holder, exhausted=True)
+        if settle[RELEASE]:
+            credits.release(settle[RELEASE], holder)
+        if settle[KEEP]:
+            credits.refresh_claims(settle[KEEP], holder)
+        finished = report.sent + report.failed + report.no_credit
+        if finished:
+            Push.objects.filter(pk=push.pk).update(
+                sent=F("sent") + report.sent,
+                failed=F("failed") + report.failed,
+                no_credit=Coalesce(F("no_credit"), 0) + report.no_credit,
+                pending=F("pending") - finished,
+            )
+            credits.record_send_outcomes(push.app, sent=report.sent, failed=attempted_failures)
+    if report.sent and push.template.kind == Template.Kind.SUBSCRIBE:
+        try:
+            _apply_early_events(
+                push, [row for row in rows if row.status == Delivery.Status.SENT and row.msgid]
+            )
+        except RedisError:  # the early events were in Redis: gone with it (the status stays "sent")
+            log.warning("push %s: early sent-events not read", push.pk, exc_info=True)
+    return report
+
+
+def write_retrying(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
+    """``write``, again on a new connection if the database connection broke (PostgreSQL restarted, or
+    the connection was dropped): these answers are known here and nowhere else, and a lost write turns sent
+    messages into unrecorded attempts (sent again for a formId; reported ambiguous for a subscribe credit).
+    Writing twice is harmless: a row is only written while it is pending with this run's attempt."""
+    for delay in (*WRITE_RETRY_DELAYS, None):
+        try:
+            return write(push, outcomes)
+        except (OperationalError, InterfaceError):
+            # Inside a caller's transaction the connection is not ours to replace.
+            if delay is None or connection.in_atomic_block:
+                raise
+            log.warning("push %s: writing %d outcomes failed; again in %.1f s", push.pk, len(outcomes), delay)
+            connection.close()
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# --- WeChat's subscribe_msg_sent_event ------------------------------------------------------------------
+def _early_event_key(appid: str, msgid: int) -> str:
+    return f"delivery:sent-event:{appid}:{msgid}"
+
+
+def record_sent_event(app, msgid: int | None, errcode: int | None, errstatus: str = "") -> str:
+    """WeChat's final word on a subscribe send: a failure turns the delivery from sent to failed. An event
+    that arrives before the send's answer was recorded (WeChat can be that fast) is parked in the cache
+    for the chunk that records the answer."""
+    if msgid is None or not errcode:
+        return "ok"
+    row = (
+        Delivery.objects.filter(msgid=msgid, push__app=app, status=Delivery.Status.SENT)
+        .values_list("pk", "push_id")
+        .first()
+    )
+    if row is None:
+        if not Delivery.objects.filter(msgid=msgid, push__app=app).exists():
+            cache.set(_early_event_key(app.appid, msgid), [errcode, errstatus or ""], timeout=86_400)
+            return "early"
+        return "unchanged"
+    with transaction.atomic():
+        Push.objects.select_for_update().filter(pk=row[1]).values_list("pk", flat=True).first()  # lock order
+        updated = Delivery.objects.filter(pk=row[0], status=Delivery.Status.SENT).update(
+            status=Delivery.Status.FAILED,
+            errcode=str(errcode),
+            errmsg=(errstatus or "")[:255],
+            updated_at=timezone.now(),
+        )
+        if updated:
+            Push.objects.filter(pk=row[1]).update(sent=F("sent") - 1, failed=F("failed") + 1)
+    return "failed" if updated else "unchanged"
+
+
+def _apply_early_events(push: Push, rows: list[Delivery]) -> None:
+    keys = {_early_event_key(push.app.appid, row.msgid): row.msgid for row in rows}
+    early = cache.get_many(list(keys)) if keys else {}
+    for key, (errcode, errstatus) in early.items():
+        if record_sent_event(push.app, keys[key], errcode, errstatus) == "failed":
+            cache.delete(key)
+
+
+def pending_delivery_holds_credit() -> Exists:
+    """For formids' stale-claim sweep: the credit (OuterRef "pk") is held by a pending delivery."""
+    return Exists(Delivery.objects.filter(credit_id=OuterRef("pk"), status=Delivery.Status.PENDING))
+
+
+def reconcile_counters(push_id: Any) -> bool:
+    """Recount a push's counters from its rows (a repair for the sweep; the pipeline keeps them exact)."""
+    counts = dict.fromkeys(Delivery.Status.values, 0)
+    for status, n in Delivery.objects.filter(push_id=push_id).values_list("status").annotate(n=Count("pk")):
+        counts[status] = n
+    push = Push.objects.filter(pk=push_id).first()
+    if push is None:
+        return False
+    wanted = {
+        "sent": counts["sent"],
+        "failed": counts["failed"],
+        "no_credit": counts["no_credit"],
+        "pending": counts["pending"],
+        "recipients": sum(counts.values()) + (push.opted_out or 0),
+    }
+    if all(getattr(push, name) == value for name, value in wanted.items()):
+        return False
+    log.warning("push %s: counters %s repaired from its deliveries", push_id, wanted)
+    Push.objects.filter(pk=push_id).update(**wanted)
+    return True

@@ -1,0 +1,170 @@
+"""Starting and stopping a push: ``start_push`` (create it, claim explicit recipients' credits, queue the
+delivery after commit, Idempotency-Key replays) and ``cancel_push``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from formids import services as credits
+from pushhub import idempotency
+from pushhub.api import iso_utc
+from templates_app.delivery import queue
+from templates_app.models import Delivery, IdempotencyRecord, Push, Template
+from templates_app.pushes.recipients import Prepared, prepare_recipients
+from templates_app.pushes.request import SendRequest
+from tenants.services import audit
+
+
+@dataclass
+class Started:
+    push: Push
+    body: dict
+    replay: bool  # an Idempotency-Key replay: nothing new was done
+
+
+def start_push(
+    template: Template,
+    request: SendRequest,
+    *,
+    created_by: str,
+    status_url: Callable[[Push], str],
+    idempotency_key: str = "",
+    fingerprint: str = "",
+) -> Started:
+    """Create the push; for explicit recipients claim their credits now (so ``no_credit`` is exact); queue
+    the delivery after commit. ``status_url(push)`` builds the status link for the answer."""
+    if idempotency_key:
+        replay = _replay(template, idempotency_key, fingerprint)
+        if replay:
+            return replay
+    try:
+        with transaction.atomic():
+            push = _new_push(template, request, created_by)
+            record = None
+            if idempotency_key:
+                # Own the key before claiming anything: a concurrent request with the same key waits here
+                # on the unique index and then replays this one. Claiming first would let it skip (SKIP
+                # LOCKED) the credits this request holds, report them missing, and win the key with that.
+                record = IdempotencyRecord.objects.create(
+                    template=template, key=idempotency_key, fingerprint=fingerprint, push=push
+                )
+            prepared = _prepare_now(push, request)
+            body = _accepted_body(push, request, prepared, status_url(push))
+            if record is not None:
+                record.response = body
+                record.save(update_fields=["response"])
+            if push.status == Push.Status.QUEUED:
+                if prepared is not None and 0 < len(prepared.pending) <= settings.PUSH_CHUNK_SIZE:
+                    # Prepared already and one chunk: straight to deliver_chunk. A lost chunk is queued
+                    # again by the stall sweep, as any other.
+                    queue.start_after_commit(push.pk, chunk=prepared.pending)
+                else:
+                    queue.start_after_commit(push.pk)
+    except IntegrityError:
+        # The same Idempotency-Key committed by a concurrent request: everything here was rolled back
+        # (claims included); answer what that request answered.
+        replay = _replay(template, idempotency_key, fingerprint) if idempotency_key else None
+        if replay is None:
+            raise
+        return replay
+    return Started(push, body, replay=False)
+
+
+def _replay(template: Template, key: str, fingerprint: str) -> Started | None:
+    record = IdempotencyRecord.objects.filter(template=template, key=key).select_related("push").first()
+    if record is None:
+        return None
+    if record.created_at < timezone.now() - timedelta(seconds=idempotency.IDEMPOTENCY_TTL):
+        record.delete()  # the key may be used again after 24 h
+        return None
+    if record.fingerprint != fingerprint:
+        raise idempotency.mismatch()
+    return Started(record.push, record.response, replay=True)
+
+
+def _new_push(template: Template, request: SendRequest, created_by: str) -> Push:
+    scheduled = request.send_at is not None
+    return Push.objects.create(
+        tenant=template.app.tenant,
+        app=template.app,
+        template=template,
+        status=Push.Status.SCHEDULED if scheduled else Push.Status.QUEUED,
+        to_all=request.to_all,
+        to=request.openids,
+        data=request.data,
+        page=request.page,
+        emphasis_keyword=request.emphasis_keyword,
+        miniprogram_state=request.miniprogram_state,
+        lang=request.lang,
+        force=request.force,
+        send_at=request.send_at,
+        created_by=created_by,
+        recipients=None if request.to_all or scheduled else 0,
+        no_credit=None if request.to_all or scheduled else 0,
+        opted_out=None if request.to_all or scheduled else 0,
+    )
+
+
+def _prepare_now(push: Push, request: SendRequest) -> Prepared | None:
+    """Claim now for explicit recipients of an immediate push (@all and scheduled pushes: the workers)."""
+    if request.to_all or push.status == Push.Status.SCHEDULED:
+        return None
+    prepared = prepare_recipients(push, request.openids)
+    finished = not prepared.pending
+    Push.objects.filter(pk=push.pk).update(
+        enumerated=True,
+        **(
+            {"status": Push.Status.DONE, "started_at": timezone.now(), "finished_at": timezone.now()}
+            if finished
+            else {}
+        ),
+    )
+    push.refresh_from_db()
+    return prepared
+
+
+def _accepted_body(push: Push, request: SendRequest, prepared: Prepared | None, status_url: str) -> dict:
+    explicit_now = prepared is not None
+    return {
+        "push_id": str(push.pk),
+        "status": "scheduled" if push.status == Push.Status.SCHEDULED else "queued",
+        "recipients": len(request.openids) if not request.to_all else None,
+        "no_credit": prepared.no_credit if explicit_now else None,
+        "opted_out": prepared.opted_out if explicit_now else None,
+        "send_at": iso_utc(push.send_at),
+        "status_url": status_url,
+    }
+
+
+def cancel_push(push: Push, actor: str = "system") -> Push:
+    """Stop a scheduled, queued or running push: unsent deliveries fail as ``canceled`` and their credits
+    go back to the pool. Deliveries a worker is sending right now finish; nothing new starts."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Push.objects.select_for_update().get(pk=push.pk)
+        if locked.status in (Push.Status.DONE, Push.Status.CANCELED):
+            return locked
+        # Never attempted, or waiting for a retry after a recorded transient error. A row attempted with
+        # no recorded answer may be in flight right now: its worker settles it (and sees the cancel).
+        unsent = Delivery.objects.filter(push=locked, status=Delivery.Status.PENDING).filter(
+            Q(attempts=0) | ~Q(errcode="")
+        )
+        credit_ids = [cid for cid in unsent.values_list("credit_id", flat=True) if cid]
+        canceled = unsent.update(status=Delivery.Status.FAILED, errcode="canceled", errmsg="push canceled")
+        credits.release(credit_ids, locked.claim_holder)
+        Push.objects.filter(pk=locked.pk).update(
+            status=Push.Status.CANCELED,
+            finished_at=now,
+            failed=F("failed") + canceled,
+            pending=F("pending") - canceled,
+        )
+        audit(locked.tenant, actor, "push.cancel", "push", locked.pk, canceled=canceled)
+    locked.refresh_from_db()
+    return locked
