@@ -160,7 +160,10 @@ def test_wechat_unreachable_answers_502(api, app, wechat, settings):
     settings.SANDBOX_API_BASE = "http://127.0.0.1:9/sandbox/wechat"  # nothing listens there
     response = sync(api, app)
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "wechat_unreachable"
+    assert response.json()["error"] == {
+        "code": "wechat_unreachable",
+        "message": "Could not reach WeChat (connection error: NewConnectionError).",
+    }
     assert Template.objects.filter(status="active").count() == 2
 
 
