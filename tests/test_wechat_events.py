@@ -1,4 +1,4 @@
-"""/wechat/{appid}/events: WeChat's message push, signed and encrypted here independently (hashlib + AES)."""
+"""/wechat/{appid}/events: WeChat's event push, signed and encrypted here independently (hashlib + AES)."""
 
 from __future__ import annotations
 

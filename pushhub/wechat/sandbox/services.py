@@ -9,9 +9,9 @@ Two audiences call these:
 Like WeChat, the sandbox pushes events to the app's 消息推送 URL once ``configure_events`` set one:
 ``subscribe_msg_popup_event`` when the user answers a subscription popup (``accept_subscriptions``),
 ``subscribe_msg_change_event`` when they turn a template off (``turn_off_subscription``) and, with the
-``push_sent_events`` knob, ``subscribe_msg_sent_event`` after a subscribe send. Pushes run after the
-sandbox's own transaction commits, synchronously (see ``pushes.py``); a failed push is logged and counted
-in ``stats``, never raised.
+``push_sent_events`` knob, ``subscribe_msg_sent_event`` after a subscribe send. Event pushes run after the
+sandbox's own transaction commits, synchronously (see ``event_push.py``); a failed event push is logged and
+counted in ``stats``, never raised.
 
 Decrements of formIds and subscribe credits are single conditional UPDATEs (``uses_left > 0``), so concurrent
 sends can never spend one twice, on PostgreSQL (row lock + re-check) and SQLite (one writer) alike.
@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from pushhub.wechat import msgcrypto, rules
 
-from . import pushes
+from . import event_push
 from .models import (
     FORMID_LIFETIME,
     LOGIN_CODE_LIFETIME,
@@ -67,7 +67,7 @@ MINIPROGRAM_STATES = {"developer", "trial", "formal"}
 LANGS = {"zh_CN", "en_US", "zh_HK", "zh_TW"}
 SEND_ENDPOINTS = ("template_send", "subscribe_send")
 # Event pushes are counted like calls under this name: errcode 0 delivered, else the HTTP status or -1.
-PUSH_ENDPOINT = "event_push"
+EVENT_PUSH_ENDPOINT = "event_push"
 EVENTS_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9]{3,32}")  # WeChat's Token: 3-32 letters or digits
 _events_url_validator = URLValidator(schemes=["http", "https"])
 
@@ -384,7 +384,7 @@ def accept_subscriptions(appid: str, openid: str, results: dict[str, str]) -> di
             shown[template_id] = answer
         answered[template_id] = answer
     if shown:
-        _push_after_commit(user.app, pushes.popup_event(user.app, user.openid, shown))
+        _event_push_after_commit(user.app, event_push.popup_event(user.app, user.openid, shown))
     return answered
 
 
@@ -403,11 +403,11 @@ def turn_off_subscription(appid: str, openid: str, template_id: str) -> int:
     with transaction.atomic():
         dropped = sum(subscriptions.select_for_update().values_list("credits", flat=True))
         subscriptions.update(credits=0)
-    _push_after_commit(user.app, pushes.change_event(user.app, user.openid, template_id, "reject"))
+    _event_push_after_commit(user.app, event_push.change_event(user.app, user.openid, template_id, "reject"))
     return dropped
 
 
-# --- message push (消息推送) ----------------------------------------------------------------------
+# --- event push (消息推送) ------------------------------------------------------------------------
 
 
 def configure_events(
@@ -415,7 +415,7 @@ def configure_events(
 ) -> SandboxApp:
     """The app's 消息推送配置: events go to ``url``, signed with ``token`` and, in ``safe`` mode, encrypted
     with the EncodingAESKey ``aes_key`` (43 characters), as ``json`` or ``xml``. An empty ``url`` stops the
-    pushes. Unlike WeChat, any port is allowed (test servers)."""
+    event pushes. Unlike WeChat, any port is allowed (test servers)."""
     app = get_app(appid)
     if not isinstance(url, str) or len(url) > 500:
         raise _invalid("url", "url must be an http(s) URL of at most 500 characters, or empty.")
@@ -471,16 +471,17 @@ def _event_time(app: SandboxApp, openid: str) -> int:
     return stamp
 
 
-def _push_after_commit(app: SandboxApp, event: pushes.Event) -> None:
-    """Push once the sandbox's own writes are committed (at once outside a transaction), if configured."""
+def _event_push_after_commit(app: SandboxApp, event: event_push.Event) -> None:
+    """Deliver the event once the sandbox's own writes are committed (at once outside a transaction), if the
+    app has an events URL."""
     if app.events_url:
         event = dataclasses.replace(event, create_time=_event_time(app, event.openid))
-        transaction.on_commit(lambda: _push(app, event), robust=True)
+        transaction.on_commit(lambda: _deliver_event(app, event), robust=True)
 
 
-def _push(app: SandboxApp, event: pushes.Event) -> None:
-    status = pushes.deliver(app, event)
-    record_call(app, PUSH_ENDPOINT, 0 if status == 200 else status)
+def _deliver_event(app: SandboxApp, event: event_push.Event) -> None:
+    status = event_push.deliver(app, event)
+    record_call(app, EVENT_PUSH_ENDPOINT, 0 if status == 200 else status)
 
 
 def user_credits(appid: str, openid: str) -> dict[str, Any]:
@@ -593,7 +594,7 @@ def stats(appid: str) -> dict[str, Any]:
     calls: dict[str, dict[str, int]] = {}
     for endpoint, errcode, count in app.call_counts.values_list("endpoint", "errcode", "count"):
         calls.setdefault(endpoint, {})[str(errcode)] = count
-    pushed = calls.pop(PUSH_ENDPOINT, {})
+    event_pushes = calls.pop(EVENT_PUSH_ENDPOINT, {})
     sends: dict[str, int] = {}
     for endpoint in SEND_ENDPOINTS:
         for errcode, count in calls.get(endpoint, {}).items():
@@ -608,15 +609,15 @@ def stats(appid: str) -> dict[str, Any]:
         "calls": calls,
         "inbox_messages": app.messages.count(),
         "event_pushes": {
-            "ok": pushed.get("0", 0),
-            "failed": sum(count for outcome, count in pushed.items() if outcome != "0"),
-            "failed_by_status": {outcome: count for outcome, count in pushed.items() if outcome != "0"},
+            "ok": event_pushes.get("0", 0),
+            "failed": sum(count for outcome, count in event_pushes.items() if outcome != "0"),
+            "failed_by_status": {outcome: count for outcome, count in event_pushes.items() if outcome != "0"},
         },
     }
 
 
 def record_call(app: SandboxApp, endpoint: str, errcode: int) -> None:
-    """Count one answer of a token-taking endpoint, or the outcome of one event push (PUSH_ENDPOINT)."""
+    """Count one answer of a token-taking endpoint, or the outcome of one event push (EVENT_PUSH_ENDPOINT)."""
     _increment(SandboxCallCount, "count", app=app, endpoint=endpoint, errcode=errcode)
 
 
@@ -922,7 +923,7 @@ def send_subscribe_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str
             lang=lang,
         )
     if app.push_sent_events:
-        _push_after_commit(app, pushes.sent_event(app, openid, template.template_id, message.msgid))
+        _event_push_after_commit(app, event_push.sent_event(app, openid, template.template_id, message.msgid))
     return {"errcode": 0, "errmsg": "ok", "msgid": message.msgid}
 
 

@@ -327,7 +327,7 @@ def subscription_off(request: HttpRequest, appid: str, openid: str, template_id:
 @control
 def app_events(request: HttpRequest, appid: str) -> HttpResponse:
     """``PUT _control/apps/{appid}/events`` ``{url, token, aes_key, mode?, format?}``: the app's 消息推送配置
-    (``GET`` reads it without the secrets, ``DELETE`` stops the pushes)."""
+    (``GET`` reads it without the secrets, ``DELETE`` stops the event pushes)."""
     _allow(request, "GET", "PUT", "DELETE")
     if request.method == "PUT":
         payload = _control_json(request)
