@@ -14,7 +14,7 @@ content (WeChat retries an event push after 5 s), and applies it:
 - ``subscribe_msg_popup_event``: each ``accept`` is one send credit when the app's credit_source is
   "events" (with "sdk" the SDK's report credits it and the event is only stored);
 - ``subscribe_msg_change_event``: a ``reject`` (the user turned the template off) drops its credits;
-- ``subscribe_msg_sent_event``: :data:`formids.signals.subscribe_message_sent` per item;
+- ``subscribe_msg_sent_event``: :data:`formids.hooks.subscribe_message_sent` per item;
 - anything else is stored as received.
 """
 
@@ -33,9 +33,9 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as parse_xml
 from django.db import IntegrityError, transaction
 
+from formids.hooks import subscribe_message_sent
 from formids.models import Credit, InboundEvent, MiniUser
 from formids.services import add_subscribe_credits, drop_subscribe_credits, touch_user
-from formids.signals import subscribe_message_sent
 from pushhub.api import ApiError
 from pushhub.wechat import msgcrypto
 from pushhub.wechat.event_push import CHANGE, ITEM_WRAPPERS, POPUP, SENT

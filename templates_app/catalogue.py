@@ -455,7 +455,7 @@ def sync_templates(app: MiniProgram, actor: str) -> dict[str, int]:
 
 
 def active_subscribe_template_ids(app: MiniProgram) -> set[str]:
-    """The catalogue hook for formids (``register_subscribe_template_provider``): one query."""
+    """The catalogue hook for formids (``formids.hooks.register_subscribe_template_provider``): one query."""
     return set(
         Template.objects.for_tenant(app.tenant_id)
         .filter(app=app, kind=Template.Kind.SUBSCRIBE, status=Template.Status.ACTIVE)

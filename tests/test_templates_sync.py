@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from formids.catalogue import known_subscribe_template_ids
+from formids.hooks import known_subscribe_template_ids
 from pushhub.wechat.client import WeChatClient
 from pushhub.wechat.errors import WeChatError
 from pushhub.wechat.sandbox import services as sandbox

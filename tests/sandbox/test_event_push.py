@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from django.urls import include, path
 
+from formids.hooks import subscribe_message_sent
 from formids.models import Credit, InboundEvent
-from formids.signals import subscribe_message_sent
 from pushhub.wechat.sandbox import event_push
 from pushhub.wechat.sandbox import services as sandbox_services
 from pushhub.wechat.sandbox.models import SandboxApp
