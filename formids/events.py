@@ -1,20 +1,20 @@
-"""WeChat's message push (消息推送) into PushHub: verify, open, normalise, process.
+"""WeChat's event push (消息推送) into PushHub: verify, open, normalise, process.
 
-A push is trusted only after its signature matches the app's Token (plaintext mode: ``signature`` over
+An event push is trusted only after its signature matches the app's Token (plaintext mode: ``signature`` over
 ``[token, timestamp, nonce]``; safe mode: ``msg_signature`` over the same plus ``Encrypt``), its timestamp is
 within 10 minutes of ours, and, in safe mode, it decrypted with the app's EncodingAESKey and names our AppID.
-Rejected pushes store nothing.
+Rejected event pushes store nothing.
 
 JSON and XML, plaintext and encrypted, all become one Python shape (:class:`WeChatEvent`): WeChat's
 ``List`` (an object for one item and an array for several in JSON, repeated ``<List>`` elements inside
 ``<SubscribeMsgPopupEvent>`` and its siblings in XML) becomes ``items``, numbers that arrive as strings become
 ints. One transaction per event stores it as an InboundEvent, deduplicated on FromUserName + CreateTime +
-content (WeChat retries a push after 5 s), and applies it:
+content (WeChat retries an event push after 5 s), and applies it:
 
 - ``subscribe_msg_popup_event``: each ``accept`` is one send credit when the app's credit_source is
   "events" (with "sdk" the SDK's report credits it and the event is only stored);
 - ``subscribe_msg_change_event``: a ``reject`` (the user turned the template off) drops its credits;
-- ``subscribe_msg_sent_event``: :data:`formids.signals.subscribe_message_sent` per item;
+- ``subscribe_msg_sent_event``: :data:`formids.hooks.subscribe_message_sent` per item;
 - anything else is stored as received.
 """
 
@@ -33,17 +33,17 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as parse_xml
 from django.db import IntegrityError, transaction
 
+from formids.hooks import subscribe_message_sent
 from formids.models import Credit, InboundEvent, MiniUser
 from formids.services import add_subscribe_credits, drop_subscribe_credits, touch_user
-from formids.signals import subscribe_message_sent
 from pushhub.api import ApiError
 from pushhub.wechat import msgcrypto
-from pushhub.wechat.message_push import CHANGE, ITEM_WRAPPERS, POPUP, SENT
+from pushhub.wechat.event_push import CHANGE, ITEM_WRAPPERS, POPUP, SENT
 from tenants.models import MiniProgram
 
 log = logging.getLogger(__name__)
 
-# A push whose timestamp is further than this from our clock is refused (a replay, or a broken clock).
+# An event push whose timestamp is further than this from our clock is refused (a replay, or a broken clock).
 REPLAY_WINDOW_SECONDS = 600
 # WeChat's messages are 4 levels deep at most (xml > SubscribeMsgPopupEvent > List > TemplateId).
 MAX_DEPTH = 12
@@ -94,7 +94,7 @@ def _check_fresh(timestamp: str, now: float) -> None:
 def open_message(
     app: MiniProgram, query: Mapping[str, str], body: bytes, content_type: str = "", now: float | None = None
 ) -> dict[str, Any]:
-    """The pushed message as a dict, once the push proved it comes from WeChat for this app.
+    """The pushed message as a dict, once the event push proved it comes from WeChat for this app.
 
     Safe (and compatible) mode is chosen by ``encrypt_type=aes`` in the query, as WeChat sends it; the
     plaintext fields a compatible-mode body also carries are ignored in favour of the encrypted ones.
@@ -249,7 +249,7 @@ class WeChatEvent:
 
     @property
     def dedupe_key(self) -> str:
-        """Same for WeChat's retries of one push, different for anything else it pushes."""
+        """Same for WeChat's retries of one event push, different for anything else it pushes."""
         text = f"{self.openid}\n{self.create_time}\n{self.canonical_json()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -293,7 +293,7 @@ def _number(source: Mapping[str, Any], name: str, *, required: bool = True) -> i
 
 def _raw_items(message: Mapping[str, Any], event: str) -> list[Any]:
     """The event's items: top-level ``List`` (JSON), or inside ``SubscribeMsg…Event`` (XML, and some JSON
-    pushes), itself holding ``List`` or the items; one object or an array of them."""
+    event pushes), itself holding ``List`` or the items; one object or an array of them."""
     raw = message.get("List")
     wrapper = ITEM_WRAPPERS[event]
     if raw is None and wrapper in message:
@@ -343,7 +343,7 @@ def normalise(message: Mapping[str, Any]) -> WeChatEvent:
 @dataclass(frozen=True)
 class Processed:
     event: InboundEvent
-    duplicate: bool  # a retry of a push already stored: nothing changed
+    duplicate: bool  # a retry of an event push already stored: nothing changed
 
 
 def _on_popup(app: MiniProgram, event: WeChatEvent) -> dict[str, Any]:
@@ -383,7 +383,7 @@ HANDLERS: dict[str, Callable[[MiniProgram, WeChatEvent], dict[str, Any]]] = {
 
 
 def process(app: MiniProgram, event: WeChatEvent) -> Processed:
-    """Store the event and apply it, in one transaction; a retry of a stored push changes nothing.
+    """Store the event and apply it, in one transaction; a retry of a stored event push changes nothing.
 
     The InboundEvent is inserted first: its unique (app, dedupe_key) makes a concurrent retry wait for
     this transaction and then fail, so credits are never applied twice.
@@ -421,11 +421,13 @@ def receive(
     try:
         event = normalise(open_message(app, query, body, content_type, now))
     except ApiError as error:
-        log.info("wechat push refused: app=%s status=%s code=%s", app.appid, error.status_code, error.code)
+        log.info(
+            "wechat event push refused: app=%s status=%s code=%s", app.appid, error.status_code, error.code
+        )
         raise
     processed = process(app, event)
     log.info(
-        "wechat push: app=%s event=%s duplicate=%s",
+        "wechat event push: app=%s event=%s duplicate=%s",
         app.appid,
         event.event or event.msg_type,
         processed.duplicate,

@@ -22,7 +22,7 @@ from rest_framework.permissions import BasePermission
 
 from formids.models import MiniUser
 from formids.services import touch_user
-from pushhub.api import ApiError
+from pushhub.api import ApiError, wechat_failure
 from pushhub.wechat.client import WeChatClient
 from pushhub.wechat.errors import WeChatError, WeChatUnavailable
 from tenants.models import MiniProgram
@@ -102,11 +102,9 @@ def log_in(app: MiniProgram, code: str) -> Login:
                 field="code",
                 errcode=exc.errcode,
             ) from None
-        raise ApiError(
-            502, "wechat_error", "WeChat answered with an error.", errcode=exc.errcode, errmsg=exc.errmsg
-        ) from None
+        raise wechat_failure(exc) from None
     except WeChatUnavailable as exc:
-        raise ApiError(502, "wechat_unreachable", f"Could not reach WeChat ({exc.reason}).") from None
+        raise wechat_failure(exc) from None
     openid, unionid = answer.get("openid"), answer.get("unionid") or ""
     if not isinstance(openid, str) or not 0 < len(openid) <= MAX_OPENID_LENGTH:
         raise ApiError(502, "wechat_unreachable", "WeChat's answer carried no usable openid.")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Exists, F, Q, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from formids.catalogue import known_subscribe_template_ids
+from formids.hooks import claim_owners, known_subscribe_template_ids
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
 from pushhub.sql import ids_in
 from tenants.models import MiniProgram
@@ -411,19 +411,9 @@ def release(credit_ids: Iterable[int], claimed_by: str) -> int:
     )
 
 
-# Records that own a claim for as long as they exist (templates_app's pending deliveries, registered in its
-# AppConfig.ready: dependencies point templates_app → formids). Each is a callable giving an Exists() over the
-# credit (OuterRef("pk")).
-_claim_owners: list[Callable[[], Exists]] = []
-
-
-def register_claim_owner(owner: Callable[[], Exists]) -> None:
-    if owner not in _claim_owners:
-        _claim_owners.append(owner)
-
-
 def release_stale(lease: timedelta | None = None) -> int:
-    """Claims older than the lease that no record owns belong to a worker that died: give them back.
+    """Claims older than the lease that no record owns (formids.hooks.claim_owners) belong to a worker that
+    died: give them back.
 
     A claim owned by a pending delivery stays: that delivery's push is resumed by the stall sweep, whose
     chunk renews the claim. Released, the credit of a delivery whose last answer was lost (a timeout: the
@@ -431,7 +421,7 @@ def release_stale(lease: timedelta | None = None) -> int:
     """
     lease = lease or timedelta(seconds=settings.CREDIT_CLAIM_LEASE)
     stale = Credit.objects.filter(state=Credit.State.CLAIMED, claimed_at__lt=timezone.now() - lease)
-    for owner in _claim_owners:
+    for owner in claim_owners():
         stale = stale.filter(~owner())
     return _release(stale)
 

@@ -18,6 +18,8 @@ from rest_framework import exceptions, pagination, serializers
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from pushhub.wechat.errors import WeChatError, WeChatUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -133,6 +135,25 @@ def exception_handler(exc, context) -> Response | None:
     for name, value in headers.items():
         response[name] = value
     return response
+
+
+# --- WeChat failures -------------------------------------------------------------------------------
+def wechat_failure(
+    exc: WeChatError | WeChatUnavailable,
+    *,
+    refused: str = "WeChat answered with an error.",
+    unreachable: str = "Could not reach WeChat ({reason}).",
+) -> ApiError:
+    """The contract's 502 for a WeChat call that failed: ``wechat_error`` with WeChat's errcode and errmsg
+    when it answered one, ``wechat_unreachable`` when no usable answer came (``{reason}`` in
+    ``unreachable`` becomes the client's reason: refused connection, timeout, HTTP status…).
+
+    An endpoint may word ``refused``/``unreachable`` for what it was doing; errcodes that mean something to
+    the caller (a wrong secret, a used login code) are answered by the caller before it falls back to this.
+    """
+    if isinstance(exc, WeChatError):
+        return ApiError(502, "wechat_error", refused, errcode=exc.errcode, errmsg=exc.errmsg)
+    return ApiError(502, "wechat_unreachable", unreachable.format(reason=exc.reason))
 
 
 # --- JSON input ------------------------------------------------------------------------------------

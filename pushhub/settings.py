@@ -180,7 +180,7 @@ CELERY_BEAT_SCHEDULE = {
 WECHAT_API_BASE = env.str("WECHAT_API_BASE", default="https://api.weixin.qq.com").rstrip("/")
 # Where apps registered with sandbox=true send their WeChat calls: this server's own sandbox.
 SANDBOX_API_BASE = env.str("SANDBOX_API_BASE", default=f"http://127.0.0.1:{PORT}/sandbox/wechat").rstrip("/")
-# Where the sandbox delivers WeChat's message pushes (subscribe events) for sandbox apps: this server.
+# Where the sandbox delivers WeChat's event pushes (subscribe events) for sandbox apps: this server.
 SANDBOX_EVENTS_BASE = env.str(
     "SANDBOX_EVENTS_BASE", default=PUBLIC_BASE_URL or f"http://127.0.0.1:{PORT}"
 ).rstrip("/")

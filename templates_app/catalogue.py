@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pushhub import crypto
-from pushhub.api import ApiError, absolute_url
+from pushhub.api import ApiError, absolute_url, wechat_failure
 from pushhub.wechat import rules
 from pushhub.wechat.client import WeChatClient
 from pushhub.wechat.errors import API_RETIRED_ERRCODE, WeChatError, WeChatUnavailable
@@ -357,18 +357,6 @@ def rotate_trigger_url(template: Template, actor: str) -> Template:
 
 
 # --- sync from WeChat ----------------------------------------------------------------------------
-def _wechat_failure(exc: Exception) -> ApiError:
-    if isinstance(exc, WeChatError):
-        return ApiError(
-            502,
-            "wechat_error",
-            "WeChat answered with an error.",
-            errcode=exc.errcode,
-            errmsg=exc.errmsg,
-        )
-    return ApiError(502, "wechat_unreachable", f"Could not reach WeChat ({exc}).")
-
-
 def _synced_fields(content) -> list[dict[str, str]]:
     """WeChat's content parsed into fields; names cut to our limit (WeChat's labels are its business)."""
     fields = rules.parse_template_fields(content if isinstance(content, str) else "")
@@ -383,15 +371,15 @@ def _remote_templates(app: MiniProgram) -> dict[str, dict[tuple[str, str], dict[
     try:
         subscribe = client.get_subscribe_templates()
     except (WeChatError, WeChatUnavailable) as exc:
-        raise _wechat_failure(exc) from None
+        raise wechat_failure(exc) from None
     try:
         formid: list[dict[str, Any]] | None = client.list_formid_templates()
     except WeChatError as exc:
         if exc.errcode != API_RETIRED_ERRCODE:
-            raise _wechat_failure(exc) from None
+            raise wechat_failure(exc) from None
         formid = None
     except WeChatUnavailable as exc:
-        raise _wechat_failure(exc) from None
+        raise wechat_failure(exc) from None
 
     def collect(kind: str, items: list[dict[str, Any]], id_key: str) -> None:
         bucket = remote.setdefault(kind, {})
@@ -474,7 +462,7 @@ def sync_templates(app: MiniProgram, actor: str) -> dict[str, int]:
 
 
 def active_subscribe_template_ids(app: MiniProgram) -> set[str]:
-    """The catalogue hook for formids (``register_subscribe_template_provider``): one query."""
+    """The catalogue hook for formids (``formids.hooks.register_subscribe_template_provider``): one query."""
     return set(
         Template.objects.for_tenant(app.tenant_id)
         .filter(app=app, kind=Template.Kind.SUBSCRIBE, status=Template.Status.ACTIVE)

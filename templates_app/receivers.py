@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from formids.signals import subscribe_message_sent
+from formids.hooks import subscribe_message_sent
 from templates_app.delivery import ledger
 
 

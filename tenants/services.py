@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from pushhub.api import ApiError
+from pushhub.api import ApiError, wechat_failure
 from pushhub.wechat import tokens
 from pushhub.wechat.client import WeChatClient, api_base_for
 from pushhub.wechat.errors import WeChatError, WeChatUnavailable
@@ -284,12 +284,10 @@ def verify_credentials(appid: str, secret: str) -> None:
                 errcode=exc.errcode,
                 errmsg=exc.errmsg,
             ) from None
-        raise ApiError(
-            502, "wechat_error", "WeChat answered with an error.", errcode=exc.errcode, errmsg=exc.errmsg
-        ) from None
+        raise wechat_failure(exc) from None
     except WeChatUnavailable as exc:
-        raise ApiError(
-            502, "wechat_unreachable", f"Could not reach WeChat to verify the secret ({exc.reason})."
+        raise wechat_failure(
+            exc, unreachable="Could not reach WeChat to verify the secret ({reason})."
         ) from None
 
 
@@ -408,13 +406,5 @@ def app_access_token(app: MiniProgram) -> tokens.CachedToken:
     """The access token PushHub holds for the app (the proxy endpoint), fetched if needed."""
     try:
         return tokens.get_token_info(WeChatClient.for_app(app))
-    except WeChatError as exc:
-        raise ApiError(
-            502,
-            "wechat_error",
-            "WeChat refused to issue an access token.",
-            errcode=exc.errcode,
-            errmsg=exc.errmsg,
-        ) from None
-    except WeChatUnavailable as exc:
-        raise ApiError(502, "wechat_unreachable", f"Could not reach WeChat ({exc.reason}).") from None
+    except (WeChatError, WeChatUnavailable) as exc:
+        raise wechat_failure(exc, refused="WeChat refused to issue an access token.") from None

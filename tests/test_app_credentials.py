@@ -48,7 +48,10 @@ def test_wechat_unreachable_answers_502_and_creates_nothing(api, settings, db):
         "/api/v1/apps", {"appid": appid, "secret": random_secret(), "name": "Real"}, format="json"
     )
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "wechat_unreachable"
+    assert response.json()["error"] == {
+        "code": "wechat_unreachable",
+        "message": "Could not reach WeChat to verify the secret (connection error: NewConnectionError).",
+    }
     assert not MiniProgram.objects.filter(appid=appid).exists()
 
 
@@ -102,7 +105,22 @@ def test_the_proxy_reports_wechat_refusing(api, sandbox_app, sandbox_base):
     sandbox.register_app(sandbox_app.appid, random_secret())  # the secret we hold is no longer valid
     response = api.get(f"/api/v1/apps/{sandbox_app.appid}/access-token")
     assert response.status_code == 502
-    assert response.json()["error"]["errcode"] == 40125
+    assert response.json()["error"] == {
+        "code": "wechat_error",
+        "message": "WeChat refused to issue an access token.",
+        "errcode": 40125,
+        "errmsg": "invalid appsecret",
+    }
+
+
+def test_the_proxy_reports_wechat_unreachable(api, sandbox_app, settings):
+    settings.SANDBOX_API_BASE = "http://127.0.0.1:9"  # discard port: connection refused
+    response = api.get(f"/api/v1/apps/{sandbox_app.appid}/access-token")
+    assert response.status_code == 502
+    assert response.json()["error"] == {
+        "code": "wechat_unreachable",
+        "message": "Could not reach WeChat (connection error: NewConnectionError).",
+    }
 
 
 def test_curl_flow_register_a_sandbox_app_and_fetch_its_token(live_server, settings, tenant, write_key):

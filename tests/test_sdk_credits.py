@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from formids import catalogue, quotas
+from formids import hooks, quotas
 from formids.models import Credit, InboundEvent, MiniUser
 from formids.services import FORMID_LIFETIME, add_formids, add_subscribe_credits, touch_user, usable_q
 from pushhub import idempotency
@@ -43,9 +43,9 @@ def user(app, phone):
 @pytest.fixture
 def templates(monkeypatch):
     """The app's subscribe templates as the catalogue (templates_app) would report them; restored after."""
-    monkeypatch.setattr(catalogue, "_provider", catalogue._provider)  # put back whatever was there
+    monkeypatch.setattr(hooks, "_provider", hooks._provider)  # put back whatever was there
     known = {"TID_ORDER", "TID_SHIP"}
-    catalogue.register_subscribe_template_provider(lambda app: set(known))
+    hooks.register_subscribe_template_provider(lambda app: set(known))
     return known
 
 
@@ -198,7 +198,7 @@ def test_with_events_as_credit_source_reports_are_recorded_not_credited(app, pho
 
 
 def test_without_a_catalogue_every_template_id_counts(app, phone, monkeypatch):
-    monkeypatch.setattr(catalogue, "_provider", None)
+    monkeypatch.setattr(hooks, "_provider", None)
     response = phone.post(url(app, "subscriptions"), {"results": {"ANY_ID": "accept"}}, format="json")
     assert response.json() == {"credited": {"ANY_ID": 1}, "ignored": []}
 
@@ -234,7 +234,7 @@ def test_a_bad_report_is_refused(app, phone, templates, results, field):
 
 
 def test_fifty_template_ids_is_the_most_per_report(app, phone, monkeypatch):
-    monkeypatch.setattr(catalogue, "_provider", None)
+    monkeypatch.setattr(hooks, "_provider", None)
     results = {f"T{n}": "accept" for n in range(50)}
     assert phone.post(url(app, "subscriptions"), {"results": results}, format="json").status_code == 200
     assert Credit.objects.count() == 50

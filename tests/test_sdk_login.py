@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from formids.models import MiniUser
 from formids.sdk_auth import issue_session
 from formids.services import touch_user
+from pushhub.wechat.client import WeChatClient
 from pushhub.wechat.sandbox import services as sandbox
 from tenants import services as tenant_services
 from tests.conftest import random_appid, random_secret
@@ -102,9 +103,12 @@ def test_wechat_refusing_otherwise_answers_502_with_the_errcode(sandbox_app, san
     response = login(sandbox_app, code)
 
     assert response.status_code == 502
-    assert error(response)["code"] == "wechat_error"
-    assert error(response)["errcode"] == -1
-    assert error(response)["errmsg"]
+    assert error(response) == {
+        "code": "wechat_error",
+        "message": "WeChat answered with an error.",
+        "errcode": -1,
+        "errmsg": "system error",
+    }
 
 
 @pytest.mark.django_db
@@ -112,7 +116,22 @@ def test_wechat_unreachable_answers_502(sandbox_app, settings):
     settings.SANDBOX_API_BASE = "http://127.0.0.1:9"  # discard port: connection refused
     response = login(sandbox_app, "some-code")
     assert response.status_code == 502
-    assert error(response)["code"] == "wechat_unreachable"
+    assert error(response) == {
+        "code": "wechat_unreachable",
+        "message": "Could not reach WeChat (connection error: NewConnectionError).",
+    }
+    assert not MiniUser.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_answer_without_an_openid_answers_502(sandbox_app, monkeypatch):
+    monkeypatch.setattr(WeChatClient, "code2session", lambda self, code: {"session_key": "k"})
+    response = login(sandbox_app, "some-code")
+    assert response.status_code == 502
+    assert error(response) == {
+        "code": "wechat_unreachable",
+        "message": "WeChat's answer carried no usable openid.",
+    }
     assert not MiniUser.objects.exists()
 
 

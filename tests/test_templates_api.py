@@ -11,7 +11,7 @@ import uuid
 import pytest
 from django.db import connection
 
-from formids.catalogue import known_subscribe_template_ids
+from formids.hooks import known_subscribe_template_ids
 from pushhub.api import ApiError
 from templates_app import catalogue
 from templates_app.models import Template

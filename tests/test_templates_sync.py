@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from formids.catalogue import known_subscribe_template_ids
+from formids.hooks import known_subscribe_template_ids
 from pushhub.wechat.client import WeChatClient
 from pushhub.wechat.errors import WeChatError
 from pushhub.wechat.sandbox import services as sandbox
@@ -160,7 +160,10 @@ def test_wechat_unreachable_answers_502(api, app, wechat, settings):
     settings.SANDBOX_API_BASE = "http://127.0.0.1:9/sandbox/wechat"  # nothing listens there
     response = sync(api, app)
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "wechat_unreachable"
+    assert response.json()["error"] == {
+        "code": "wechat_unreachable",
+        "message": "Could not reach WeChat (connection error: NewConnectionError).",
+    }
     assert Template.objects.filter(status="active").count() == 2
 
 

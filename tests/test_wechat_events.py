@@ -1,4 +1,4 @@
-"""/wechat/{appid}/events: WeChat's message push, signed and encrypted here independently (hashlib + AES)."""
+"""/wechat/{appid}/events: WeChat's event push, signed and encrypted here independently (hashlib + AES)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from django.db import connection
 
 from formids import events
+from formids.hooks import subscribe_message_sent
 from formids.models import Credit, InboundEvent, MiniUser
 from formids.services import add_subscribe_credits, touch_user
-from formids.signals import subscribe_message_sent
 from tenants import services as tenant_services
 
 from .conftest import random_appid, random_secret

@@ -11,8 +11,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from formids.hooks import subscribe_message_sent
 from formids.models import Credit
-from formids.signals import subscribe_message_sent
 from pushhub.wechat.sandbox import services as sandbox
 from templates_app import tasks
 from templates_app.delivery import ledger, outcomes, timing

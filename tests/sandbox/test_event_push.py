@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from django.urls import include, path
 
+from formids.hooks import subscribe_message_sent
 from formids.models import Credit, InboundEvent
-from formids.signals import subscribe_message_sent
-from pushhub.wechat.sandbox import pushes
+from pushhub.wechat.sandbox import event_push
 from pushhub.wechat.sandbox import services as sandbox_services
 from pushhub.wechat.sandbox.models import SandboxApp
 from tenants import services as tenant_services
@@ -46,7 +46,7 @@ def app(tenant, sandbox_base):
     registered = tenant_services.register_app(
         tenant, appid=random_appid(), secret=random_secret(), name="Shop", sandbox_app=True
     )
-    # Registration connects the sandbox's pushes to PushHub; these tests configure them themselves.
+    # Registration connects the sandbox's event pushes to PushHub; these tests configure them themselves.
     sandbox_services.configure_events(registered.appid, url="", token="", aes_key="")
     return tenant_services.update_app(registered, credit_source="events")
 
@@ -96,7 +96,7 @@ def available(app, template_id=None) -> int:
     return credits.filter(template_id=template_id).count() if template_id else credits.count()
 
 
-def pushes_stats(control) -> dict:
+def event_push_stats(control) -> dict:
     return control("GET", "stats")[1]["event_pushes"]
 
 
@@ -116,7 +116,7 @@ def test_accepting_in_the_sandbox_credits_pushhub(control, live_server, app, ope
     event = InboundEvent.objects.get(app=app)
     assert (event.event, event.openid) == ("subscribe_msg_popup_event", openid)
     assert [item["status"] for item in event.payload["items"]] == ["accept", "reject"]
-    assert pushes_stats(control) == {"ok": 1, "failed": 0, "failed_by_status": {}}
+    assert event_push_stats(control) == {"ok": 1, "failed": 0, "failed_by_status": {}}
 
 
 def test_one_popup_event_carries_every_answer_of_the_call(control, live_server, app, openid, templates):
@@ -183,7 +183,7 @@ def test_a_successful_send_pushes_a_sent_event_with_its_msgid(
     assert [(r["openid"], r["template_id"], r["msgid"], r["errcode"], r["errstatus"]) for r in received] == [
         (openid, templates[0], sent["msgid"], 0, "success")
     ]
-    assert pushes_stats(control)["ok"] == 2  # the popup, then the sent event
+    assert event_push_stats(control)["ok"] == 2  # the popup, then the sent event
 
 
 def test_without_the_knob_a_send_pushes_nothing(control, live_server, sandbox_base, app, openid, templates):
@@ -206,7 +206,7 @@ def test_a_refused_push_is_counted_and_never_raised(control, live_server, app, o
     assert status == 200 and answer[templates[0]] == "accept"  # the user's tap counts on WeChat's side
     assert control("GET", f"users/{openid}")[1]["credits"]["subscriptions"] == {templates[0]: 1}
     assert InboundEvent.objects.count() == 0 and available(app) == 0
-    assert pushes_stats(control) == {"ok": 0, "failed": 1, "failed_by_status": {"403": 1}}
+    assert event_push_stats(control) == {"ok": 0, "failed": 1, "failed_by_status": {"403": 1}}
 
 
 def test_an_unreachable_url_is_counted_and_never_raised(control, live_server, app, openid, templates):
@@ -216,13 +216,13 @@ def test_an_unreachable_url_is_counted_and_never_raised(control, live_server, ap
     configure(control, live_server, app, url=f"http://127.0.0.1:{port}/wechat/{app.appid}/events")
     status, _ = control("POST", f"users/{openid}/subscriptions", {"results": {templates[0]: "accept"}})
     assert status == 200
-    assert pushes_stats(control) == {"ok": 0, "failed": 1, "failed_by_status": {"-1": 1}}
+    assert event_push_stats(control) == {"ok": 0, "failed": 1, "failed_by_status": {"-1": 1}}
 
 
 def test_without_a_configuration_nothing_is_pushed(control, app, openid, templates):
     control("POST", f"users/{openid}/subscriptions", {"results": {templates[0]: "accept"}})
     assert InboundEvent.objects.count() == 0
-    assert pushes_stats(control) == {"ok": 0, "failed": 0, "failed_by_status": {}}
+    assert event_push_stats(control) == {"ok": 0, "failed": 0, "failed_by_status": {}}
 
 
 # --- the control endpoint ------------------------------------------------------------------------------
@@ -326,8 +326,8 @@ def test_a_safe_push_is_signed_encrypted_and_retried_once(recorder):
         events_aes_key=key,
         events_mode="safe",
     )
-    event = pushes.popup_event(app, "oUser", {"T1": "accept"})
-    assert pushes.deliver(app, event) == 200
+    event = event_push.popup_event(app, "oUser", {"T1": "accept"})
+    assert event_push.deliver(app, event) == 200
     assert len(Recorder.received) == 2  # 500, then the retry
     query, body, content_type = Recorder.received[1]
     q = {name: values[0] for name, values in query.items()}
@@ -345,7 +345,7 @@ def test_a_safe_push_is_signed_encrypted_and_retried_once(recorder):
     message, appid = wx_decrypt(envelope["Encrypt"], key)
     assert appid == app.appid
     assert json.loads(message) == {
-        "ToUserName": pushes.original_id(app.appid),
+        "ToUserName": event_push.original_id(app.appid),
         "FromUserName": "oUser",
         "CreateTime": event.create_time,
         "MsgType": "event",
@@ -362,7 +362,7 @@ def test_a_plaintext_xml_push_wraps_repeated_list_elements(recorder):
         events_mode="plaintext",
         events_format="xml",
     )
-    pushes.deliver(app, pushes.popup_event(app, "oUser", {"T1": "accept", "T2": "reject"}))
+    event_push.deliver(app, event_push.popup_event(app, "oUser", {"T1": "accept", "T2": "reject"}))
     query, body, content_type = Recorder.received[0]
     assert "encrypt_type" not in query and content_type.startswith("text/xml")
     text = body.decode()

@@ -45,7 +45,7 @@ class SandboxApp(models.Model):
     formid_retired = models.BooleanField(default=False)
     enforce_force_refresh_limits = models.BooleanField(default=True)
     # Push subscribe_msg_sent_event after each successful subscribe send (off by default: it makes every
-    # send wait for the push).
+    # send wait for the event push).
     push_sent_events = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -1,7 +1,7 @@
 """Every state rule of the WeChat sandbox, as plain functions.
 
 Two audiences call these:
-- the WeChat-compatible views (``views.py``), through the functions that raise :class:`WeChatError`
+- the WeChat-compatible views (``views.py``), through the functions that raise :class:`ErrcodeReply`
   (``issue_token``, ``issue_stable_token``, ``code2session``, ``handle_call`` + ``send_*`` …);
 - the control endpoints and PushHub itself in-process (demo loader, dashboard "simulated phone"), through the
   functions that raise :class:`SandboxError` (``register_app``, ``create_user``, ``issue_formids`` …).
@@ -9,9 +9,9 @@ Two audiences call these:
 Like WeChat, the sandbox pushes events to the app's 消息推送 URL once ``configure_events`` set one:
 ``subscribe_msg_popup_event`` when the user answers a subscription popup (``accept_subscriptions``),
 ``subscribe_msg_change_event`` when they turn a template off (``turn_off_subscription``) and, with the
-``push_sent_events`` knob, ``subscribe_msg_sent_event`` after a subscribe send. Pushes run after the
-sandbox's own transaction commits, synchronously (see ``pushes.py``); a failed push is logged and counted
-in ``stats``, never raised.
+``push_sent_events`` knob, ``subscribe_msg_sent_event`` after a subscribe send. Event pushes run after the
+sandbox's own transaction commits, synchronously (see ``event_push.py``); a failed event push is logged and
+counted in ``stats``, never raised.
 
 Decrements of formIds and subscribe credits are single conditional UPDATEs (``uses_left > 0``), so concurrent
 sends can never spend one twice, on PostgreSQL (row lock + re-check) and SQLite (one writer) alike.
@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from pushhub.wechat import msgcrypto, rules
 
-from . import pushes
+from . import event_push
 from .models import (
     FORMID_LIFETIME,
     LOGIN_CODE_LIFETIME,
@@ -67,7 +67,7 @@ MINIPROGRAM_STATES = {"developer", "trial", "formal"}
 LANGS = {"zh_CN", "en_US", "zh_HK", "zh_TW"}
 SEND_ENDPOINTS = ("template_send", "subscribe_send")
 # Event pushes are counted like calls under this name: errcode 0 delivered, else the HTTP status or -1.
-PUSH_ENDPOINT = "event_push"
+EVENT_PUSH_ENDPOINT = "event_push"
 EVENTS_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9]{3,32}")  # WeChat's Token: 3-32 letters or digits
 _events_url_validator = URLValidator(schemes=["http", "https"])
 
@@ -100,8 +100,11 @@ ERRMSG = {
 }
 
 
-class WeChatError(Exception):
-    """A WeChat-shaped refusal: the views answer HTTP 200 ``{"errcode", "errmsg"}``."""
+class ErrcodeReply(Exception):
+    """The sandbox refuses the way WeChat does: the views answer HTTP 200 ``{"errcode", "errmsg"}``.
+
+    PushHub's client raises :class:`pushhub.wechat.errors.WeChatError` when it hears such an answer; this
+    is the other side of the wire, hence its own name."""
 
     def __init__(self, errcode: int, errmsg: str | None = None):
         self.errcode = errcode
@@ -112,9 +115,9 @@ class WeChatError(Exception):
         return {"errcode": self.errcode, "errmsg": self.errmsg}
 
 
-def argument_invalid(what: str) -> WeChatError:
+def argument_invalid(what: str) -> ErrcodeReply:
     """47003 naming the offending argument, e.g. ``argument invalid! data.thing3.value invalid``."""
-    return WeChatError(47003, f"argument invalid! {what} invalid")
+    return ErrcodeReply(47003, f"argument invalid! {what} invalid")
 
 
 class SandboxError(Exception):
@@ -381,7 +384,7 @@ def accept_subscriptions(appid: str, openid: str, results: dict[str, str]) -> di
             shown[template_id] = answer
         answered[template_id] = answer
     if shown:
-        _push_after_commit(user.app, pushes.popup_event(user.app, user.openid, shown))
+        _event_push_after_commit(user.app, event_push.popup_event(user.app, user.openid, shown))
     return answered
 
 
@@ -400,11 +403,11 @@ def turn_off_subscription(appid: str, openid: str, template_id: str) -> int:
     with transaction.atomic():
         dropped = sum(subscriptions.select_for_update().values_list("credits", flat=True))
         subscriptions.update(credits=0)
-    _push_after_commit(user.app, pushes.change_event(user.app, user.openid, template_id, "reject"))
+    _event_push_after_commit(user.app, event_push.change_event(user.app, user.openid, template_id, "reject"))
     return dropped
 
 
-# --- message push (消息推送) ----------------------------------------------------------------------
+# --- event push (消息推送) ------------------------------------------------------------------------
 
 
 def configure_events(
@@ -412,7 +415,7 @@ def configure_events(
 ) -> SandboxApp:
     """The app's 消息推送配置: events go to ``url``, signed with ``token`` and, in ``safe`` mode, encrypted
     with the EncodingAESKey ``aes_key`` (43 characters), as ``json`` or ``xml``. An empty ``url`` stops the
-    pushes. Unlike WeChat, any port is allowed (test servers)."""
+    event pushes. Unlike WeChat, any port is allowed (test servers)."""
     app = get_app(appid)
     if not isinstance(url, str) or len(url) > 500:
         raise _invalid("url", "url must be an http(s) URL of at most 500 characters, or empty.")
@@ -468,16 +471,17 @@ def _event_time(app: SandboxApp, openid: str) -> int:
     return stamp
 
 
-def _push_after_commit(app: SandboxApp, event: pushes.Event) -> None:
-    """Push once the sandbox's own writes are committed (at once outside a transaction), if configured."""
+def _event_push_after_commit(app: SandboxApp, event: event_push.Event) -> None:
+    """Deliver the event once the sandbox's own writes are committed (at once outside a transaction), if the
+    app has an events URL."""
     if app.events_url:
         event = dataclasses.replace(event, create_time=_event_time(app, event.openid))
-        transaction.on_commit(lambda: _push(app, event), robust=True)
+        transaction.on_commit(lambda: _deliver_event(app, event), robust=True)
 
 
-def _push(app: SandboxApp, event: pushes.Event) -> None:
-    status = pushes.deliver(app, event)
-    record_call(app, PUSH_ENDPOINT, 0 if status == 200 else status)
+def _deliver_event(app: SandboxApp, event: event_push.Event) -> None:
+    status = event_push.deliver(app, event)
+    record_call(app, EVENT_PUSH_ENDPOINT, 0 if status == 200 else status)
 
 
 def user_credits(appid: str, openid: str) -> dict[str, Any]:
@@ -590,7 +594,7 @@ def stats(appid: str) -> dict[str, Any]:
     calls: dict[str, dict[str, int]] = {}
     for endpoint, errcode, count in app.call_counts.values_list("endpoint", "errcode", "count"):
         calls.setdefault(endpoint, {})[str(errcode)] = count
-    pushed = calls.pop(PUSH_ENDPOINT, {})
+    event_pushes = calls.pop(EVENT_PUSH_ENDPOINT, {})
     sends: dict[str, int] = {}
     for endpoint in SEND_ENDPOINTS:
         for errcode, count in calls.get(endpoint, {}).items():
@@ -605,15 +609,15 @@ def stats(appid: str) -> dict[str, Any]:
         "calls": calls,
         "inbox_messages": app.messages.count(),
         "event_pushes": {
-            "ok": pushed.get("0", 0),
-            "failed": sum(count for outcome, count in pushed.items() if outcome != "0"),
-            "failed_by_status": {outcome: count for outcome, count in pushed.items() if outcome != "0"},
+            "ok": event_pushes.get("0", 0),
+            "failed": sum(count for outcome, count in event_pushes.items() if outcome != "0"),
+            "failed_by_status": {outcome: count for outcome, count in event_pushes.items() if outcome != "0"},
         },
     }
 
 
 def record_call(app: SandboxApp, endpoint: str, errcode: int) -> None:
-    """Count one answer of a token-taking endpoint, or the outcome of one event push (PUSH_ENDPOINT)."""
+    """Count one answer of a token-taking endpoint, or the outcome of one event push (EVENT_PUSH_ENDPOINT)."""
     _increment(SandboxCallCount, "count", app=app, endpoint=endpoint, errcode=errcode)
 
 
@@ -623,14 +627,14 @@ def record_call(app: SandboxApp, endpoint: str, errcode: int) -> None:
 def _credential_app(appid: str | None, secret: str | None) -> SandboxApp:
     """Check an appid/secret pair like WeChat: 41002/41004 missing, 40013 unknown appid, 40125 bad secret."""
     if not appid:
-        raise WeChatError(41002)
+        raise ErrcodeReply(41002)
     if not secret:
-        raise WeChatError(41004)
+        raise ErrcodeReply(41004)
     app = SandboxApp.objects.filter(appid=appid).first()
     if app is None:
-        raise WeChatError(40013)
+        raise ErrcodeReply(40013)
     if not hmac.compare_digest(app.secret.encode(), secret.encode()):
-        raise WeChatError(40125)
+        raise ErrcodeReply(40125)
     _apply_latency_and_errors(app)
     return app
 
@@ -658,7 +662,7 @@ def _token_answer(token: SandboxToken, now: datetime) -> dict[str, Any]:
 def issue_token(appid: str | None, secret: str | None, grant_type: str | None) -> dict[str, Any]:
     """``cgi-bin/token``: always a new token; the previous plain ones keep working 5 more minutes."""
     if grant_type != "client_credential":
-        raise WeChatError(40002)
+        raise ErrcodeReply(40002)
     app = _credential_app(appid, secret)
     now = timezone.now()
     with transaction.atomic():
@@ -676,10 +680,10 @@ def _check_force_refresh_limits(app: SandboxApp, now: datetime) -> None:
     forced = SandboxToken.objects.filter(app=app, family=SandboxToken.STABLE, forced=True)
     last = forced.order_by("-issued_at").values_list("issued_at", flat=True).first()
     if last and now - last < FORCE_REFRESH_MIN_INTERVAL:
-        raise WeChatError(45011)
+        raise ErrcodeReply(45011)
     day_start = now.astimezone(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
     if forced.filter(issued_at__gte=day_start).count() >= FORCE_REFRESH_PER_DAY:
-        raise WeChatError(45009)
+        raise ErrcodeReply(45009)
 
 
 def issue_stable_token(
@@ -691,7 +695,7 @@ def issue_stable_token(
     are never touched. The app row is locked so concurrent callers agree on one token.
     """
     if grant_type != "client_credential":
-        raise WeChatError(40002)
+        raise ErrcodeReply(40002)
     app = _credential_app(appid, secret)
     with transaction.atomic():
         SandboxApp.objects.select_for_update().filter(pk=app.pk).exists()
@@ -714,20 +718,20 @@ def code2session(
 ) -> dict[str, Any]:
     """``sns/jscode2session``: a login code becomes the user's openid (+ unionid) once, within 5 minutes."""
     if grant_type not in (None, "", "authorization_code"):
-        raise WeChatError(40002)
+        raise ErrcodeReply(40002)
     app = _credential_app(appid, secret)
     if not js_code:
-        raise WeChatError(41008)
+        raise ErrcodeReply(41008)
     now = timezone.now()
     login = SandboxLoginCode.objects.filter(app=app, code=js_code).first()
     if login is None:
-        raise WeChatError(40029)
+        raise ErrcodeReply(40029)
     if login.used_at is not None:
-        raise WeChatError(40163)
+        raise ErrcodeReply(40163)
     if login.expires_at <= now:
-        raise WeChatError(40029)
+        raise ErrcodeReply(40029)
     if not SandboxLoginCode.objects.filter(pk=login.pk, used_at__isnull=True).update(used_at=now):
-        raise WeChatError(40163)
+        raise ErrcodeReply(40163)
     answer = {"openid": login.openid, "session_key": _new_session_key()}
     unionid = (
         SandboxUser.objects.filter(app=app, openid=login.openid).values_list("unionid", flat=True).first()
@@ -740,15 +744,15 @@ def code2session(
 def authenticate(access_token: str | None) -> SandboxApp:
     """The app an access_token belongs to, checked in WeChat's order: 41001, 40014, 40001, 42001."""
     if not access_token:
-        raise WeChatError(41001)
+        raise ErrcodeReply(41001)
     if not TOKEN_SHAPE.fullmatch(access_token):
-        raise WeChatError(40014)
+        raise ErrcodeReply(40014)
     token = SandboxToken.objects.select_related("app").filter(token=access_token).first()
     now = timezone.now()
     if token is None or (token.invalidated_at is not None and token.invalidated_at <= now):
-        raise WeChatError(40001)
+        raise ErrcodeReply(40001)
     if token.expires_at <= now:
-        raise WeChatError(42001)
+        raise ErrcodeReply(42001)
     return token.app
 
 
@@ -758,7 +762,7 @@ def _apply_latency_and_errors(app: SandboxApp, sleep: Callable[[float], None] = 
     if app.latency_ms:
         sleep(app.latency_ms / 1000)
     if app.error_rate and random.random() < app.error_rate:
-        raise WeChatError(-1)
+        raise ErrcodeReply(-1)
 
 
 def apply_knobs(app: SandboxApp, sleep: Callable[[float], None] = time.sleep) -> float:
@@ -785,10 +789,10 @@ def handle_call(
         app = authenticate(access_token)
         delay = apply_knobs(app)
         body = operation(app)
-    except WeChatError as error:
+    except ErrcodeReply as reply:
         if app is not None:
-            record_call(app, endpoint, error.errcode)
-        return error.body(), 0.0
+            record_call(app, endpoint, reply.errcode)
+        return reply.body(), 0.0
     record_call(app, endpoint, body.get("errcode", 0))
     return body, delay
 
@@ -799,12 +803,12 @@ def handle_call(
 def _check_page(page: Any) -> None:
     """41030: a page is an in-app path like ``pages/x?y=1``: no leading ``/``, no whitespace."""
     if not isinstance(page, str) or page.startswith("/") or any(ch.isspace() for ch in page):
-        raise WeChatError(41030)
+        raise ErrcodeReply(41030)
 
 
 def _known_user(app: SandboxApp, openid: Any) -> str:
     if not isinstance(openid, str) or not SandboxUser.objects.filter(app=app, openid=openid).exists():
-        raise WeChatError(40003)
+        raise ErrcodeReply(40003)
     return openid
 
 
@@ -813,7 +817,7 @@ def _template(app: SandboxApp, kind: str, template_id: Any) -> SandboxTemplate:
     if isinstance(template_id, str) and template_id:
         template = SandboxTemplate.objects.filter(app=app, kind=kind, template_id=template_id).first()
     if template is None:
-        raise WeChatError(40037)
+        raise ErrcodeReply(40037)
     return template
 
 
@@ -823,16 +827,16 @@ def _usable_formid(app: SandboxApp, openid: str, form_id: Any, now: datetime) ->
     if isinstance(form_id, str) and form_id:
         formid = SandboxFormId.objects.filter(app=app, value=form_id).first()
     if formid is None or formid.openid != openid or formid.expires_at <= now:
-        raise WeChatError(41028)
+        raise ErrcodeReply(41028)
     if formid.uses_left <= 0:
-        raise WeChatError(41029)
+        raise ErrcodeReply(41029)
     return formid
 
 
 def send_template_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str, Any]:
     """``cgi-bin/message/wxopen/template/send``: spend one use of the user's formId, deliver to the inbox."""
     if app.formid_retired:
-        raise WeChatError(45103)
+        raise ErrcodeReply(45103)
     template = _template(app, SandboxTemplate.FORMID, payload.get("template_id"))
     openid = _known_user(app, payload.get("touser"))
     now = timezone.now()
@@ -841,13 +845,13 @@ def send_template_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str,
     _check_page(page)
     data = payload.get("data") or {}
     if not isinstance(data, dict):
-        raise WeChatError(47001)
+        raise ErrcodeReply(47001)
     with transaction.atomic():
         spent = SandboxFormId.objects.filter(pk=formid.pk, uses_left__gt=0).update(
             uses_left=F("uses_left") - 1
         )
         if not spent:
-            raise WeChatError(41029)
+            raise ErrcodeReply(41029)
         SandboxMessage.objects.create(
             app=app,
             openid=openid,
@@ -866,7 +870,7 @@ def send_template_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str,
 def _check_subscribe_data(template: SandboxTemplate, data: Any) -> dict[str, Any]:
     """47003 for the first template key that is missing or breaks WeChat's value rules."""
     if not isinstance(data, dict):
-        raise WeChatError(47001)
+        raise ErrcodeReply(47001)
     for field in rules.parse_template_fields(template.content):
         key = field["key"]
         entry = data.get(key)
@@ -883,7 +887,7 @@ def _has_credit(app: SandboxApp, openid: str, template_id: str) -> SandboxSubscr
         app=app, openid=openid, template_id=template_id, credits__gt=0
     ).first()
     if subscription is None:
-        raise WeChatError(43101)
+        raise ErrcodeReply(43101)
     return subscription
 
 
@@ -906,7 +910,7 @@ def send_subscribe_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str
             credits=F("credits") - 1
         )
         if not spent:
-            raise WeChatError(43101)
+            raise ErrcodeReply(43101)
         message = SandboxMessage.objects.create(
             app=app,
             openid=openid,
@@ -919,7 +923,7 @@ def send_subscribe_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str
             lang=lang,
         )
     if app.push_sent_events:
-        _push_after_commit(app, pushes.sent_event(app, openid, template.template_id, message.msgid))
+        _event_push_after_commit(app, event_push.sent_event(app, openid, template.template_id, message.msgid))
     return {"errcode": 0, "errmsg": "ok", "msgid": message.msgid}
 
 
@@ -965,7 +969,7 @@ def _delete_by_wechat(app: SandboxApp, kind: str, template_id: Any) -> dict[str,
     if isinstance(template_id, str) and template_id:
         deleted, _ = SandboxTemplate.objects.filter(app=app, kind=kind, template_id=template_id).delete()
     if not deleted:
-        raise WeChatError(40037)
+        raise ErrcodeReply(40037)
     return {"errcode": 0, "errmsg": "ok"}
 
 

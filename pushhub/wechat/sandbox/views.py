@@ -22,7 +22,7 @@ from pushhub.wechat.rules import parse_template_fields
 
 from . import services
 from .models import SandboxApp, SandboxTemplate, SandboxUser
-from .services import SandboxError, WeChatError
+from .services import ErrcodeReply, SandboxError
 
 Payload = dict[str, Any]
 
@@ -41,23 +41,23 @@ def _wechat_json(request: HttpRequest) -> Payload:
     try:
         payload = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
-        raise WeChatError(47001) from None
+        raise ErrcodeReply(47001) from None
     if not isinstance(payload, dict):
-        raise WeChatError(47001)
+        raise ErrcodeReply(47001)
     return payload
 
 
 def _wrong_method(request: HttpRequest, method: str) -> JsonResponse | None:
     if request.method == method:
         return None
-    return _json(WeChatError(43002 if method == "POST" else 43001).body())
+    return _json(ErrcodeReply(43002 if method == "POST" else 43001).body())
 
 
 def _answer(operation: Callable[[], Payload]) -> JsonResponse:
     try:
         return _json(operation())
-    except WeChatError as error:
-        return _json(error.body())
+    except ErrcodeReply as reply:
+        return _json(reply.body())
 
 
 @csrf_exempt
@@ -327,7 +327,7 @@ def subscription_off(request: HttpRequest, appid: str, openid: str, template_id:
 @control
 def app_events(request: HttpRequest, appid: str) -> HttpResponse:
     """``PUT _control/apps/{appid}/events`` ``{url, token, aes_key, mode?, format?}``: the app's 消息推送配置
-    (``GET`` reads it without the secrets, ``DELETE`` stops the pushes)."""
+    (``GET`` reads it without the secrets, ``DELETE`` stops the event pushes)."""
     _allow(request, "GET", "PUT", "DELETE")
     if request.method == "PUT":
         payload = _control_json(request)

@@ -1,8 +1,8 @@
-"""WeChat's side of 消息推送: build an event the way WeChat words it, sign it (and in safe mode encrypt it)
+"""WeChat's side of the event push (消息推送): build an event the way WeChat words it, sign it (and in safe mode encrypt it)
 with the app's Token and EncodingAESKey, and POST it to the app's URL.
 
 The sandbox is WeChat here, not PushHub: it talks HTTP with ``requests`` directly rather than through
-PushHub's client. A push is synchronous, waits at most ``PUSH_TIMEOUT`` seconds, is tried once more if it
+PushHub's client. An event push is synchronous, waits at most ``EVENT_PUSH_TIMEOUT`` seconds, is tried once more if it
 fails, and never raises: :func:`deliver` answers the outcome for the caller to count.
 
 Shapes (as WeChat pushes them): JSON carries the items in a top-level ``List``, an object for one item and
@@ -24,15 +24,15 @@ from typing import Any
 import requests
 
 from pushhub.wechat import msgcrypto
-from pushhub.wechat.message_push import CHANGE, ITEM_WRAPPERS, POPUP, SENT
+from pushhub.wechat.event_push import CHANGE, ITEM_WRAPPERS, POPUP, SENT
 
 from .models import SandboxApp
 
 log = logging.getLogger(__name__)
 
-PUSH_TIMEOUT = 3.0  # seconds; WeChat itself gives up after 5
-PUSH_ATTEMPTS = 2  # one retry
-FAILED = -1  # outcome of a push that got no HTTP answer (refused, timed out)
+EVENT_PUSH_TIMEOUT = 3.0  # seconds; WeChat itself gives up after 5
+EVENT_PUSH_ATTEMPTS = 2  # one retry
+FAILED = -1  # outcome of an event push that got no HTTP answer (refused, timed out)
 
 
 @dataclass(frozen=True)
@@ -133,14 +133,14 @@ def deliver(app: SandboxApp, event: Event) -> int:
     """
     query, body, content_type = signed_request(app, event)
     status = FAILED
-    for attempt in range(1, PUSH_ATTEMPTS + 1):
+    for attempt in range(1, EVENT_PUSH_ATTEMPTS + 1):
         try:
             response = requests.post(
                 app.events_url,
                 params=query,
                 data=body,
                 headers={"Content-Type": content_type},
-                timeout=PUSH_TIMEOUT,
+                timeout=EVENT_PUSH_TIMEOUT,
             )
             status = response.status_code
         except requests.RequestException as error:
@@ -153,7 +153,7 @@ def deliver(app: SandboxApp, event: Event) -> int:
         log.warning(
             "sandbox event push failed (attempt %d/%d): appid=%s event=%s url=%s: %s",
             attempt,
-            PUSH_ATTEMPTS,
+            EVENT_PUSH_ATTEMPTS,
             app.appid,
             event.event,
             app.events_url,

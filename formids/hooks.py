@@ -1,0 +1,68 @@
+"""Every way templates_app plugs into formids, in one place.
+
+Dependencies point templates_app → formids: formids never imports templates_app. Where formids has to ask
+templates_app something, or tell it something, it goes through a hook defined here, and templates_app
+registers itself in its AppConfig.ready() (templates_app/apps.py):
+
+- the subscribe template catalogue: which subscribe template ids an app has;
+- claim owners: records that own a credit's claim, which the stale-claim sweep leaves alone;
+- the ``subscribe_message_sent`` signal: WeChat reported the outcome of a subscribe send.
+
+Without templates_app installed formids still works: every subscribe template id is known, every stale
+claim is released and nobody listens to the signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db.models import Exists
+from django.dispatch import Signal
+
+from tenants.models import MiniProgram
+
+# --- the subscribe template catalogue ----------------------------------------------------------------
+# Which subscribe template ids an app has: the catalogue (templates_app) registers itself here and formids
+# asks through this hook. With no catalogue registered, every id is known.
+_provider: Callable[[MiniProgram], set[str]] | None = None
+
+
+def register_subscribe_template_provider(provider: Callable[[MiniProgram], set[str]]) -> None:
+    global _provider
+    _provider = provider
+
+
+def known_subscribe_template_ids(app: MiniProgram) -> set[str] | None:
+    """The app's subscribe template ids, or None when no catalogue is installed (accept any)."""
+    return _provider(app) if _provider is not None else None
+
+
+# --- claim owners ------------------------------------------------------------------------------------
+# Records that own a claim for as long as they exist (templates_app's pending deliveries): the stale-claim
+# sweep leaves their credits claimed. Each is a callable giving an Exists() over the credit (OuterRef("pk")).
+_claim_owners: list[Callable[[], Exists]] = []
+
+
+def register_claim_owner(owner: Callable[[], Exists]) -> None:
+    if owner not in _claim_owners:
+        _claim_owners.append(owner)
+
+
+def claim_owners() -> list[Callable[[], Exists]]:
+    """The registered claim owners, for formids.services.release_stale."""
+    return list(_claim_owners)
+
+
+# --- signals -----------------------------------------------------------------------------------------
+subscribe_message_sent = Signal()
+"""WeChat reported the final outcome of a subscribe send (``subscribe_msg_sent_event``), one signal per
+item; formids.events sends it. Sent with ``sender=MiniProgram`` and the keyword arguments ``app``
+(MiniProgram), ``openid`` (str), ``template_id`` (str), ``msgid`` (int: the ``msgid`` subscribe/send
+answered), ``errcode`` (int, 0 = delivered) and ``errstatus`` (str, e.g. "success").
+
+It is sent inside the transaction that stores the event, once per stored event (a retried event push is
+deduplicated before it): a receiver's writes commit or roll back with it, and a receiver that raises makes
+the event push fail (HTTP 500, nothing stored) so that WeChat retries it. WeChat may push the event before
+the sender has recorded the msgid (the sandbox always does): the InboundEvent keeps ``msgid`` in its
+payload items for a later reconciliation.
+"""
