@@ -17,12 +17,12 @@ catalogue_urlpatterns = [
         name="api-app-templates-sync",
     ),
     path(
-        "templates/<str:id>",
+        "templates/<uuid:id>",
         TemplateViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
         name="api-template-detail",
     ),
     path(
-        "templates/<str:id>/rotate", TemplateViewSet.as_view({"post": "rotate"}), name="api-template-rotate"
+        "templates/<uuid:id>/rotate", TemplateViewSet.as_view({"post": "rotate"}), name="api-template-rotate"
     ),
 ]
 

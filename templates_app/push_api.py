@@ -80,13 +80,6 @@ class DeliverySerializer(serializers.Serializer):
     sent_at = serializers.CharField(allow_null=True)
 
 
-def _uuid_or_404(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise Http404 from None
-
-
 class TemplatePushViewSet(TenantScopedViewSet):
     tenant_queryset = Template.objects.select_related("app")
     serializer_class = AcceptedSerializer
@@ -103,7 +96,7 @@ class TemplatePushViewSet(TenantScopedViewSet):
         operation_id="templates_pushes_create",
     )
     def create(self, request, id=None):
-        template = self.get_queryset().filter(pk=_uuid_or_404(id)).first()
+        template = self.get_queryset().filter(pk=id).first()
         if template is None:
             raise Http404
         status, body = sending.send(
@@ -125,8 +118,8 @@ class PushViewSet(TenantScopedViewSet):
     tenant_queryset = Push.objects.select_related("app")
     serializer_class = PushSerializer
 
-    def _push(self, pk) -> Push:
-        push = self.get_queryset().filter(pk=_uuid_or_404(pk)).first()
+    def _push(self, pk: uuid.UUID) -> Push:
+        push = self.get_queryset().filter(pk=pk).first()
         if push is None:
             raise Http404
         return push

@@ -89,18 +89,12 @@ def trigger(request, token: str):
 
 @csrf_exempt
 @never_cache
-def trigger_push_status(request, token: str, push_id: str):
+def trigger_push_status(request, token: str, push_id: uuid.UUID):
     if request.method != "GET":
         return error_response(405, "method_not_allowed", "Read with GET.")
     template = catalogue.template_for_trigger_token(token)
-    try:
-        push_uuid = uuid.UUID(push_id)
-    except ValueError:
-        push_uuid = None
     push = (
-        Push.objects.filter(pk=push_uuid, template=template).select_related("app").first()
-        if template and push_uuid
-        else None
+        Push.objects.filter(pk=push_id, template=template).select_related("app").first() if template else None
     )
     if push is None:
         return error_response(404, "not_found", "Not found.")
