@@ -259,7 +259,7 @@ def template_test_send(request: HttpRequest, template_pk: uuid.UUID) -> HttpResp
             dry_run=dry_run,
             idempotency_key="",
             created_by=actor_for(request),
-            status_url=lambda push: absolute_url(request, f"/api/v1/pushes/{push.pk}"),
+            status_url=lambda push: absolute_url(request, reverse("api-push-detail", args=[push.pk])),
         )
     except ApiError as exc:
         if dry_run:
@@ -267,7 +267,7 @@ def template_test_send(request: HttpRequest, template_pk: uuid.UUID) -> HttpResp
         return _detail_page(request, template, form=body, error=error_message(exc), status=exc.status_code)
     if dry_run:
         return JsonResponse(answer, status=status)
-    return redirect(f"/dashboard/pushes/{answer['push_id']}/")
+    return redirect("push-page", push_id=answer["push_id"])
 
 
 # --- sandbox phone -----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.http import Http404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -105,7 +106,7 @@ class TemplatePushViewSet(TenantScopedViewSet):
             dry_run=sending.is_dry_run(request.query_params),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             created_by=actor_for(request),
-            status_url=lambda push: absolute_url(request, f"/api/v1/pushes/{push.pk}"),
+            status_url=lambda push: absolute_url(request, reverse("api-push-detail", args=[push.pk])),
         )
         return Response(body, status=status)
 

@@ -10,6 +10,7 @@ import json
 import uuid
 
 from django.http import JsonResponse, QueryDict
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
@@ -80,7 +81,9 @@ def trigger(request, token: str):
             dry_run=sending.is_dry_run(request.GET),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             created_by="trigger",
-            status_url=lambda push: absolute_url(request, f"/t/{token}/pushes/{push.pk}"),
+            status_url=lambda push: absolute_url(
+                request, reverse("trigger-push-status", args=[token, push.pk])
+            ),
         )
     except ApiError as error:
         return api_error_response(error)
