@@ -35,6 +35,20 @@ def test_every_url_name_is_used_by_one_pattern():
     assert not shared, f"URL names used by more than one pattern: {shared}"
 
 
+# The naming rule of pushhub/urls.py: a route's prefix shows in its name.
+NAME_PREFIXES = {"api/v1/": "api-", "sdk/v1/": "sdk-", "t/": "trigger", "wechat/": "wechat-"}
+
+
+def test_the_public_routes_are_named_after_their_prefix():
+    misnamed = [
+        (name, route)
+        for name, route in named_patterns()
+        for prefix, start in NAME_PREFIXES.items()
+        if route.startswith(prefix) and not name.startswith(start)
+    ]
+    assert not misnamed, f"name these routes {NAME_PREFIXES}: {misnamed}"
+
+
 # --- a path no route matches -------------------------------------------------------------------------
 @pytest.fixture
 def template(sandbox_app):
@@ -75,12 +89,17 @@ def test_an_unroutable_api_path_is_the_json_404(settings, api, sandbox_app, temp
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["production", "DEBUG"])
-def test_a_real_route_is_not_shadowed(settings, api, template, debug):
+def test_well_formed_ids_still_reach_their_views(settings, api, template, debug):
     settings.DEBUG = debug
     assert api.get(f"/api/v1/templates/{template.pk}").json()["id"] == str(template.pk)
-    assert api.get(f"/t/{template.get_trigger_token()}/pushes/{uuid.uuid4()}").json()["error"]["code"] == (
-        "not_found"
-    )
+    body = {"to": "oNobody", "data": {"thing1": "socks"}}  # no credit: a push all the same
+    sent = api.post(f"/api/v1/templates/{template.pk}/pushes", body, format="json")
+    assert sent.status_code == 202, sent.content
+    push_id = sent.json()["push_id"]
+    assert api.get(f"/api/v1/pushes/{push_id}").json()["id"] == push_id
+    token = template.get_trigger_token()
+    assert Client().get(f"/t/{token}/pushes/{push_id}").json()["id"] == push_id
+    assert_json_not_found(Client().get(f"/t/{token}/pushes/{uuid.uuid4()}"))  # the view's own 404
     # APPEND_SLASH still redirects a path that only lacks its slash (a 404 before CommonMiddleware).
     response = Client().get("/api/schema")
     assert response.status_code == 301 and response["Location"] == "/api/schema/"
