@@ -41,3 +41,25 @@ class NulInUrlMiddleware:
                 "The URL must not contain NUL characters.", content_type="text/plain"
             )
         return self.get_response(request)
+
+
+class ApiNotFoundMiddleware:
+    """A 404 under the public API paths is the contract's JSON ``not_found`` whatever the settings.
+
+    handler404 (pushhub.api) gives it when DEBUG is off; with DEBUG on, Django answers a path that no route
+    matches (a typo'd route, a non-UUID id where the route says ``<uuid:…>``) with its HTML technical page
+    and never calls handler404. Outside CommonMiddleware, whose APPEND_SLASH redirect of a 404 comes first
+    (``/api/schema`` still redirects to ``/api/schema/``)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code == 404
+            and request.path.startswith(settings.API_PATH_PREFIXES)
+            and response.get("Content-Type", "").partition(";")[0] != "application/json"
+        ):
+            return error_response(404, "not_found", "Not found.")
+        return response

@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "pushhub.middleware.ApiBodyLimitMiddleware",
     "pushhub.middleware.NulInUrlMiddleware",
+    "pushhub.middleware.ApiNotFoundMiddleware",
     "pushhub.ratelimit.RateLimitHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",

@@ -1,4 +1,12 @@
+"""The URL map: each prefix is included from the url confs of the apps that serve it, below.
+
+URL names are unique across all of them (tests/test_urls.py), so ``reverse()`` and ``{% url %}`` build the
+link they name: /api/v1 routes are ``api-…``, /sdk/v1 ones ``sdk-…``, the trigger URLs ``trigger…``,
+WeChat's ``wechat-events``; the dashboard's pages have plain names (``template-detail``).
+"""
+
 from django.contrib import admin
+from django.contrib.auth import urls as auth_urls
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -20,9 +28,10 @@ urlpatterns = [
     path("sandbox/wechat/", include("pushhub.wechat.sandbox.urls")),
     path("healthz", api.healthz, name="healthz"),
     path("i18n/", include("django.conf.urls.i18n")),
-    # Before django.contrib.auth.urls: the same path and name, with brute-force protection.
+    # Sign-in is ours (brute-force protection); the other account views are django.contrib.auth's, less its
+    # own login pattern, which this one would shadow: one pattern per name.
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include([p for p in auth_urls.urlpatterns if p.name != "login"])),
     path("", include("tenants.urls")),
     path("", include("tenants.dashboard_urls")),  # accounts, members, API keys
     path("dashboard/", include("formids.dashboard_urls")),  # mini-programs

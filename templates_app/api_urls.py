@@ -9,19 +9,21 @@ catalogue_urlpatterns = [
     path(
         "apps/<str:appid>/templates",
         AppTemplateViewSet.as_view({"get": "list", "post": "create"}),
-        name="app-templates",
+        name="api-app-templates",
     ),
     path(
         "apps/<str:appid>/templates/sync",
         AppTemplateViewSet.as_view({"post": "sync"}),
-        name="app-templates-sync",
+        name="api-app-templates-sync",
     ),
     path(
-        "templates/<str:id>",
+        "templates/<uuid:id>",
         TemplateViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
-        name="template-detail",
+        name="api-template-detail",
     ),
-    path("templates/<str:id>/rotate", TemplateViewSet.as_view({"post": "rotate"}), name="template-rotate"),
+    path(
+        "templates/<uuid:id>/rotate", TemplateViewSet.as_view({"post": "rotate"}), name="api-template-rotate"
+    ),
 ]
 
 # --- pushes (templates_app.push_api) -----------------------------------------------------------------

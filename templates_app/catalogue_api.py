@@ -181,12 +181,8 @@ class TemplateViewSet(TenantScopedViewSet):
     tenant_queryset = Template.objects.visible().select_related("app")
     serializer_class = TemplateSerializer
 
-    def _template(self, id) -> Template:
-        try:
-            pk = uuid.UUID(str(id))
-        except ValueError:
-            raise Http404 from None
-        template = self.get_queryset().filter(pk=pk).first()
+    def _template(self, id: uuid.UUID) -> Template:
+        template = self.get_queryset().filter(pk=id).first()
         if template is None:
             raise Http404
         return template

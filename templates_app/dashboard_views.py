@@ -61,14 +61,14 @@ def sample_value(template: Template, key: str) -> str:
     return SAMPLE_VALUES.get(rules.key_type(key), DEFAULT_SAMPLE)
 
 
-def get_template_for(request: HttpRequest, template_pk, *, write: bool = False) -> Template:
-    """The current tenant's (not deleted) template; 404 for anyone else's and for a malformed id."""
-    try:
-        pk = uuid.UUID(str(template_pk))
-    except ValueError:
-        raise Http404 from None
+def get_template_for(request: HttpRequest, template_pk: uuid.UUID, *, write: bool = False) -> Template:
+    """The current tenant's (not deleted) template; 404 for anyone else's (a malformed id matches no URL)."""
     template = (
-        Template.objects.for_tenant(request.tenant).visible().select_related("app").filter(pk=pk).first()
+        Template.objects.for_tenant(request.tenant)
+        .visible()
+        .select_related("app")
+        .filter(pk=template_pk)
+        .first()
     )
     if template is None:
         raise Http404
@@ -204,13 +204,13 @@ def credits_users(app: MiniProgram, limit: int = 100) -> list[str]:
 
 @require_GET
 @tenant_required
-def template_detail(request: HttpRequest, template_pk: str) -> HttpResponse:
+def template_detail(request: HttpRequest, template_pk: uuid.UUID) -> HttpResponse:
     return _detail_page(request, get_template_for(request, template_pk))
 
 
 @require_POST
 @tenant_required
-def template_rotate(request: HttpRequest, template_pk: str) -> HttpResponse:
+def template_rotate(request: HttpRequest, template_pk: uuid.UUID) -> HttpResponse:
     template = get_template_for(request, template_pk, write=True)
     catalogue.rotate_trigger_url(template, actor=actor_for(request))
     messages.success(request, _("New trigger URL: the old one no longer works."))
@@ -219,7 +219,7 @@ def template_rotate(request: HttpRequest, template_pk: str) -> HttpResponse:
 
 @require_POST
 @tenant_required
-def template_status(request: HttpRequest, template_pk: str) -> HttpResponse:
+def template_status(request: HttpRequest, template_pk: uuid.UUID) -> HttpResponse:
     """Enable or disable the template (``status=active|disabled``)."""
     template = get_template_for(request, template_pk, write=True)
     try:
@@ -231,7 +231,7 @@ def template_status(request: HttpRequest, template_pk: str) -> HttpResponse:
 
 @require_POST
 @tenant_required
-def template_delete(request: HttpRequest, template_pk: str) -> HttpResponse:
+def template_delete(request: HttpRequest, template_pk: uuid.UUID) -> HttpResponse:
     template = get_template_for(request, template_pk, write=True)
     catalogue.delete_template(template, actor=actor_for(request))
     messages.success(request, _("Template deleted."))
@@ -248,7 +248,7 @@ def _test_body(request: HttpRequest, template: Template) -> dict:
 @require_POST
 @tenant_required
 @never_cache
-def template_test_send(request: HttpRequest, template_pk: str) -> HttpResponse:
+def template_test_send(request: HttpRequest, template_pk: uuid.UUID) -> HttpResponse:
     """A test send through the trigger URL's own path; ``dry_run=1`` answers the reach as JSON (fetch)."""
     template = get_template_for(request, template_pk, write=True)
     body = _test_body(request, template)
@@ -260,7 +260,7 @@ def template_test_send(request: HttpRequest, template_pk: str) -> HttpResponse:
             dry_run=dry_run,
             idempotency_key="",
             created_by=actor_for(request),
-            status_url=lambda push: absolute_url(request, f"/api/v1/pushes/{push.pk}"),
+            status_url=lambda push: absolute_url(request, reverse("api-push-detail", args=[push.pk])),
         )
     except ApiError as exc:
         if dry_run:
@@ -268,7 +268,7 @@ def template_test_send(request: HttpRequest, template_pk: str) -> HttpResponse:
         return _detail_page(request, template, form=body, error=error_message(exc), status=exc.status_code)
     if dry_run:
         return JsonResponse(answer, status=status)
-    return redirect(f"/dashboard/pushes/{answer['push_id']}/")
+    return redirect("push-page", push_id=answer["push_id"])
 
 
 # --- sandbox phone -----------------------------------------------------------------------------------

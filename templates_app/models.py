@@ -6,6 +6,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 from formids.models import Credit
 from pushhub import crypto
@@ -71,7 +72,7 @@ class Template(models.Model):
 
     @property
     def trigger_path(self) -> str:
-        return f"/t/{self.get_trigger_token()}"
+        return reverse("trigger", args=[self.get_trigger_token()])
 
     @property
     def keys(self) -> list[str]:

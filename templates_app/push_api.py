@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.http import Http404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -82,13 +83,6 @@ class DeliverySerializer(serializers.Serializer):
     sent_at = serializers.CharField(allow_null=True)
 
 
-def _uuid_or_404(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise Http404 from None
-
-
 class TemplatePushViewSet(TenantScopedViewSet):
     tenant_queryset = Template.objects.select_related("app")
     serializer_class = AcceptedSerializer
@@ -105,7 +99,7 @@ class TemplatePushViewSet(TenantScopedViewSet):
         operation_id="templates_pushes_create",
     )
     def create(self, request, id=None):
-        template = self.get_queryset().filter(pk=_uuid_or_404(id)).first()
+        template = self.get_queryset().filter(pk=id).first()
         if template is None:
             raise Http404
         status, body = endpoint.send(
@@ -114,7 +108,7 @@ class TemplatePushViewSet(TenantScopedViewSet):
             dry_run=endpoint.is_dry_run(request.query_params),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             created_by=actor_for(request),
-            status_url=lambda push: absolute_url(request, f"/api/v1/pushes/{push.pk}"),
+            status_url=lambda push: absolute_url(request, reverse("api-push-detail", args=[push.pk])),
         )
         return Response(body, status=status)
 
@@ -127,8 +121,8 @@ class PushViewSet(TenantScopedViewSet):
     tenant_queryset = Push.objects.select_related("app")
     serializer_class = PushSerializer
 
-    def _push(self, pk) -> Push:
-        push = self.get_queryset().filter(pk=_uuid_or_404(pk)).first()
+    def _push(self, pk: uuid.UUID) -> Push:
+        push = self.get_queryset().filter(pk=pk).first()
         if push is None:
             raise Http404
         return push

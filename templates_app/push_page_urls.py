@@ -6,7 +6,7 @@ from templates_app import push_pages as views
 
 urlpatterns = [
     path("pushes/", views.push_list, name="push-list-page"),
-    path("pushes/<str:push_id>/", views.push_page, name="push-page"),
-    path("pushes/<str:push_id>/progress.json", views.push_progress, name="push-progress"),
-    path("pushes/<str:push_id>/cancel", views.push_cancel, name="push-cancel"),
+    path("pushes/<uuid:push_id>/", views.push_page, name="push-page"),
+    path("pushes/<uuid:push_id>/progress.json", views.push_progress, name="push-progress"),
+    path("pushes/<uuid:push_id>/cancel", views.push_cancel, name="push-cancel"),
 ]

@@ -1,6 +1,6 @@
 """Dashboard pages for pushes: the list, one push with its live progress and deliveries, and cancel.
 
-Pushes are fetched through ``get_push_for`` (another tenant's push, or a malformed id, is a 404);
+Pushes are fetched through ``get_push_for`` (another tenant's push is a 404; a malformed id matches no URL);
 cancelling needs a writer (owner/admin) and goes through ``pushes.start.cancel_push``.
 """
 
@@ -27,13 +27,11 @@ PAGE_SIZE = 50
 FINISHED = (Push.Status.DONE, Push.Status.CANCELED)
 
 
-def get_push_for(request: HttpRequest, push_id: str, *, write: bool = False) -> Push:
-    """The current tenant's push with this id; 404 for anyone else's and for a malformed id."""
-    try:
-        pk = uuid.UUID(str(push_id))
-    except ValueError:
-        raise Http404 from None
-    push = Push.objects.for_tenant(request.tenant).select_related("app", "template").filter(pk=pk).first()
+def get_push_for(request: HttpRequest, push_id: uuid.UUID, *, write: bool = False) -> Push:
+    """The current tenant's push with this id; 404 for anyone else's (a malformed id matches no URL)."""
+    push = (
+        Push.objects.for_tenant(request.tenant).select_related("app", "template").filter(pk=push_id).first()
+    )
     if push is None:
         raise Http404
     if write:
@@ -104,7 +102,7 @@ def _segments(push: Push) -> list[dict]:
 
 @require_GET
 @tenant_required
-def push_page(request: HttpRequest, push_id: str) -> HttpResponse:
+def push_page(request: HttpRequest, push_id: uuid.UUID) -> HttpResponse:
     push = get_push_for(request, push_id)
     deliveries = Delivery.objects.filter(push=push).order_by("id")
     status = request.GET.get("status", "")
@@ -134,13 +132,13 @@ def push_page(request: HttpRequest, push_id: str) -> HttpResponse:
 @require_GET
 @never_cache
 @tenant_required
-def push_progress(request: HttpRequest, push_id: str) -> JsonResponse:
+def push_progress(request: HttpRequest, push_id: uuid.UUID) -> JsonResponse:
     return JsonResponse(push_payload(get_push_for(request, push_id)))
 
 
 @require_POST
 @tenant_required
-def push_cancel(request: HttpRequest, push_id: str) -> HttpResponse:
+def push_cancel(request: HttpRequest, push_id: uuid.UUID) -> HttpResponse:
     push = get_push_for(request, push_id, write=True)
     push = cancel_push(push, actor=f"user:{request.user.get_username()}")
     if push.status == Push.Status.CANCELED:

@@ -10,6 +10,7 @@ import json
 import uuid
 
 from django.http import JsonResponse, QueryDict
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
@@ -81,7 +82,9 @@ def trigger(request, token: str):
             dry_run=endpoint.is_dry_run(request.GET),
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             created_by="trigger",
-            status_url=lambda push: absolute_url(request, f"/t/{token}/pushes/{push.pk}"),
+            status_url=lambda push: absolute_url(
+                request, reverse("trigger-push-status", args=[token, push.pk])
+            ),
         )
     except ApiError as error:
         return api_error_response(error)
@@ -90,18 +93,12 @@ def trigger(request, token: str):
 
 @csrf_exempt
 @never_cache
-def trigger_push_status(request, token: str, push_id: str):
+def trigger_push_status(request, token: str, push_id: uuid.UUID):
     if request.method != "GET":
         return error_response(405, "method_not_allowed", "Read with GET.")
     template = catalogue.template_for_trigger_token(token)
-    try:
-        push_uuid = uuid.UUID(push_id)
-    except ValueError:
-        push_uuid = None
     push = (
-        Push.objects.filter(pk=push_uuid, template=template).select_related("app").first()
-        if template and push_uuid
-        else None
+        Push.objects.filter(pk=push_id, template=template).select_related("app").first() if template else None
     )
     if push is None:
         return error_response(404, "not_found", "Not found.")

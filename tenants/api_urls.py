@@ -4,13 +4,13 @@ from rest_framework.routers import SimpleRouter
 from tenants.api import AccessTokenViewSet, AppViewSet
 
 router = SimpleRouter(trailing_slash=False)
-router.register("apps", AppViewSet, basename="app")
+router.register("apps", AppViewSet, basename="api-app")
 
 urlpatterns = [
     path(
         "apps/<str:appid>/access-token",
         AccessTokenViewSet.as_view({"get": "retrieve"}),
-        name="app-access-token",
+        name="api-app-access-token",
     ),
     *router.urls,
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 from pushhub import crypto
 
@@ -112,7 +113,7 @@ class MiniProgram(models.Model):
 
     @property
     def events_path(self) -> str:
-        return f"/wechat/{self.appid}/events"
+        return reverse("wechat-events", args=[self.appid])
 
 
 class ApiKey(models.Model):

@@ -364,23 +364,23 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
         lambda w: f"/api/v1/apps/{_app(w)}/templates", "GET", "POST", bodies={"POST": lambda w: NEW_TEMPLATE}
     ),
     "api/v1/apps/<str:appid>/templates/sync": api(lambda w: f"/api/v1/apps/{_app(w)}/templates/sync", "POST"),
-    "api/v1/templates/<str:id>": api(
+    "api/v1/templates/<uuid:id>": api(
         lambda w: f"/api/v1/templates/{w.a_tpl.pk}",
         "GET",
         "PATCH",
         "DELETE",
         bodies={"PATCH": lambda w: {"title": "Renamed", "trigger_enabled": False}},
     ),
-    "api/v1/templates/<str:id>/rotate": api(lambda w: f"/api/v1/templates/{w.a_tpl.pk}/rotate", "POST"),
-    "api/v1/templates/<str:id>/pushes": api(
+    "api/v1/templates/<uuid:id>/rotate": api(lambda w: f"/api/v1/templates/{w.a_tpl.pk}/rotate", "POST"),
+    "api/v1/templates/<uuid:id>/pushes": api(
         lambda w: f"/api/v1/templates/{w.a_tpl.pk}/pushes",
         "POST",
         bodies={"POST": lambda w: {"to": w.a_openid, "data": {"thing1": "socks"}}},
     ),
     "api/v1/pushes": api(lambda w: "/api/v1/pushes", "GET", markers=lambda w, s: [str(of(w, s, "push").pk)]),
-    "api/v1/pushes/<str:pk>": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}", "GET"),
-    "api/v1/pushes/<str:pk>/deliveries": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}/deliveries", "GET"),
-    "api/v1/pushes/<str:pk>/cancel": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}/cancel", "POST"),
+    "api/v1/pushes/<uuid:pk>": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}", "GET"),
+    "api/v1/pushes/<uuid:pk>/deliveries": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}/deliveries", "GET"),
+    "api/v1/pushes/<uuid:pk>/cancel": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}/cancel", "POST"),
     # --- the dashboard: signed-in members of the current tenant ---------------------------------------
     "dashboard/": page(lambda w: "/dashboard/", "GET", markers=lambda w, s: [of(w, s, "app").appid]),
     "dashboard/apps/new": page(
@@ -427,19 +427,19 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "dashboard/apps/<str:appid>/phone/inbox.json": page(
         lambda w: f"/dashboard/apps/{_app(w)}/phone/inbox.json?openid={w.a_openid}", "GET"
     ),
-    "dashboard/templates/<str:template_pk>/": page(lambda w: f"/dashboard/templates/{w.a_tpl.pk}/", "GET"),
-    "dashboard/templates/<str:template_pk>/rotate": page(
+    "dashboard/templates/<uuid:template_pk>/": page(lambda w: f"/dashboard/templates/{w.a_tpl.pk}/", "GET"),
+    "dashboard/templates/<uuid:template_pk>/rotate": page(
         lambda w: f"/dashboard/templates/{w.a_tpl.pk}/rotate", "POST"
     ),
-    "dashboard/templates/<str:template_pk>/status": page(
+    "dashboard/templates/<uuid:template_pk>/status": page(
         lambda w: f"/dashboard/templates/{w.a_tpl.pk}/status",
         "POST",
         bodies={"POST": lambda w: {"status": "disabled"}},
     ),
-    "dashboard/templates/<str:template_pk>/delete": page(
+    "dashboard/templates/<uuid:template_pk>/delete": page(
         lambda w: f"/dashboard/templates/{w.a_tpl.pk}/delete", "POST"
     ),
-    "dashboard/templates/<str:template_pk>/test-send": page(
+    "dashboard/templates/<uuid:template_pk>/test-send": page(
         lambda w: f"/dashboard/templates/{w.a_tpl.pk}/test-send",
         "POST",
         bodies={"POST": lambda w: {"to": w.a_openid, "data.thing1": "socks"}},
@@ -447,11 +447,11 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "dashboard/pushes/": page(
         lambda w: "/dashboard/pushes/", "GET", markers=lambda w, s: [str(of(w, s, "push").pk)]
     ),
-    "dashboard/pushes/<str:push_id>/": page(lambda w: f"/dashboard/pushes/{w.a_push.pk}/", "GET"),
-    "dashboard/pushes/<str:push_id>/progress.json": page(
+    "dashboard/pushes/<uuid:push_id>/": page(lambda w: f"/dashboard/pushes/{w.a_push.pk}/", "GET"),
+    "dashboard/pushes/<uuid:push_id>/progress.json": page(
         lambda w: f"/dashboard/pushes/{w.a_push.pk}/progress.json", "GET"
     ),
-    "dashboard/pushes/<str:push_id>/cancel": page(
+    "dashboard/pushes/<uuid:push_id>/cancel": page(
         lambda w: f"/dashboard/pushes/{w.a_push.pk}/cancel", "POST"
     ),
     "dashboard/members/": page(
@@ -494,7 +494,7 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
         "B's own trigger URL cannot reach A's users' credits",
         ("test_a_trigger_url_is_its_own_credential",),
     ),
-    "t/<str:token>/pushes/<str:push_id>": Dedicated(
+    "t/<str:token>/pushes/<uuid:push_id>": Dedicated(
         "a push is read only through its own template's current trigger URL",
         ("test_a_push_is_read_only_through_its_own_trigger_url",),
     ),

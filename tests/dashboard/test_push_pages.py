@@ -105,9 +105,10 @@ def test_progress_json_returns_the_counts(owner_client, push):
 @pytest.mark.django_db
 @pytest.mark.parametrize("bad", ["not-a-uuid", "1234", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"])
 def test_malformed_ids_are_404(owner_client, bad):
-    for name in ("push-page", "push-progress"):
-        assert owner_client.get(reverse(name, args=[bad])).status_code == 404
-    assert owner_client.post(reverse("push-cancel", args=[bad])).status_code == 404
+    # Spelled out: reverse() refuses them, as the <uuid:push_id> routes do.
+    for path in (f"/dashboard/pushes/{bad}/", f"/dashboard/pushes/{bad}/progress.json"):
+        assert owner_client.get(path).status_code == 404
+    assert owner_client.post(f"/dashboard/pushes/{bad}/cancel").status_code == 404
     assert owner_client.get(reverse("push-page", args=[uuid.uuid4()])).status_code == 404
 
 

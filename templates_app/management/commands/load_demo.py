@@ -8,6 +8,7 @@ import json
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 
 from formids import services as credit_services
 from pushhub.wechat.rules import parse_template_fields
@@ -112,15 +113,17 @@ class Command(BaseCommand):
             tenant, "write", name="make run demo", actor="system:load_demo"
         )
         self.stdout.write(self.style.SUCCESS("Demo tenant ready"))
-        self.stdout.write(f"  dashboard:    {base_url}/dashboard/   login {DEMO_EMAIL} / {DEMO_PASSWORD}")
-        self.stdout.write(f"  API docs:     {base_url}/api/docs/")
+        self.stdout.write(
+            f"  dashboard:    {base_url}{reverse('dashboard')}   login {DEMO_EMAIL} / {DEMO_PASSWORD}"
+        )
+        self.stdout.write(f"  API docs:     {base_url}{reverse('swagger-ui')}")
         self.stdout.write(f"  API key:      {write_key}   (write scope; shown once)")
         self.stdout.write(f"  sandbox app:  {DEMO_APPID} (test users: {', '.join(DEMO_USERS)})")
         self.stdout.write(
-            f"  quota:        curl -H 'Authorization: Bearer {write_key}' {base_url}/api/v1/apps/{DEMO_APPID}/quota"
+            f"  quota:        curl -H 'Authorization: Bearer {write_key}' {base_url}{reverse('api-app-quota', args=[DEMO_APPID])}"
         )
         self.stdout.write(
-            f"  try:          curl -H 'Authorization: Bearer {write_key}' {base_url}/api/v1/apps"
+            f"  try:          curl -H 'Authorization: Bearer {write_key}' {base_url}{reverse('api-app-list')}"
         )
         trigger = Template.objects.get(app=app, template_id=subscribe_template, status=Template.Status.ACTIVE)
         example = {
@@ -132,5 +135,5 @@ class Command(BaseCommand):
             f"                  -H 'Content-Type: application/json' -d '{json.dumps(example, ensure_ascii=False)}'"
         )
         self.stdout.write(
-            f"  inbox:        {base_url}/sandbox/wechat/_control/apps/{DEMO_APPID}/inbox?openid={DEMO_USERS[0]}"
+            f"  inbox:        {base_url}{reverse('sandbox:control_inbox', args=[DEMO_APPID])}?openid={DEMO_USERS[0]}"
         )
