@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pushhub.wechat.sandbox import services
+from pushhub.wechat.sandbox import errors, services
 from pushhub.wechat.sandbox.models import SandboxToken
 
 from .helpers import APPID, SECRET
@@ -48,7 +48,7 @@ def test_cgi_bin_token_issues_a_realistic_token(wechat, app):
 def test_cgi_bin_token_refuses_bad_credentials(wechat, app, overrides, errcode):
     answer = plain_token(wechat, **overrides)
     assert answer["errcode"] == errcode
-    assert answer["errmsg"] == services.ERRMSG[errcode]
+    assert answer["errmsg"] == errors.ERRMSG[errcode]
 
 
 def test_a_new_plain_token_leaves_the_previous_valid_for_five_minutes(wechat, app):

@@ -21,8 +21,8 @@ from django.views.decorators.csrf import csrf_exempt
 from pushhub.wechat.rules import parse_template_fields
 
 from . import services
+from .errors import ErrcodeReply, SandboxError
 from .models import SandboxApp, SandboxTemplate, SandboxUser
-from .services import ErrcodeReply, SandboxError
 
 Payload = dict[str, Any]
 
