@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from pushhub.wechat.sandbox import errors, services
+from pushhub.wechat.sandbox.identifiers import BEIJING
 from pushhub.wechat.sandbox.models import SandboxToken
 
 from .helpers import APPID, SECRET
@@ -96,7 +97,7 @@ def test_force_refresh_is_limited_to_one_per_30_seconds(wechat, app):
 
 
 def test_force_refresh_is_limited_to_20_per_day(wechat, app):
-    day_start = timezone.now().astimezone(services.BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
+    day_start = timezone.now().astimezone(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
     if timezone.now() - day_start < timedelta(minutes=1):
         pytest.skip("too close to midnight in Beijing")
     for _ in range(20):

@@ -19,9 +19,7 @@ sends can never spend one twice, on PostgreSQL (row lock + re-check) and SQLite 
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import hmac
 import random
 import re
@@ -41,6 +39,14 @@ from pushhub.wechat import msgcrypto, rules
 
 from . import event_push
 from .errors import ErrcodeReply, SandboxError, argument_invalid
+from .identifiers import (
+    BEIJING,
+    _new_access_token,
+    _new_formid_value,
+    _new_openid,
+    _new_session_key,
+    _new_template_id,
+)
 from .models import (
     FORMID_LIFETIME,
     LOGIN_CODE_LIFETIME,
@@ -59,8 +65,6 @@ from .models import (
 TOKEN_GRACE = timedelta(minutes=5)
 FORCE_REFRESH_MIN_INTERVAL = timedelta(seconds=30)
 FORCE_REFRESH_PER_DAY = 20
-# WeChat's daily quotas reset at midnight Beijing time.
-BEIJING = timezone.get_fixed_timezone(8 * 60)
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-]{16,512}")
 ID_SHAPE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 TEMPLATE_ID_SHAPE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
@@ -75,35 +79,6 @@ _events_url_validator = URLValidator(schemes=["http", "https"])
 
 def _invalid(field: str, message: str) -> SandboxError:
     return SandboxError(400, "validation_error", message, field)
-
-
-# --- identifiers ---------------------------------------------------------------------------------
-
-
-def _new_access_token() -> str:
-    """Shaped like WeChat's: a version number, ``_``, ~130 URL-safe characters."""
-    return f"{random.randint(70, 99)}_{secrets.token_urlsafe(96)}"
-
-
-def _new_openid(appid: str) -> str:
-    """28 characters starting with ``o``; like real openids, those of one app share their first six."""
-    prefix = base64.urlsafe_b64encode(hashlib.sha256(appid.encode()).digest()).decode()[:5]
-    return "o" + prefix + secrets.token_urlsafe(17)[:22]
-
-
-def _new_formid_value(kind: str, now: datetime) -> str:
-    """formId: 32 lowercase hex; prepay_id: ``wx`` + 14-digit timestamp + 20 hex (WeChat Pay's shape)."""
-    if kind == SandboxFormId.PREPAY:
-        return "wx" + now.astimezone(BEIJING).strftime("%Y%m%d%H%M%S") + secrets.token_hex(10)
-    return secrets.token_hex(16)
-
-
-def _new_template_id() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def _new_session_key() -> str:
-    return base64.b64encode(secrets.token_bytes(16)).decode()
 
 
 # --- apps and knobs ------------------------------------------------------------------------------
