@@ -33,7 +33,7 @@ from pushhub.wechat import msgcrypto, rules
 
 from . import event_push
 from .errors import SandboxError
-from .identifiers import _new_formid_value, _new_openid, _new_template_id
+from .identifiers import new_formid_value, new_openid, new_template_id
 from .models import (
     FORMID_LIFETIME,
     LOGIN_CODE_LIFETIME,
@@ -138,7 +138,7 @@ def set_knobs(appid: str, **changes: Any) -> SandboxApp:
     return app
 
 
-def _not_invalidated(now: datetime) -> Q:
+def not_invalidated(now: datetime) -> Q:
     return Q(invalidated_at__isnull=True) | Q(invalidated_at__gt=now)
 
 
@@ -146,7 +146,7 @@ def reset_tokens(appid: str) -> int:
     """Invalidate every token of the app at once (a 40001 storm on demand); returns how many were live."""
     app = get_app(appid)
     now = timezone.now()
-    return SandboxToken.objects.filter(app=app).filter(_not_invalidated(now)).update(invalidated_at=now)
+    return SandboxToken.objects.filter(app=app).filter(not_invalidated(now)).update(invalidated_at=now)
 
 
 # --- users, logins, formIds, subscriptions -------------------------------------------------------
@@ -161,7 +161,7 @@ def upsert_user(
         raise _invalid("openid", "openid must be 1-64 letters, digits, '_' or '-'.")
     if unionid is not None and (not isinstance(unionid, str) or not ID_SHAPE.fullmatch(unionid)):
         raise _invalid("unionid", "unionid must be 1-64 letters, digits, '_' or '-'.")
-    openid = openid or _new_openid(app.appid)
+    openid = openid or new_openid(app.appid)
     try:
         with transaction.atomic():
             user, created = SandboxUser.objects.get_or_create(
@@ -222,7 +222,7 @@ def issue_formids(
         SandboxFormId(
             app=user.app,
             openid=user.openid,
-            value=_new_formid_value(kind, issued_at),
+            value=new_formid_value(kind, issued_at),
             kind=kind,
             uses_left=SandboxFormId.USES[kind],
             issued_at=issued_at,
@@ -279,7 +279,7 @@ def accept_subscriptions(appid: str, openid: str, results: dict[str, str]) -> di
             shown[template_id] = answer
         answered[template_id] = answer
     if shown:
-        _event_push_after_commit(user.app, event_push.popup_event(user.app, user.openid, shown))
+        event_push_after_commit(user.app, event_push.popup_event(user.app, user.openid, shown))
     return answered
 
 
@@ -298,7 +298,7 @@ def turn_off_subscription(appid: str, openid: str, template_id: str) -> int:
     with transaction.atomic():
         dropped = sum(subscriptions.select_for_update().values_list("credits", flat=True))
         subscriptions.update(credits=0)
-    _event_push_after_commit(user.app, event_push.change_event(user.app, user.openid, template_id, "reject"))
+    event_push_after_commit(user.app, event_push.change_event(user.app, user.openid, template_id, "reject"))
     return dropped
 
 
@@ -366,7 +366,7 @@ def _event_time(app: SandboxApp, openid: str) -> int:
     return stamp
 
 
-def _event_push_after_commit(app: SandboxApp, event: event_push.Event) -> None:
+def event_push_after_commit(app: SandboxApp, event: event_push.Event) -> None:
     """Deliver the event once the sandbox's own writes are committed (at once outside a transaction), if the
     app has an events URL."""
     if app.events_url:
@@ -426,7 +426,7 @@ def upsert_template(
         raise _invalid("type", "type must be 2 (one-time) or 3 (long-term).")
     fields = {"kind": kind, "title": title, "content": content, "example": example, "type": type}
     template, created = SandboxTemplate.objects.update_or_create(
-        app=app, template_id=template_id or _new_template_id(), defaults=fields
+        app=app, template_id=template_id or new_template_id(), defaults=fields
     )
     return template, created
 

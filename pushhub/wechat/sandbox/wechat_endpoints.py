@@ -34,7 +34,7 @@ from pushhub.wechat import rules
 
 from . import event_push
 from .errors import ErrcodeReply, argument_invalid
-from .identifiers import BEIJING, _new_access_token, _new_session_key
+from .identifiers import BEIJING, new_access_token, new_session_key
 from .models import (
     SandboxApp,
     SandboxFormId,
@@ -45,7 +45,7 @@ from .models import (
     SandboxToken,
     SandboxUser,
 )
-from .services import _event_push_after_commit, _not_invalidated, record_call
+from .services import event_push_after_commit, not_invalidated, record_call
 
 # A replaced plain token keeps working this long; a stable token is renewed in its last this-long.
 TOKEN_GRACE = timedelta(minutes=5)
@@ -77,7 +77,7 @@ def _credential_app(appid: str | None, secret: str | None) -> SandboxApp:
 def _create_token(app: SandboxApp, family: str, now: datetime, forced: bool = False) -> SandboxToken:
     return SandboxToken.objects.create(
         app=app,
-        token=_new_access_token(),
+        token=new_access_token(),
         family=family,
         forced=forced,
         issued_at=now,
@@ -134,10 +134,10 @@ def issue_stable_token(
         stable = SandboxToken.objects.filter(app=app, family=SandboxToken.STABLE)
         if force_refresh:
             _check_force_refresh_limits(app, now)
-            stable.filter(_not_invalidated(now)).update(invalidated_at=now)
+            stable.filter(not_invalidated(now)).update(invalidated_at=now)
             return _token_answer(_create_token(app, SandboxToken.STABLE, now, forced=True), now)
         current = (
-            stable.filter(_not_invalidated(now), expires_at__gt=now).order_by("-issued_at", "-id").first()
+            stable.filter(not_invalidated(now), expires_at__gt=now).order_by("-issued_at", "-id").first()
         )
         if current is not None and current.expires_at - now > TOKEN_GRACE:
             return _token_answer(current, now)
@@ -163,7 +163,7 @@ def code2session(
         raise ErrcodeReply(40029)
     if not SandboxLoginCode.objects.filter(pk=login.pk, used_at__isnull=True).update(used_at=now):
         raise ErrcodeReply(40163)
-    answer = {"openid": login.openid, "session_key": _new_session_key()}
+    answer = {"openid": login.openid, "session_key": new_session_key()}
     unionid = (
         SandboxUser.objects.filter(app=app, openid=login.openid).values_list("unionid", flat=True).first()
     )
@@ -354,7 +354,7 @@ def send_subscribe_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str
             lang=lang,
         )
     if app.push_sent_events:
-        _event_push_after_commit(app, event_push.sent_event(app, openid, template.template_id, message.msgid))
+        event_push_after_commit(app, event_push.sent_event(app, openid, template.template_id, message.msgid))
     return {"errcode": 0, "errmsg": "ok", "msgid": message.msgid}
 
 
