@@ -29,6 +29,7 @@ from formids.models import MiniUser
 from pushhub.api import ApiError, absolute_url
 from pushhub.wechat import rules
 from pushhub.wechat.sandbox import services as sandbox
+from pushhub.wechat.sandbox.errors import SandboxError
 from templates_app import catalogue
 from templates_app.models import Template
 from templates_app.pushes import endpoint
@@ -359,7 +360,7 @@ def _phone_user(app: MiniProgram, openid: str):
     """The sandbox user (404 if unknown) and PushHub's MiniUser for it, as the SDK's login makes it."""
     try:
         sandbox.get_user(app.appid, openid)
-    except sandbox.SandboxError:
+    except SandboxError:
         raise Http404 from None
     return credits.touch_user(app, openid)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from pushhub.wechat.sandbox import services
+from pushhub.wechat.sandbox import services, wechat_endpoints
 
 from .helpers import APPID, BASE, FORMID_CONTENT, SECRET, SUBSCRIBE_CONTENT
 
@@ -66,7 +66,7 @@ def other_user(app):
 
 @pytest.fixture
 def token(app) -> str:
-    return services.issue_stable_token(APPID, SECRET, "client_credential")["access_token"]
+    return wechat_endpoints.issue_stable_token(APPID, SECRET, "client_credential")["access_token"]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connection
 
-from pushhub.wechat.sandbox import services
+from pushhub.wechat.sandbox import services, wechat_endpoints
 
 from .helpers import APPID, SECRET, formid_body, subscribe_body
 from .http import call
@@ -37,7 +37,7 @@ def send_all_at_once(url: str, body: dict) -> list[int]:
 
 @pytest.fixture
 def token(live_server, app) -> str:
-    return services.issue_stable_token(APPID, SECRET, "client_credential")["access_token"]
+    return wechat_endpoints.issue_stable_token(APPID, SECRET, "client_credential")["access_token"]
 
 
 def test_one_formid_sent_by_eight_threads_is_spent_once(live_server, token, user, formid_template):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from pushhub.wechat.sandbox import services
+from pushhub.wechat.sandbox import services, wechat_endpoints
 
 from .helpers import APPID, FORMID_CONTENT, SECRET, SUBSCRIBE_CONTENT, subscribe_body
 from .http import call
@@ -72,7 +72,7 @@ def test_the_mounted_sandbox_over_http(live_server):
 def test_a_timeout_still_delivers_the_message(live_server, user, subscribe_template):
     """The ambiguous case: the client gives up, but WeChat did the work."""
     services.accept_subscriptions(APPID, user.openid, {subscribe_template.template_id: "accept"})
-    token = services.issue_stable_token(APPID, SECRET, "client_credential")["access_token"]
+    token = wechat_endpoints.issue_stable_token(APPID, SECRET, "client_credential")["access_token"]
     services.set_knobs(APPID, timeout_rate=1.0, timeout_seconds=0.5)
     url = f"{live_server.url}/sandbox/wechat/cgi-bin/message/subscribe/send?access_token={token}"
     started = time.monotonic()

@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pushhub.wechat.sandbox import services
+from pushhub.wechat.sandbox import errors, services
+from pushhub.wechat.sandbox.identifiers import BEIJING
 from pushhub.wechat.sandbox.models import SandboxToken
 
 from .helpers import APPID, SECRET
@@ -48,7 +49,7 @@ def test_cgi_bin_token_issues_a_realistic_token(wechat, app):
 def test_cgi_bin_token_refuses_bad_credentials(wechat, app, overrides, errcode):
     answer = plain_token(wechat, **overrides)
     assert answer["errcode"] == errcode
-    assert answer["errmsg"] == services.ERRMSG[errcode]
+    assert answer["errmsg"] == errors.ERRMSG[errcode]
 
 
 def test_a_new_plain_token_leaves_the_previous_valid_for_five_minutes(wechat, app):
@@ -96,7 +97,7 @@ def test_force_refresh_is_limited_to_one_per_30_seconds(wechat, app):
 
 
 def test_force_refresh_is_limited_to_20_per_day(wechat, app):
-    day_start = timezone.now().astimezone(services.BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
+    day_start = timezone.now().astimezone(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
     if timezone.now() - day_start < timedelta(minutes=1):
         pytest.skip("too close to midnight in Beijing")
     for _ in range(20):

@@ -1,8 +1,9 @@
 """HTTP faces of the sandbox: WeChat-compatible endpoints and the ``_control/`` API.
 
-Views only parse requests and format answers; every rule lives in ``services.py``. WeChat endpoints always
-answer HTTP 200 with ``{"errcode", "errmsg"}`` like WeChat; control endpoints answer PushHub's error shape
-``{"error": {"code", "message", "field"?}}`` with a 4xx status.
+Views only parse requests and format answers; every rule lives in ``wechat_endpoints.py`` (the WeChat side)
+or ``services.py`` (the control side). WeChat endpoints always answer HTTP 200 with ``{"errcode", "errmsg"}``
+like WeChat; control endpoints answer PushHub's error shape ``{"error": {"code", "message", "field"?}}`` with
+a 4xx status.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from pushhub.wechat.rules import parse_template_fields
 
-from . import services
+from . import services, wechat_endpoints
+from .errors import ErrcodeReply, SandboxError
 from .models import SandboxApp, SandboxTemplate, SandboxUser
-from .services import ErrcodeReply, SandboxError
 
 Payload = dict[str, Any]
 
@@ -65,7 +66,7 @@ def token(request: HttpRequest) -> JsonResponse:
     """``GET cgi-bin/token``."""
     query = request.GET
     return _wrong_method(request, "GET") or _answer(
-        lambda: services.issue_token(query.get("appid"), query.get("secret"), query.get("grant_type"))
+        lambda: wechat_endpoints.issue_token(query.get("appid"), query.get("secret"), query.get("grant_type"))
     )
 
 
@@ -76,7 +77,7 @@ def stable_token(request: HttpRequest) -> JsonResponse:
     def issue() -> Payload:
         payload = _wechat_json(request)
         force = payload.get("force_refresh") in (True, "true", 1)
-        return services.issue_stable_token(
+        return wechat_endpoints.issue_stable_token(
             payload.get("appid"), payload.get("secret"), payload.get("grant_type"), force
         )
 
@@ -88,7 +89,7 @@ def jscode2session(request: HttpRequest) -> JsonResponse:
     """``GET sns/jscode2session``."""
     query = request.GET
     return _wrong_method(request, "GET") or _answer(
-        lambda: services.code2session(
+        lambda: wechat_endpoints.code2session(
             query.get("appid"), query.get("secret"), query.get("js_code"), query.get("grant_type")
         )
     )
@@ -97,7 +98,7 @@ def jscode2session(request: HttpRequest) -> JsonResponse:
 def _token_call(
     request: HttpRequest, endpoint: str, method: str, operation: Callable[[SandboxApp, Payload], Payload]
 ) -> JsonResponse:
-    """A call taking ``?access_token=``: token checks, knobs, then the operation (see services.handle_call)."""
+    """A call taking ``?access_token=``: token checks, knobs, the operation (wechat_endpoints.handle_call)."""
     wrong = _wrong_method(request, method)
     if wrong:
         return wrong
@@ -105,7 +106,7 @@ def _token_call(
     def run(app: SandboxApp) -> Payload:
         return operation(app, _wechat_json(request) if method == "POST" else {})
 
-    body, delay = services.handle_call(request.GET.get("access_token"), endpoint, run)
+    body, delay = wechat_endpoints.handle_call(request.GET.get("access_token"), endpoint, run)
     if delay:
         time.sleep(delay)  # the timeout knob: the work is done, the answer comes too late
     return _json(body)
@@ -114,37 +115,39 @@ def _token_call(
 @csrf_exempt
 def template_send(request: HttpRequest) -> JsonResponse:
     """``POST cgi-bin/message/wxopen/template/send`` (legacy formId template message)."""
-    return _token_call(request, "template_send", "POST", services.send_template_message)
+    return _token_call(request, "template_send", "POST", wechat_endpoints.send_template_message)
 
 
 @csrf_exempt
 def subscribe_send(request: HttpRequest) -> JsonResponse:
     """``POST cgi-bin/message/subscribe/send``."""
-    return _token_call(request, "subscribe_send", "POST", services.send_subscribe_message)
+    return _token_call(request, "subscribe_send", "POST", wechat_endpoints.send_subscribe_message)
 
 
 @csrf_exempt
 def get_subscribe_templates(request: HttpRequest) -> JsonResponse:
     """``GET wxaapi/newtmpl/gettemplate``."""
-    return _token_call(request, "gettemplate", "GET", lambda app, _: services.get_subscribe_templates(app))
+    return _token_call(
+        request, "gettemplate", "GET", lambda app, _: wechat_endpoints.get_subscribe_templates(app)
+    )
 
 
 @csrf_exempt
 def delete_subscribe_template(request: HttpRequest) -> JsonResponse:
     """``POST wxaapi/newtmpl/deltemplate``."""
-    return _token_call(request, "deltemplate", "POST", services.delete_subscribe_template)
+    return _token_call(request, "deltemplate", "POST", wechat_endpoints.delete_subscribe_template)
 
 
 @csrf_exempt
 def list_formid_templates(request: HttpRequest) -> JsonResponse:
     """``POST cgi-bin/wxopen/template/list``."""
-    return _token_call(request, "template_list", "POST", services.list_formid_templates)
+    return _token_call(request, "template_list", "POST", wechat_endpoints.list_formid_templates)
 
 
 @csrf_exempt
 def delete_formid_template(request: HttpRequest) -> JsonResponse:
     """``POST cgi-bin/wxopen/template/del``."""
-    return _token_call(request, "template_del", "POST", services.delete_formid_template)
+    return _token_call(request, "template_del", "POST", wechat_endpoints.delete_formid_template)
 
 
 # --- control API ---------------------------------------------------------------------------------
