@@ -12,6 +12,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from pushhub.api import ApiError, CursorPagination, absolute_url
+from pushhub.idempotency import IDEMPOTENCY_HEADER
 from templates_app.models import Delivery, Push, Template
 from templates_app.pushes import endpoint, payloads
 from templates_app.pushes.request import LANGS, MINIPROGRAM_STATES
@@ -94,7 +95,7 @@ class TemplatePushViewSet(TenantScopedViewSet):
             OpenApiParameter(
                 "dry_run", OpenApiTypes.BOOL, description="count the reach; claim and send nothing"
             ),
-            OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter(IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER),
         ],
         operation_id="templates_pushes_create",
     )
@@ -106,7 +107,7 @@ class TemplatePushViewSet(TenantScopedViewSet):
             template,
             request.data,
             dry_run=endpoint.is_dry_run(request.query_params),
-            idempotency_key=request.headers.get("Idempotency-Key", ""),
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER, ""),
             created_by=actor_for(request),
             status_url=lambda push: absolute_url(request, reverse("api-push-detail", args=[push.pk])),
         )

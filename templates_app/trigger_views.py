@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from pushhub.api import ApiError, absolute_url, api_error_response, check_json, error_response, too_deep
+from pushhub.idempotency import IDEMPOTENCY_HEADER
 from templates_app import catalogue
 from templates_app.models import Push, Template
 from templates_app.pushes import endpoint, payloads
@@ -80,7 +81,7 @@ def trigger(request, token: str):
             template,
             _parse_body(request, template),
             dry_run=endpoint.is_dry_run(request.GET),
-            idempotency_key=request.headers.get("Idempotency-Key", ""),
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER, ""),
             created_by="trigger",
             status_url=lambda push: absolute_url(
                 request, reverse("trigger-push-status", args=[token, push.pk])
