@@ -28,14 +28,43 @@ class MiniUser(models.Model):
     push_enabled = models.BooleanField(default=True)
     first_seen = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(auto_now_add=True)
+    # The tenant's own id for this user (../shared/API.md "Audience"): unique per app, bound by the tenant's
+    # server (API) or by the SDK with the tenant's HMAC (user_hash). Null: not bound.
+    alias = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001  (null = unbound; unique when set)
 
     objects = MiniUserQuerySet.as_manager()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["app", "openid"], name="miniuser_unique_openid")]
+        constraints = [
+            models.UniqueConstraint(fields=["app", "openid"], name="miniuser_unique_openid"),
+            models.UniqueConstraint(
+                fields=["app", "alias"], condition=Q(alias__isnull=False), name="miniuser_unique_alias"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.openid
+
+
+class UserTag(models.Model):
+    """One tag of one user: the tenant's segments ("vip", "city:shanghai").
+
+    A row per (user, tag) rather than an array column: the same on PostgreSQL and SQLite; tagging 10,000 users
+    is one INSERT … SELECT; a segment test is an index probe per user on (user, tag), as the credit test of an
+    ``@all`` enumeration is, so a segment costs what ``@all`` costs per recipient; counts per tag and a tag's
+    members read the (app, tag, user) index."""
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="user_tags")
+    user = models.ForeignKey(MiniUser, on_delete=models.CASCADE, related_name="tag_rows")
+    tag = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "tag"], name="usertag_unique_user_tag")]
+        indexes = [models.Index(fields=["app", "tag", "user"], name="usertag_app_tag_user")]
+
+    def __str__(self) -> str:
+        return self.tag
 
 
 class Credit(models.Model):
