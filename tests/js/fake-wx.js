@@ -120,12 +120,10 @@ function serveDefaults(fake, now = Date.now()) {
       body: { session: 'sess-' + sessions, openid: 'openid-1', expires_at: new Date(now + 30 * 86400000).toISOString() },
     };
   });
-  const ids = (key) => (req) => ({
+  fake.respond('POST', 'formids', (req) => ({
     status: 200,
-    body: { accepted: req.data[key].length, duplicates: 0, rejected: [] },
-  });
-  fake.respond('POST', 'formids', ids('formids'));
-  fake.respond('POST', 'prepay_ids', ids('prepay_ids'));
+    body: { accepted: (req.data.formids || []).length + (req.data.prepay_ids || []).length, duplicates: 0, rejected: [] },
+  }));
   fake.respond('POST', 'subscriptions', (req) => {
     const credited = {};
     Object.keys(req.data.results).forEach((k) => {
