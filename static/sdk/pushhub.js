@@ -53,6 +53,20 @@ function errText(e) {
   }
 }
 
+/**
+ * WeChat's own error numbers from a fail callback, as WeChat names them (miniprogram-api-typings):
+ * wx.login and wx.request give {errMsg, errno} (base library >= 2.24.0), wx.requestSubscribeMessage
+ * gives {errMsg, errCode}. Only numbers are passed on; a field WeChat did not send is left out.
+ */
+function wxNumbers(err, names) {
+  var out = {};
+  names.forEach(function (name) {
+    var v = err && typeof err === 'object' ? err[name] : undefined;
+    if (typeof v === 'number' && isFinite(v)) out[name] = v;
+  });
+  return out;
+}
+
 function globalWx() {
   try {
     // eslint-disable-next-line no-undef
@@ -334,7 +348,7 @@ proto._rawRequest = function (method, path, data, header) {
         }
       },
       fail: function (err) {
-        finish({ kind: 'network', message: (err && err.errMsg) || 'request:fail' });
+        finish({ kind: 'network', message: (err && err.errMsg) || 'request:fail', wx: wxNumbers(err, ['errno']) });
       },
     };
     if (data !== undefined) req.data = data;
@@ -350,7 +364,8 @@ proto._rawRequest = function (method, path, data, header) {
 proto._classify = function (r) {
   if (r.kind === 'fatal') return { ok: false, retryable: false, error: { code: r.code, message: r.message } };
   if (r.kind === 'network') {
-    return { ok: false, retryable: true, transient: true, error: { code: 'network_error', message: r.message } };
+    var net = fail('network_error', r.message, r.wx).error;
+    return { ok: false, retryable: true, transient: true, error: net };
   }
   var status = r.status;
   if (status >= 200 && status < 300) return { ok: true, status: status, data: r.body };
@@ -478,7 +493,7 @@ proto._wxLogin = function () {
           else finish(fail('login_failed', (res && res.errMsg) || 'wx.login returned no code'));
         },
         fail: function (err) {
-          finish(fail('login_failed', (err && err.errMsg) || 'wx.login:fail', { errCode: err && err.errCode }));
+          finish(fail('login_failed', (err && err.errMsg) || 'wx.login:fail', wxNumbers(err, ['errno'])));
         },
       });
     } catch (e) {
@@ -879,7 +894,7 @@ proto._askSubscribe = function (w, ids) {
         },
         fail: function (err) {
           resolve(fail('subscribe_failed', (err && err.errMsg) || 'requestSubscribeMessage:fail',
-            { errCode: err && err.errCode }));
+            wxNumbers(err, ['errCode'])));
         },
       });
     } catch (e) {

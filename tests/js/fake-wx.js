@@ -14,7 +14,7 @@ function createFakeWx() {
     requests: [], // {url, path, method, data, header}
     storage: new Map(),
     loginCalls: 0,
-    loginQueue: [], // {code} | {fail: {errMsg}} | {hang: true}
+    loginQueue: [], // {code} | {fail: {errMsg, errno}} | {hang: true}
     subscribeCalls: [], // {tmplIds}
     subscribeQueue: [], // {success: {...}} | {fail: {errMsg, errCode}} | function(tmplIds)
     hideHandlers: [],
@@ -23,7 +23,7 @@ function createFakeWx() {
 
   /**
    * Scripts answers for METHOD path (path relative to /sdk/v1/{appid}/, e.g. 'formids').
-   * Each answer: {status, body, headers} | {network: 'errMsg'} | {hang: true} | function(req) -> answer.
+   * Each answer: {status, body, headers} | {network: 'errMsg', errno?} | {hang: true} | function(req) -> answer.
    * Answers are used in order; the last one repeats.
    */
   fake.respond = function (method, path, ...answers) {
@@ -52,7 +52,9 @@ function createFakeWx() {
     queueMicrotask(() => {
       if (answer.hang) return;
       if (answer.network) {
-        opts.fail && opts.fail({ errMsg: 'request:fail ' + answer.network });
+        const err = { errMsg: 'request:fail ' + answer.network };
+        if (answer.errno !== undefined) err.errno = answer.errno;
+        opts.fail && opts.fail(err);
         return;
       }
       opts.success && opts.success({ statusCode: answer.status || 200, data: clone(answer.body), header: answer.headers || {} });

@@ -45,6 +45,13 @@ describe('retries', () => {
     assert.equal(h.wx.requestsTo('me').length, 3);
   });
 
+  it('passes wx.request\'s errno on with network_error', async () => {
+    // wx.request's fail callback gets {errMsg, errno} (miniprogram-api-typings RequestFailCallbackErr).
+    h.wx.respond('GET', 'me', { network: 'timeout', errno: 5 });
+    const r = await h.make({ maxRetries: 0 }).me();
+    assert.deepEqual(r, { ok: false, error: { code: 'network_error', message: 'request:fail timeout', errno: 5 } });
+  });
+
   it('does not retry with maxRetries 0', async () => {
     h.wx.respond('GET', 'me', E503);
     const r = await h.make({ maxRetries: 0 }).me();

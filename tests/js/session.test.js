@@ -122,13 +122,19 @@ describe('login and session', () => {
     assert.equal(h.wx.requestsTo('me').length, 0);
   });
 
-  it('reports a wx.login failure without calling the server', async () => {
-    h.wx.loginQueue.push({ fail: { errMsg: 'login:fail network' } });
+  it('reports a wx.login failure without calling the server, with WeChat\'s errno', async () => {
+    // wx.login's fail callback gets {errMsg, errno} (miniprogram-api-typings LoginFailCallbackErr).
+    h.wx.loginQueue.push({ fail: { errMsg: 'login:fail network error', errno: 600001 } });
     const ph = h.make();
     const r = await ph.me();
-    assert.equal(r.ok, false);
-    assert.equal(r.error.code, 'login_failed');
+    assert.deepEqual(r, { ok: false, error: { code: 'login_failed', message: 'login:fail network error', errno: 600001 } });
     assert.equal(h.wx.requests.length, 0);
+  });
+
+  it('leaves errno out when WeChat gives none (base library < 2.24.0), and reads no errCode', async () => {
+    h.wx.loginQueue.push({ fail: { errMsg: 'login:fail', errCode: -1 } });
+    const r = await h.make().login();
+    assert.deepEqual(r, { ok: false, error: { code: 'login_failed', message: 'login:fail' } });
   });
 
   it('login({force: true}) replaces a valid session', async () => {
