@@ -78,7 +78,7 @@ describe('login and session', () => {
   it('on 401 drops the session, logs in again and repeats the call once', async () => {
     h.wx.respond('GET', 'me',
       { status: 401, body: { error: { code: 'not_authenticated', message: 'expired' } } },
-      { status: 200, body: { openid: 'openid-1', push_enabled: true } });
+      { status: 200, body: { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: {}, next_expiry: null } });
     const ph = h.make();
     const r = await ph.me();
     assert.equal(r.ok, true);
@@ -147,7 +147,7 @@ describe('login and session', () => {
   });
 
   it('copes with a missing or unparseable expires_at', async () => {
-    h.wx.respond('POST', 'login', { status: 200, body: { session: 's', openid: 'o' } });
+    h.wx.respond('POST', 'login', { status: 200, body: { session: 's', openid: 'o' }, offContract: true });
     let now = Date.now();
     const ph = h.make({ now: () => now });
     assert.equal((await ph.me()).ok, true);
@@ -157,7 +157,7 @@ describe('login and session', () => {
   });
 
   it('reports a login answer without a session as bad_response', async () => {
-    h.wx.respond('POST', 'login', { status: 200, body: { openid: 'o' } });
+    h.wx.respond('POST', 'login', { status: 200, body: { openid: 'o' }, offContract: true });
     const r = await h.make().login();
     assert.equal(r.ok, false);
     assert.equal(r.error.code, 'bad_response');
