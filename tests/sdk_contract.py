@@ -105,9 +105,10 @@ def render(contract: dict) -> str:
     return text
 
 
-def stale_diff() -> str:
-    """Empty when the checked-in file is what the server says; else a unified diff (file → server)."""
-    expected = render(build_contract())
+def stale_diff(contract: dict | None = None) -> str:
+    """Empty when the checked-in file is what the server says (``contract``, else built now); else a unified
+    diff (file → server)."""
+    expected = render(contract or build_contract())
     actual = CONTRACT_FILE.read_text(encoding="utf-8") if CONTRACT_FILE.exists() else ""
     if actual == expected:
         return ""

@@ -231,7 +231,7 @@ proto._warnNotFound = function (method, path, error) {
   try {
     console.warn('[pushhub] ' + method + ' ' + this._url(path) + ' answered 404 (' + error.code + ': ' +
       error.message + '). Check options.server and options.appid, that this app is registered in PushHub ' +
-      'and that the server is as recent as this SDK (' + VERSION + '). Buffered ids are kept.');
+      'and that the server is as recent as this SDK (' + VERSION + '). Buffered formIds and prepay_ids are kept.');
   } catch (ignored) {
     // logging must never fail the caller
   }
