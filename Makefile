@@ -31,10 +31,14 @@ run: install
 test: install test-js
 	$(BIN)/python -m pytest -q
 
-# The mini-program SDK's unit tests (Node's own runner, a fake `wx`, no network).
-test-js:
+# The mini-program SDK: its fake server's contract (tests/js/sdk-contract.json) is the server's OpenAPI schema
+# (fails when stale: regenerate with `python -m tests.sdk_contract`), its unit tests (Node's own runner, a fake
+# `wx`, no network), then the real SDK in Node against a live PushHub (tests/test_sdk_js_live.py, also in pytest).
+test-js: install
+	$(BIN)/python -m tests.sdk_contract --check
 	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=dot tests/js/; \
 	else echo "node not found: skipping the SDK's JavaScript tests (install Node.js >= 18)"; fi
+	$(BIN)/python -m pytest -q tests/test_sdk_js_live.py
 
 # Fault injection (tests/faults): 20,000-user broadcasts on the real stack (gunicorn, two Celery workers, beat,
 # a Redis of its own, PostgreSQL, the fake WeChat) while WeChat errs, answers time out, the token is reset, a

@@ -81,11 +81,21 @@ def test_an_unroutable_api_path_is_the_json_404(settings, api, sandbox_app, temp
         "/api/v1/no-such-route",
         "/api/nothing-here",
         f"/sdk/v1/{sandbox_app.appid}/no-such-route",
+        f"/sdk/v1/{sandbox_app.appid}/prepay_ids",  # what the SDK once posted prepay_ids to (issue 14)
         f"/t/{token}/pushes/not-a-uuid",
         f"/wechat/{sandbox_app.appid}/no-such-route",
     ):
         assert_json_not_found(api.get(path))
     assert_json_not_found(api.post("/api/v1/templates/not-a-uuid/pushes", {}, format="json"))
+    # ...and as the SDK calls it: a POST with a JSON body and a session (none needed to get the 404)
+    assert_json_not_found(
+        Client().post(
+            f"/sdk/v1/{sandbox_app.appid}/prepay_ids",
+            {"prepay_ids": ["wx20260101120000abcdef0123456789"]},
+            content_type="application/json",
+            HTTP_AUTHORIZATION="Session not-checked",
+        )
+    )
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["production", "DEBUG"])

@@ -53,6 +53,20 @@ function errText(e) {
   }
 }
 
+/**
+ * WeChat's own error numbers from a fail callback, as WeChat names them (miniprogram-api-typings):
+ * wx.login and wx.request give {errMsg, errno} (base library >= 2.24.0), wx.requestSubscribeMessage
+ * gives {errMsg, errCode}. Only numbers are passed on; a field WeChat did not send is left out.
+ */
+function wxNumbers(err, names) {
+  var out = {};
+  names.forEach(function (name) {
+    var v = err && typeof err === 'object' ? err[name] : undefined;
+    if (typeof v === 'number' && isFinite(v)) out[name] = v;
+  });
+  return out;
+}
+
 function globalWx() {
   try {
     // eslint-disable-next-line no-undef
@@ -134,6 +148,7 @@ function PushHub(options) {
   this._flushWaiting = null;
   this._destroyed = false;
   this._hideHandler = null;
+  this._warned404 = false;
   try {
     this._configure(options || {});
   } catch (e) {
@@ -199,6 +214,24 @@ proto._log = function () {
     var args = Array.prototype.slice.call(arguments);
     args.unshift('[pushhub]');
     console.log.apply(console, args);
+  } catch (ignored) {
+    // logging must never fail the caller
+  }
+};
+
+/**
+ * A 404 from one of the SDK's own routes is a deployment mistake (options.server or appid wrong, a proxy
+ * in the way, a server older than this SDK, the app unknown to PushHub): said once per instance on the
+ * console, debug or not, since nothing else would show it until the pushes are missing.
+ */
+proto._warnNotFound = function (method, path, error) {
+  this._log(method, path, 'answered 404:', error.code, error.message);
+  if (this._warned404) return;
+  this._warned404 = true;
+  try {
+    console.warn('[pushhub] ' + method + ' ' + this._url(path) + ' answered 404 (' + error.code + ': ' +
+      error.message + '). Check options.server and options.appid, that this app is registered in PushHub ' +
+      'and that the server is as recent as this SDK (' + VERSION + '). Buffered formIds and prepay_ids are kept.');
   } catch (ignored) {
     // logging must never fail the caller
   }
@@ -315,7 +348,7 @@ proto._rawRequest = function (method, path, data, header) {
         }
       },
       fail: function (err) {
-        finish({ kind: 'network', message: (err && err.errMsg) || 'request:fail' });
+        finish({ kind: 'network', message: (err && err.errMsg) || 'request:fail', wx: wxNumbers(err, ['errno']) });
       },
     };
     if (data !== undefined) req.data = data;
@@ -331,7 +364,8 @@ proto._rawRequest = function (method, path, data, header) {
 proto._classify = function (r) {
   if (r.kind === 'fatal') return { ok: false, retryable: false, error: { code: r.code, message: r.message } };
   if (r.kind === 'network') {
-    return { ok: false, retryable: true, transient: true, error: { code: 'network_error', message: r.message } };
+    var net = fail('network_error', r.message, r.wx).error;
+    return { ok: false, retryable: true, transient: true, error: net };
   }
   var status = r.status;
   if (status >= 200 && status < 300) return { ok: true, status: status, data: r.body };
@@ -379,6 +413,7 @@ proto._send = function (method, path, data, header) {
   var loop = function () {
     return self._rawRequest(method, path, data, headers).then(function (raw) {
       var r = self._classify(raw);
+      if (r.status === 404) self._warnNotFound(method, path, r.error);
       if (r.ok || !r.retryable || attempt >= self._maxRetries) return r;
       var delay;
       if (r.retryAfterMs !== undefined) {
@@ -458,7 +493,7 @@ proto._wxLogin = function () {
           else finish(fail('login_failed', (res && res.errMsg) || 'wx.login returned no code'));
         },
         fail: function (err) {
-          finish(fail('login_failed', (err && err.errMsg) || 'wx.login:fail', { errCode: err && err.errCode }));
+          finish(fail('login_failed', (err && err.errMsg) || 'wx.login:fail', wxNumbers(err, ['errno'])));
         },
       });
     } catch (e) {
@@ -682,56 +717,80 @@ proto._flushSerial = function () {
   return p;
 };
 
-// An upload refused for what it is (400/403/404/413...) will be refused again: drop it.
+// An upload refused for what it is (400/403/413...) will be refused again: drop it. Not a 404: the
+// ids are fine, the URL is not (wrong options.server or appid, a proxy, a server older than this SDK),
+// so they stay buffered, and the flush result and a console warning say so.
 function isPermanent(r) {
   return r.stage !== 'login' && !r.transient && typeof r.status === 'number' && r.status >= 400 &&
-    r.status < 500 && r.status !== 401 && r.status !== 408 && r.status !== 429;
+    r.status < 500 && r.status !== 401 && r.status !== 404 && r.status !== 408 && r.status !== 429;
 }
+
+/** Takes up to `size` ids of each kind off the buffer; they are in flight until _settle(). */
+proto._takeChunk = function (size) {
+  var self = this;
+  var chunk = { count: 0, body: {}, entries: {} };
+  KINDS.forEach(function (kind) {
+    var entries = self._pending[kind].splice(0, size);
+    self._inflight[kind] = entries;
+    chunk.entries[kind] = entries;
+    if (entries.length) {
+      chunk.body[kind] = entries.map(function (e) { return e.v; });
+      chunk.count += entries.length;
+    }
+  });
+  return chunk;
+};
+
+/** Ends a chunk's flight: forgotten (sent or dropped) or put back in front of the buffer. */
+proto._settle = function (chunk, keep) {
+  var self = this;
+  KINDS.forEach(function (kind) {
+    self._inflight[kind] = [];
+    if (!keep) return;
+    var back = chunk.entries[kind].filter(function (e) { return !self._contains(kind, e.v); });
+    self._pending[kind] = back.concat(self._pending[kind]);
+  });
+  this._persistQueue();
+};
 
 proto._doFlush = function () {
   var self = this;
   this._clearTimer();
-  var total = { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0 };
+  var total = { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0, pending: 0 };
   var lastError = null;
-  var kindIndex = 0;
+  var result = function (error) {
+    total.pending = self._count();
+    return error ? { ok: false, error: error, data: total } : ok(total);
+  };
 
+  // Both kinds go to POST formids, in one request: {formids?: [...], prepay_ids?: [...]}, 1..100 each.
   var step = function () {
-    while (kindIndex < KINDS.length && !self._pending[KINDS[kindIndex]].length) kindIndex += 1;
-    if (kindIndex >= KINDS.length) {
-      if (lastError) return { ok: false, error: lastError, data: total };
-      return ok(total);
-    }
-    var kind = KINDS[kindIndex];
-    var size = Math.min(self._batchSize, MAX_PER_REQUEST);
-    var chunk = self._pending[kind].splice(0, size);
-    self._inflight[kind] = chunk;
-    var body = {};
-    body[kind] = chunk.map(function (e) { return e.v; });
-    self._log('uploading', chunk.length, kind);
-    return self._authed('POST', kind, body).then(function (r) {
-      self._inflight[kind] = [];
+    if (!self._count()) return result(lastError);
+    var chunk = self._takeChunk(Math.min(self._batchSize, MAX_PER_REQUEST));
+    self._log('uploading', chunk.count, 'ids', JSON.stringify(Object.keys(chunk.body)));
+    return self._authed('POST', 'formids', chunk.body).then(function (r) {
       if (r.ok) {
+        self._settle(chunk, false);
         var d = r.data && typeof r.data === 'object' ? r.data : {};
-        total.sent += chunk.length;
+        total.sent += chunk.count;
         total.accepted += Number(d.accepted) || 0;
         total.duplicates += Number(d.duplicates) || 0;
         if (Array.isArray(d.rejected)) total.rejected = total.rejected.concat(d.rejected);
-        self._persistQueue();
         return step();
       }
       if (isPermanent(r)) {
-        self._log('server refused', chunk.length, kind, '(' + r.error.code + '), dropping them');
-        total.dropped += chunk.length;
+        self._settle(chunk, false);
+        self._log('server refused', chunk.count, 'ids (' + r.error.code + ': ' + r.error.message + '), dropping them');
+        total.dropped += chunk.count;
         lastError = r.error;
-        self._persistQueue();
         return step();
       }
-      // Transient: put the chunk back in front, keep it on disk, stop for now.
-      var back = chunk.filter(function (e) { return !self._contains(kind, e.v); });
-      self._pending[kind] = back.concat(self._pending[kind]);
-      self._persistQueue();
-      self._log('upload failed (' + r.error.code + '),', self._count(), 'ids kept for later');
-      return { ok: false, error: r.error, data: total };
+      // Transient (network, 5xx, 429, login) or a 404: put the chunk back in front, keep it on disk,
+      // stop for now; the next flush (timer, batch, app hide or next launch) sends it.
+      self._settle(chunk, true);
+      self._log('upload failed (' + r.error.code + (r.status ? ', HTTP ' + r.status : '') + '),',
+        self._count(), 'ids kept for later');
+      return result(r.error);
     });
   };
   return Promise.resolve().then(step);
@@ -750,7 +809,12 @@ proto.collectPrepayId = function (prepayId) {
   return this._enqueue('prepay_ids', prepayId);
 };
 
-/** Uploads everything buffered now. data: {sent, accepted, duplicates, rejected, dropped}. */
+/**
+ * Uploads everything buffered now (formIds and prepay_ids together, to POST formids).
+ * data: {sent, accepted, duplicates, rejected, dropped, pending}: `dropped` ids were refused by the
+ * server for what they are and are gone; `pending` ids are still buffered (a failure that may pass, a 404,
+ * or ids collected meanwhile) and go with a later flush.
+ */
 proto.flush = function () {
   return this._guard(function () {
     return this._flushSerial();
@@ -830,7 +894,7 @@ proto._askSubscribe = function (w, ids) {
         },
         fail: function (err) {
           resolve(fail('subscribe_failed', (err && err.errMsg) || 'requestSubscribeMessage:fail',
-            { errCode: err && err.errCode }));
+            wxNumbers(err, ['errCode'])));
         },
       });
     } catch (e) {

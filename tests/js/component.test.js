@@ -49,7 +49,7 @@ describe('pushhub-form component', () => {
     const def = loadComponent();
     def.methods.onSubmit.call(instance(def, { kind: 'prepay' }), { detail: { formId: 'p1' } });
     await ph.flush();
-    assert.deepEqual(h.wx.requestsTo('prepay_ids')[0].data, { prepay_ids: ['p1'] });
+    assert.deepEqual(h.wx.requestsTo('formids')[0].data, { prepay_ids: ['p1'] });
   });
 
   it('still re-emits the tap when there is no PushHub instance or the formId is a mock', (t) => {

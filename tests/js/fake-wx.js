@@ -1,12 +1,91 @@
 'use strict';
 // A scriptable stand-in for the parts of WeChat's `wx` global the SDK uses. No network, no timers:
 // callbacks are delivered on the microtask queue, so tests can use mock.timers for setTimeout.
+//
+// The fake server knows only what the real one documents: tests/js/sdk-contract.json, generated from
+// PushHub's OpenAPI schema by `python -m tests.sdk_contract` (tests/test_sdk_contract.py and `make test-js`
+// fail when it is stale).
+// - Scripting (respond) an operation the server does not have throws; so does scripting a status it does
+//   not document for that operation, or a body it would not send, unless the answer says `offContract: true`
+//   (a proxy's page, a deliberately broken server). 5xx, network errors and hangs are always allowed: they
+//   come from the road, not from PushHub.
+// - When the SDK calls an operation the server does not have, or sends a body it would refuse, the fake
+//   answers what PushHub answers (404, 405, 400) and records it in `violations`; a header the operation does
+//   not document is recorded and answered normally (PushHub ignores it; the SDK must not rely on it).
+// - useHarness fails the test on any violation unless the test sets `h.wx.expectViolations = true` and
+//   checks `h.wx.violations` itself.
 
 const APPID = 'wx0123456789abcdef';
 const SERVER = 'https://push.example.com';
+const CONTRACT = require('./sdk-contract.json');
 
 function clone(v) {
   return v === undefined ? undefined : JSON.parse(JSON.stringify(v));
+}
+
+function isObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** The contract's operation for "METHOD path", or undefined. */
+function operation(method, path) {
+  return CONTRACT.operations[method + ' ' + path];
+}
+
+/** What is wrong with a body against a documented shape ({properties, required, additional?}); '' if nothing. */
+function shapeProblem(shape, body, closed) {
+  if (!isObject(body)) return 'the body is not a JSON object';
+  const missing = shape.required.filter((k) => !(k in body));
+  if (missing.length) return 'missing ' + missing.join(', ');
+  const extra = Object.keys(body).filter((k) => !shape.properties.includes(k));
+  if (closed && extra.length) return 'fields the contract does not have: ' + extra.join(', ');
+  if (shape.properties.length === 1 && shape.properties[0] === 'error') {
+    const e = body.error;
+    if (!isObject(e) || typeof e.code !== 'string' || typeof e.message !== 'string') {
+      return 'error must be {code, message} strings';
+    }
+  }
+  return '';
+}
+
+/** Why the server could never give this scripted answer to METHOD path; '' when it could. */
+function answerProblem(method, path, answer) {
+  if (!answer || typeof answer !== 'object' || answer.offContract || answer.network || answer.hang) return '';
+  const status = answer.status || 200;
+  if (status >= 500) return '';
+  const shape = operation(method, path).responses[String(status)];
+  if (shape === undefined) {
+    return 'PushHub does not document HTTP ' + status + ' for ' + method + ' ' + path +
+      ' (it documents ' + Object.keys(operation(method, path).responses).join(', ') + ')';
+  }
+  if (shape === null) return '';
+  const problem = shapeProblem(shape, answer.body, true);
+  return problem ? 'HTTP ' + status + ' body of ' + method + ' ' + path + ': ' + problem : '';
+}
+
+/** Why the server would refuse this request as sent (status + body of its answer), or null. */
+function requestProblem(req) {
+  const op = operation(req.method, req.path);
+  if (!op) {
+    const known = Object.keys(CONTRACT.operations).some((k) => k.endsWith(' ' + req.path));
+    return known
+      ? { status: 405, code: 'method_not_allowed', why: req.method + ' ' + req.path + ' is not an operation of PushHub' }
+      : { status: 404, code: 'not_found', why: req.method + ' ' + req.path + ' is not a route of PushHub' };
+  }
+  const headers = Object.keys(req.header).map((h) => h.toLowerCase());
+  const allowed = ['content-type'].concat(op.session ? ['authorization'] : [], op.headers.map((h) => h.toLowerCase()));
+  const stray = headers.filter((h) => !allowed.includes(h));
+  if (stray.length) {
+    // PushHub ignores it, but an SDK that sends it expects something the server does not do.
+    return { status: null, why: req.method + ' ' + req.path + ' does not take header ' + stray.join(', ') };
+  }
+  if (op.request) {
+    const problem = shapeProblem(op.request, req.data, !op.request.additional);
+    if (problem) return { status: 400, code: 'validation_error', why: req.method + ' ' + req.path + ' body: ' + problem };
+  } else if (req.data !== undefined) {
+    return { status: 400, code: 'validation_error', why: req.method + ' ' + req.path + ' takes no body' };
+  }
+  return null;
 }
 
 function createFakeWx() {
@@ -14,19 +93,30 @@ function createFakeWx() {
     requests: [], // {url, path, method, data, header}
     storage: new Map(),
     loginCalls: 0,
-    loginQueue: [], // {code} | {fail: {errMsg}} | {hang: true}
+    loginQueue: [], // {code} | {fail: {errMsg, errno}} | {hang: true}
     subscribeCalls: [], // {tmplIds}
     subscribeQueue: [], // {success: {...}} | {fail: {errMsg, errCode}} | function(tmplIds)
     hideHandlers: [],
     routes: new Map(), // "METHOD path" -> {responses: [], index}
+    violations: [], // what the SDK sent that PushHub would refuse, or scripted answers it could never give
+    expectViolations: false,
   };
 
   /**
    * Scripts answers for METHOD path (path relative to /sdk/v1/{appid}/, e.g. 'formids').
-   * Each answer: {status, body, headers} | {network: 'errMsg'} | {hang: true} | function(req) -> answer.
-   * Answers are used in order; the last one repeats.
+   * Each answer: {status, body, headers} | {network: 'errMsg', errno?} | {hang: true} | function(req) -> answer.
+   * Answers are used in order; the last one repeats. Only operations of tests/js/sdk-contract.json can be
+   * scripted, with statuses and bodies it documents (see the top of this file).
    */
   fake.respond = function (method, path, ...answers) {
+    if (!operation(method, path)) {
+      throw new Error('fake-wx: ' + method + ' ' + path + ' is not an operation of the PushHub server ' +
+        '(tests/js/sdk-contract.json has ' + Object.keys(CONTRACT.operations).join(', ') + ')');
+    }
+    answers.forEach((answer) => {
+      const problem = answerProblem(method, path, answer);
+      if (problem) throw new Error('fake-wx: ' + problem + ' (mark a deliberate one offContract: true)');
+    });
     fake.routes.set(method + ' ' + path, { answers, index: 0 });
     return fake;
   };
@@ -40,19 +130,32 @@ function createFakeWx() {
     const path = m ? m[1] : opts.url;
     const req = { url: opts.url, path, method: opts.method || 'GET', data: clone(opts.data), header: clone(opts.header) || {} };
     fake.requests.push(req);
+    const refused = requestProblem(req);
     const route = fake.routes.get(req.method + ' ' + path);
     let answer;
-    if (!route) {
-      answer = { status: 404, body: { error: { code: 'not_found', message: 'no route ' + path } } };
+    if (refused) fake.violations.push(refused.why);
+    if (refused && refused.status) {
+      // What PushHub answers (ApiNotFoundMiddleware, DRF): the SDK must cope, and the test must hear of it.
+      const messages = { 404: 'Not found.', 405: 'Method "' + req.method + '" not allowed.', 400: refused.why };
+      answer = { status: refused.status, body: { error: { code: refused.code, message: messages[refused.status] } } };
+    } else if (!route) {
+      answer = { status: 500, body: '<h1>Server Error (500)</h1>' };
+      fake.violations.push(req.method + ' ' + path + ' was called but the test scripted no answer for it');
     } else {
       answer = route.answers[Math.min(route.index, route.answers.length - 1)];
       route.index += 1;
     }
-    if (typeof answer === 'function') answer = answer(req);
+    if (typeof answer === 'function') {
+      answer = answer(req);
+      const problem = answerProblem(req.method, path, answer);
+      if (problem) fake.violations.push('scripted answer: ' + problem);
+    }
     queueMicrotask(() => {
       if (answer.hang) return;
       if (answer.network) {
-        opts.fail && opts.fail({ errMsg: 'request:fail ' + answer.network });
+        const err = { errMsg: 'request:fail ' + answer.network };
+        if (answer.errno !== undefined) err.errno = answer.errno;
+        opts.fail && opts.fail(err);
         return;
       }
       opts.success && opts.success({ statusCode: answer.status || 200, data: clone(answer.body), header: answer.headers || {} });
@@ -120,12 +223,10 @@ function serveDefaults(fake, now = Date.now()) {
       body: { session: 'sess-' + sessions, openid: 'openid-1', expires_at: new Date(now + 30 * 86400000).toISOString() },
     };
   });
-  const ids = (key) => (req) => ({
+  fake.respond('POST', 'formids', (req) => ({
     status: 200,
-    body: { accepted: req.data[key].length, duplicates: 0, rejected: [] },
-  });
-  fake.respond('POST', 'formids', ids('formids'));
-  fake.respond('POST', 'prepay_ids', ids('prepay_ids'));
+    body: { accepted: (req.data.formids || []).length + (req.data.prepay_ids || []).length, duplicates: 0, rejected: [] },
+  }));
   fake.respond('POST', 'subscriptions', (req) => {
     const credited = {};
     Object.keys(req.data.results).forEach((k) => {
@@ -168,6 +269,10 @@ function useHarness(hooks) {
   hooks.afterEach(() => {
     h.instances.forEach((p) => p.destroy());
     delete globalThis.wx;
+    if (h.wx.violations.length && !h.wx.expectViolations) {
+      throw new Error('the SDK and the fake left the PushHub contract (tests/js/sdk-contract.json):\n  ' +
+        h.wx.violations.join('\n  '));
+    }
   });
   h.make = (opts = {}) => {
     const p = new PushHub({
@@ -185,4 +290,4 @@ function useHarness(hooks) {
   return h;
 }
 
-module.exports = { APPID, SERVER, createFakeWx, serveDefaults, settle, formIds, clone, useHarness };
+module.exports = { APPID, SERVER, CONTRACT, createFakeWx, serveDefaults, settle, formIds, clone, useHarness };

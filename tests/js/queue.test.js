@@ -7,8 +7,9 @@ const h = useHarness({ beforeEach, afterEach });
 const QUEUE_KEY = 'pushhub:queue:' + APPID;
 const DAY = 86400000;
 
-function sentFormIds(fake, path = 'formids') {
-  return fake.requestsTo(path).map((r) => r.data[path]);
+/** The lists of `kind` in each upload (every upload is POST formids; a request without that kind is skipped). */
+function sentFormIds(fake, kind = 'formids') {
+  return fake.requestsTo('formids').map((r) => r.data[kind]).filter(Boolean);
 }
 
 function storedIds(fake, kind = 'formids') {
@@ -104,7 +105,7 @@ describe('collecting formIds', () => {
       assert.equal(ph.collect(v), false, String(v));
     }
     const r = await ph.flush();
-    assert.deepEqual(r, { ok: true, data: { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0 } });
+    assert.deepEqual(r, { ok: true, data: { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0, pending: 0 } });
     assert.equal(h.wx.requests.length, 0);
     assert.equal(h.wx.loginCalls, 0);
   });
@@ -146,7 +147,7 @@ describe('collecting formIds', () => {
     const r = await ph.flush();
     assert.deepEqual(r, {
       ok: true,
-      data: { sent: 3, accepted: 1, duplicates: 1, rejected: [{ formid: 'bad', reason: 'malformed' }], dropped: 0 },
+      data: { sent: 3, accepted: 1, duplicates: 1, rejected: [{ formid: 'bad', reason: 'malformed' }], dropped: 0, pending: 0 },
     });
   });
 
@@ -182,8 +183,7 @@ describe('collecting formIds', () => {
     assert.equal(second.collect('a1'), false); // restored, so a duplicate
     t.mock.timers.tick(5000);
     await settle();
-    assert.deepEqual(sentFormIds(h.wx), [['a1']]);
-    assert.deepEqual(sentFormIds(h.wx, 'prepay_ids'), [['p1']]);
+    assert.deepEqual(h.wx.requestsTo('formids').map((r) => r.data), [{ formids: ['a1'], prepay_ids: ['p1'] }]);
     assert.equal(h.wx.storage.has(QUEUE_KEY), false);
   });
 
@@ -226,36 +226,106 @@ describe('collecting formIds', () => {
     assert.deepEqual(batches.flat(), ids);
   });
 
-  it('sends prepay_ids as prepay_ids', async () => {
+  it('sends prepay_ids to POST formids as prepay_ids, in the same request as formIds', async () => {
     const ph = h.make();
     assert.equal(ph.collectPrepayId('wx20141027200939'), true);
     ph.collect('f1');
     const r = await ph.flush();
-    assert.equal(r.ok, true);
-    assert.equal(r.data.sent, 2);
-    assert.deepEqual(sentFormIds(h.wx, 'prepay_ids'), [['wx20141027200939']]);
-    assert.deepEqual(sentFormIds(h.wx), [['f1']]);
+    assert.deepEqual(r, { ok: true, data: { sent: 2, accepted: 2, duplicates: 0, rejected: [], dropped: 0, pending: 0 } });
+    assert.deepEqual(h.wx.requests.filter((q) => q.path !== 'login').map((q) => [q.method, q.path, q.data]), [
+      ['POST', 'formids', { formids: ['f1'], prepay_ids: ['wx20141027200939'] }],
+    ]);
+  });
+
+  it('sends a request with prepay_ids only when no formId is buffered', async () => {
+    const ph = h.make();
+    ph.collectPrepayId('p1');
+    assert.equal((await ph.flush()).ok, true);
+    assert.deepEqual(h.wx.requestsTo('formids').map((q) => q.data), [{ prepay_ids: ['p1'] }]);
+  });
+
+  it('splits each kind into lists of at most batchSize, both kinds per request', async () => {
+    const ph = h.make({ batchSize: 2 });
+    ['p1', 'p2', 'p3'].forEach((id) => ph.collectPrepayId(id));
+    ph.collect('f1');
+    await ph.flush();
+    await settle();
+    assert.deepEqual(h.wx.requestsTo('formids').map((q) => q.data), [
+      { formids: ['f1'], prepay_ids: ['p1', 'p2'] },
+      { prepay_ids: ['p3'] },
+    ]);
+  });
+
+  it('keeps both kinds of a failed upload and sends them together later', async () => {
+    h.wx.respond('POST', 'formids', { status: 503, body: { error: { code: 'unavailable', message: 'down' } } });
+    const ph = h.make({ maxRetries: 0 });
+    ph.collect('f1');
+    ph.collectPrepayId('p1');
+    const r = await ph.flush();
+    assert.deepEqual(r.data, { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0, pending: 2 });
+    assert.deepEqual(storedIds(h.wx), ['f1']);
+    assert.deepEqual(storedIds(h.wx, 'prepay_ids'), ['p1']);
+    h.wx.respond('POST', 'formids', { status: 200, body: { accepted: 2, duplicates: 0, rejected: [] } });
+    assert.equal((await ph.flush()).ok, true);
+    assert.deepEqual(h.wx.requestsTo('formids').at(-1).data, { formids: ['f1'], prepay_ids: ['p1'] });
+    assert.equal(h.wx.storage.has(QUEUE_KEY), false);
+  });
+
+  it('keeps the ids when the upload route answers 404, and says so in the result and on the console', async (t) => {
+    const warn = t.mock.method(console, 'warn', () => {});
+    const log = t.mock.method(console, 'log', () => {});
+    // What PushHub answers for a route it does not have (e.g. an SDK newer than the server).
+    h.wx.respond('POST', 'formids', { status: 404, body: { error: { code: 'not_found', message: 'Not found.' } } });
+    const ph = h.make({ debug: true });
+    ph.collect('f1');
+    ph.collectPrepayId('p1');
+    const r = await ph.flush();
+    assert.deepEqual(r, {
+      ok: false,
+      error: { code: 'not_found', message: 'Not found.', status: 404 },
+      data: { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0, pending: 2 },
+    });
+    assert.equal(h.wx.requestsTo('formids').length, 1); // not retried at once...
+    assert.deepEqual(storedIds(h.wx), ['f1']); // ...but kept
+    assert.deepEqual(storedIds(h.wx, 'prepay_ids'), ['p1']);
+    assert.equal(warn.mock.callCount(), 1);
+    assert.match(warn.mock.calls[0].arguments[0],
+      /POST https:\/\/push\.example\.com\/sdk\/v1\/wx0123456789abcdef\/formids answered 404 \(not_found: Not found\.\)/);
+    assert.ok(log.mock.calls.some((c) => /upload failed \(not_found, HTTP 404\), 2 ids kept/.test(c.arguments.join(' '))));
+
+    await ph.flush(); // still 404: one warning per instance is enough
+    assert.equal(warn.mock.callCount(), 1);
+    h.wx.respond('POST', 'formids', { status: 200, body: { accepted: 2, duplicates: 0, rejected: [] } });
+    const later = await ph.flush(); // the server is fixed: nothing was lost
+    assert.equal(later.data.sent, 2);
+    assert.deepEqual(h.wx.requestsTo('formids').at(-1).data, { formids: ['f1'], prepay_ids: ['p1'] });
   });
 
   it('drops a batch the server refuses with a 4xx instead of retrying it forever', async () => {
     h.wx.respond('POST', 'formids', { status: 400, body: { error: { code: 'validation_error', message: 'no' } } });
     const ph = h.make();
     ph.collect('a1');
+    ph.collectPrepayId('p1');
     const r = await ph.flush();
     assert.equal(r.ok, false);
     assert.equal(r.error.code, 'validation_error');
-    assert.equal(r.data.dropped, 1);
+    assert.equal(r.data.dropped, 2);
+    assert.equal(r.data.pending, 0);
     assert.equal(h.wx.requestsTo('formids').length, 1);
     assert.equal(h.wx.storage.has(QUEUE_KEY), false);
   });
 
-  it('keeps the buffer when login fails', async () => {
-    h.wx.respond('POST', 'login', { status: 404, body: { error: { code: 'not_found', message: 'unknown app' } } });
+  it('keeps the buffer when login fails', async (t) => {
+    const warn = t.mock.method(console, 'warn', () => {});
+    h.wx.respond('POST', 'login', { status: 404, body: { error: { code: 'not_found', message: 'No such mini-program.' } } });
     const ph = h.make();
     ph.collect('a1');
     const r = await ph.flush();
     assert.equal(r.ok, false);
+    assert.equal(r.error.code, 'not_found');
+    assert.equal(r.data.pending, 1);
     assert.deepEqual(storedIds(h.wx), ['a1']);
+    assert.match(warn.mock.calls[0].arguments[0], /\/login answered 404 \(not_found: No such mini-program\.\)/);
   });
 
   it('serialises concurrent flushes', async () => {

@@ -4,7 +4,11 @@ const assert = require('node:assert/strict');
 const { useHarness, settle } = require('./fake-wx.js');
 
 const h = useHarness({ beforeEach, afterEach });
-const OK_ME = { status: 200, body: { openid: 'openid-1', push_enabled: true } };
+const OK_ME = {
+  status: 200,
+  body: { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: {}, next_expiry: null },
+};
+const E429 = { error: { code: 'rate_limited', message: 'slow down' } };
 const E503 = { status: 503, body: { error: { code: 'unavailable', message: 'down' } } };
 
 describe('retries', () => {
@@ -45,6 +49,13 @@ describe('retries', () => {
     assert.equal(h.wx.requestsTo('me').length, 3);
   });
 
+  it('passes wx.request\'s errno on with network_error', async () => {
+    // wx.request's fail callback gets {errMsg, errno} (miniprogram-api-typings RequestFailCallbackErr).
+    h.wx.respond('GET', 'me', { network: 'timeout', errno: 5 });
+    const r = await h.make({ maxRetries: 0 }).me();
+    assert.deepEqual(r, { ok: false, error: { code: 'network_error', message: 'request:fail timeout', errno: 5 } });
+  });
+
   it('does not retry with maxRetries 0', async () => {
     h.wx.respond('GET', 'me', E503);
     const r = await h.make({ maxRetries: 0 }).me();
@@ -65,14 +76,14 @@ describe('retries', () => {
   });
 
   it('backs off on 429 without Retry-After', async () => {
-    h.wx.respond('GET', 'me', { status: 429, body: {} }, OK_ME);
+    h.wx.respond('GET', 'me', { status: 429, body: E429 }, OK_ME);
     const r = await h.make({ random: () => 1 }).me();
     assert.equal(r.ok, true);
     assert.deepEqual(h.sleeps, [1000]);
   });
 
   it('does not wait for a Retry-After longer than maxRetryAfter', async () => {
-    h.wx.respond('GET', 'me', { status: 429, headers: { 'Retry-After': '3600' }, body: {} });
+    h.wx.respond('GET', 'me', { status: 429, headers: { 'Retry-After': '3600' }, body: E429 });
     const r = await h.make().me();
     assert.equal(r.ok, false);
     assert.equal(r.error.code, 'rate_limited');
@@ -80,8 +91,9 @@ describe('retries', () => {
     assert.equal(h.sleeps.length, 0);
   });
 
-  for (const status of [400, 403, 404, 409, 413]) {
-    it(`does not retry ${status}`, async () => {
+  for (const status of [400, 403, 404, 413]) {
+    it(`does not retry ${status}`, async (t) => {
+      t.mock.method(console, 'warn', () => {}); // the 404 warning
       h.wx.respond('POST', 'settings', { status, body: { error: { code: 'nope', message: 'refused', field: 'push_enabled' } } });
       const r = await h.make().setPushEnabled(false);
       assert.deepEqual(r, { ok: false, error: { code: 'nope', message: 'refused', status, field: 'push_enabled' } });
@@ -90,8 +102,18 @@ describe('retries', () => {
     });
   }
 
+  it('does not retry 409', async () => {
+    const mismatch = { error: { code: 'idempotency_mismatch', message: 'key reused' } };
+    h.wx.respond('POST', 'subscriptions', { status: 409, body: mismatch });
+    const r = await h.make().subscribe(['T1']);
+    assert.deepEqual(r.error, { code: 'idempotency_mismatch', message: 'key reused', status: 409 });
+    assert.equal(h.wx.requestsTo('subscriptions').length, 1);
+    assert.equal(h.sleeps.length, 0);
+  });
+
   it('names errors without a JSON body by status', async () => {
-    h.wx.respond('GET', 'me', { status: 418, body: '<html>teapot</html>' });
+    // not PushHub's answer: a proxy's page in front of it
+    h.wx.respond('GET', 'me', { status: 418, body: '<html>teapot</html>', offContract: true });
     const r = await h.make().me();
     assert.deepEqual(r.error, { code: 'http_error', message: 'HTTP 418', status: 418 });
   });

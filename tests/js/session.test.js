@@ -78,7 +78,7 @@ describe('login and session', () => {
   it('on 401 drops the session, logs in again and repeats the call once', async () => {
     h.wx.respond('GET', 'me',
       { status: 401, body: { error: { code: 'not_authenticated', message: 'expired' } } },
-      { status: 200, body: { openid: 'openid-1', push_enabled: true } });
+      { status: 200, body: { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: {}, next_expiry: null } });
     const ph = h.make();
     const r = await ph.me();
     assert.equal(r.ok, true);
@@ -122,13 +122,19 @@ describe('login and session', () => {
     assert.equal(h.wx.requestsTo('me').length, 0);
   });
 
-  it('reports a wx.login failure without calling the server', async () => {
-    h.wx.loginQueue.push({ fail: { errMsg: 'login:fail network' } });
+  it('reports a wx.login failure without calling the server, with WeChat\'s errno', async () => {
+    // wx.login's fail callback gets {errMsg, errno} (miniprogram-api-typings LoginFailCallbackErr).
+    h.wx.loginQueue.push({ fail: { errMsg: 'login:fail network error', errno: 600001 } });
     const ph = h.make();
     const r = await ph.me();
-    assert.equal(r.ok, false);
-    assert.equal(r.error.code, 'login_failed');
+    assert.deepEqual(r, { ok: false, error: { code: 'login_failed', message: 'login:fail network error', errno: 600001 } });
     assert.equal(h.wx.requests.length, 0);
+  });
+
+  it('leaves errno out when WeChat gives none (base library < 2.24.0), and reads no errCode', async () => {
+    h.wx.loginQueue.push({ fail: { errMsg: 'login:fail', errCode: -1 } });
+    const r = await h.make().login();
+    assert.deepEqual(r, { ok: false, error: { code: 'login_failed', message: 'login:fail' } });
   });
 
   it('login({force: true}) replaces a valid session', async () => {
@@ -141,7 +147,7 @@ describe('login and session', () => {
   });
 
   it('copes with a missing or unparseable expires_at', async () => {
-    h.wx.respond('POST', 'login', { status: 200, body: { session: 's', openid: 'o' } });
+    h.wx.respond('POST', 'login', { status: 200, body: { session: 's', openid: 'o' }, offContract: true });
     let now = Date.now();
     const ph = h.make({ now: () => now });
     assert.equal((await ph.me()).ok, true);
@@ -151,7 +157,7 @@ describe('login and session', () => {
   });
 
   it('reports a login answer without a session as bad_response', async () => {
-    h.wx.respond('POST', 'login', { status: 200, body: { openid: 'o' } });
+    h.wx.respond('POST', 'login', { status: 200, body: { openid: 'o' }, offContract: true });
     const r = await h.make().login();
     assert.equal(r.ok, false);
     assert.equal(r.error.code, 'bad_response');

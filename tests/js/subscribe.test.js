@@ -37,7 +37,8 @@ describe('subscribe', () => {
     assert.deepEqual(r.data.ignored, ['T9']);
   });
 
-  it('resolves ok:false and calls no server when WeChat fails', async () => {
+  it('resolves ok:false with WeChat\'s errCode and calls no server when WeChat fails', async () => {
+    // requestSubscribeMessage's fail callback gets {errMsg, errCode} (RequestSubscribeMessageFailCallbackResult).
     h.wx.subscribeQueue.push({ fail: { errMsg: 'requestSubscribeMessage:fail main switch is off', errCode: 20004 } });
     const r = await h.make().subscribe(['T1', 'T2']);
     assert.deepEqual(r, {
@@ -46,6 +47,12 @@ describe('subscribe', () => {
     });
     assert.equal(h.wx.requests.length, 0);
     assert.equal(h.wx.loginCalls, 0);
+  });
+
+  it('leaves errCode out when WeChat gives none', async () => {
+    h.wx.subscribeQueue.push({ fail: { errMsg: 'requestSubscribeMessage:fail cancel' } });
+    const r = await h.make().subscribe(['T1']);
+    assert.deepEqual(r.error, { code: 'subscribe_failed', message: 'requestSubscribeMessage:fail cancel' });
   });
 
   it('reports what it could when a later group fails (no new tap)', async () => {

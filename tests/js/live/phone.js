@@ -1,0 +1,131 @@
+'use strict';
+// A phone for tests/test_sdk_js_live.py: the real SDK (static/sdk/pushhub.js) with a `wx` whose wx.request is
+// real HTTP (Node's fetch) to a running PushHub, and whose WeChat side (wx.login's code, the formIds of
+// <form report-submit>, payments' prepay_ids, the wx.requestSubscribeMessage dialog) is played by the WeChat
+// sandbox's control API (pushhub/wechat/sandbox/README.md), for one sandbox user.
+//
+//   node tests/js/live/phone.js < plan.json > report.json
+//
+// plan: {server, appid, control (…/sandbox/wechat/_control/apps/{appid}), control_token?, openid, options?,
+//        steps: [step]}
+// step: {op: 'form_taps', count}        the sandbox issues `count` formIds, each goes to pushhub.collect()
+//       {op: 'payments', count}         the same with prepay_ids and collectPrepayId()
+//       {op: 'collect', values}         raw values to collect() (what a page might hand over)
+//       {op: 'subscribe', tmplIds, answer}  pushhub.subscribe(); the user answers `answer` (default accept)
+//       {op: 'flush'} | {op: 'me'} | {op: 'login'}
+// report: {steps: [what each step returned], requests: [{method, path, status, body}], queue, warnings, logs}
+// Not a test file (node --test tests/js/ does not pick it up): the Python test asserts on the report.
+
+const path = require('node:path');
+const PushHub = require(path.join(__dirname, '../../../static/sdk/pushhub.js'));
+
+async function readStdin() {
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+}
+
+async function control(plan, method, suffix, body) {
+  const response = await fetch(plan.control + '/' + suffix, {
+    method,
+    headers: Object.assign({ 'content-type': 'application/json' }, plan.control_token ? { 'X-Sandbox-Token': plan.control_token } : {}),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (response.status >= 300) throw new Error('sandbox ' + method + ' ' + suffix + ' answered ' + response.status + ': ' + text);
+  return JSON.parse(text);
+}
+
+function makeWx(plan, report) {
+  const storage = new Map();
+  const copy = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
+  const user = 'users/' + plan.openid;
+  return {
+    storage,
+    request(opts) {
+      let url = opts.url;
+      const method = opts.method || 'GET';
+      const init = { method, headers: opts.header || {}, signal: AbortSignal.timeout(opts.timeout || 60000) };
+      if (opts.data !== undefined) {
+        if (method === 'GET') url += '?' + new URLSearchParams(opts.data).toString();
+        else init.body = typeof opts.data === 'string' ? opts.data : JSON.stringify(opts.data);
+      }
+      const entry = { method, path: new URL(url).pathname, status: null, body: opts.data === undefined ? null : copy(opts.data) };
+      report.requests.push(entry);
+      fetch(url, init).then(async (response) => {
+        const text = await response.text();
+        let data = text;
+        try {
+          data = JSON.parse(text); // dataType 'json': WeChat parses the body when it can
+        } catch (ignored) {
+          // left as text, as WeChat does
+        }
+        entry.status = response.status;
+        opts.success({ statusCode: response.status, data, header: Object.fromEntries(response.headers), errMsg: 'request:ok' });
+      }, (err) => {
+        entry.error = String(err && err.message);
+        opts.fail({ errMsg: 'request:fail ' + entry.error });
+      });
+      return { abort() {} };
+    },
+    login(opts) {
+      control(plan, 'POST', user + '/login-code').then(
+        (r) => opts.success({ code: r.code, errMsg: 'login:ok' }),
+        (err) => opts.fail({ errMsg: 'login:fail ' + err.message })
+      );
+    },
+    requestSubscribeMessage(opts) {
+      const results = {};
+      opts.tmplIds.forEach((id) => { results[id] = plan.answer || 'accept'; });
+      // The sandbox answers as WeChat's dialog does: {errMsg: 'requestSubscribeMessage:ok', ID: answer, ...}
+      control(plan, 'POST', user + '/subscriptions', { results }).then(
+        (r) => opts.success(r),
+        (err) => opts.fail({ errMsg: 'requestSubscribeMessage:fail ' + err.message })
+      );
+    },
+    getStorageSync: (key) => (storage.has(key) ? copy(storage.get(key)) : ''),
+    setStorageSync: (key, value) => storage.set(key, copy(value)),
+    removeStorageSync: (key) => storage.delete(key),
+    onAppHide() {},
+    offAppHide() {},
+  };
+}
+
+async function main() {
+  const plan = await readStdin();
+  const report = { steps: [], requests: [], queue: null, warnings: [], logs: [] };
+  console.warn = (...args) => report.warnings.push(args.join(' '));
+  console.log = (...args) => report.logs.push(args.join(' '));
+  const wx = makeWx(plan, report);
+  const pushhub = new PushHub({ appid: plan.appid, server: plan.server, wx, flushInterval: 600000, ...(plan.options || {}) });
+  const user = 'users/' + plan.openid;
+  for (const step of plan.steps) {
+    if (step.op === 'form_taps' || step.op === 'payments') {
+      const kind = step.op === 'form_taps' ? 'formid' : 'prepay';
+      const ids = (await control(plan, 'POST', user + '/formids', { count: step.count, kind })).formids;
+      const collected = ids.map((id) => (kind === 'formid' ? pushhub.collect(id) : pushhub.collectPrepayId(id)));
+      report.steps.push({ op: step.op, ids, collected });
+    } else if (step.op === 'collect') {
+      report.steps.push({ op: step.op, collected: step.values.map((v) => pushhub.collect(v)) });
+    } else if (step.op === 'subscribe') {
+      plan.answer = step.answer;
+      report.steps.push({ op: step.op, result: await pushhub.subscribe(step.tmplIds) });
+    } else if (['flush', 'me', 'login'].includes(step.op)) {
+      report.steps.push({ op: step.op, result: await pushhub[step.op]() });
+    } else {
+      throw new Error('unknown step ' + JSON.stringify(step));
+    }
+  }
+  const queue = wx.storage.get('pushhub:queue:' + plan.appid);
+  report.queue = queue === undefined ? null : queue;
+  pushhub.destroy();
+  process.stdout.write(JSON.stringify(report));
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(String((err && err.stack) || err) + '\n');
+    process.exit(1);
+  }
+);

@@ -1,0 +1,189 @@
+"""The real SDK (static/sdk/pushhub.js, run by Node) against a real PushHub over HTTP (issue 14).
+
+tests/js/live/phone.js loads the SDK with a `wx` whose wx.request is Node's fetch to the live server, and whose
+WeChat side (login codes, formIds, prepay_ids, the subscribe dialog) is the sandbox's control API. The phone taps,
+pays, subscribes, flushes and asks me(); this test then checks through the tenant's API key that every credit
+reached /quota, that me() says the same, and that the server's refusals reach the app as the server gave them.
+The SDK's unit tests (tests/js, a fake server) cannot show any of that: here nothing is faked on PushHub's side.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from formids.models import Credit
+from pushhub.wechat.sandbox import services as sandbox
+from tests.conftest import random_appid, random_secret
+
+NODE = shutil.which("node")
+PHONE = Path(__file__).resolve().parent / "js" / "live" / "phone.js"
+
+pytestmark = [
+    pytest.mark.skipif(
+        NODE is None, reason="node not found: the SDK's live tests need Node.js >= 18 (CI has 20)"
+    ),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def run_phone(live_server, appid: str, openid: str, steps: list[dict], **options) -> dict:
+    plan = {
+        "server": live_server.url,
+        "appid": appid,
+        "control": f"{live_server.url}/sandbox/wechat/_control/apps/{appid}",
+        "control_token": django_settings.SANDBOX_CONTROL_TOKEN,
+        "openid": openid,
+        "options": options,
+        "steps": steps,
+    }
+    done = subprocess.run(
+        [NODE, str(PHONE)], input=json.dumps(plan), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, f"phone.js failed:\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def step(report: dict, op: str, n: int = 0) -> dict:
+    return [s for s in report["steps"] if s["op"] == op][n]
+
+
+@pytest.fixture
+def shop(sandbox_base, sandbox_app, api):
+    """The sandbox app with two subscribe templates in WeChat and in PushHub's catalogue, and one WeChat user."""
+    templates = [
+        sandbox.add_template(
+            sandbox_app.appid, kind="subscribe", title=title, content="内容:{{thing1.DATA}}"
+        ).template_id
+        for title in ("发货通知", "到货提醒")
+    ]
+    synced = api.post(f"/api/v1/apps/{sandbox_app.appid}/templates/sync")
+    assert synced.status_code == 200, synced.content
+    return sandbox_app, templates, sandbox.create_user(sandbox_app.appid).openid
+
+
+def quota(api, appid: str) -> dict:
+    response = api.get(f"/api/v1/apps/{appid}/quota")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_every_credit_the_sdk_collects_reaches_the_quota(live_server, shop, api):
+    app, (order, arrival), openid = shop
+    report = run_phone(
+        live_server,
+        app.appid,
+        openid,
+        [
+            {"op": "form_taps", "count": 25},  # the 20th starts an upload by itself (batchSize)
+            {"op": "payments", "count": 3},
+            {"op": "subscribe", "tmplIds": [order, arrival]},
+            {"op": "subscribe", "tmplIds": [order]},
+            {"op": "flush"},
+            {"op": "me"},
+        ],
+    )
+    assert all(step(report, "form_taps")["collected"]) and all(step(report, "payments")["collected"])
+    formids, prepay_ids = step(report, "form_taps")["ids"], step(report, "payments")["ids"]
+
+    # What went over the wire: only the contract's routes, every answer a 200, every id uploaded once.
+    sdk = f"/sdk/v1/{app.appid}/"
+    assert {(r["method"], r["path"].removeprefix(sdk)) for r in report["requests"]} == {
+        ("POST", "login"),
+        ("POST", "formids"),
+        ("POST", "subscriptions"),
+        ("GET", "me"),
+    }
+    assert [r["status"] for r in report["requests"]] == [200] * len(report["requests"])
+    uploads = [r["body"] for r in report["requests"] if r["path"] == sdk + "formids"]
+    assert sorted(i for body in uploads for i in body.get("formids", [])) == sorted(formids)
+    assert sorted(i for body in uploads for i in body.get("prepay_ids", [])) == sorted(prepay_ids)
+    assert report["queue"] is None  # nothing left buffered on the phone
+    assert report["warnings"] == []
+
+    assert step(report, "subscribe", 0)["result"] == {
+        "ok": True,
+        "data": {
+            "results": {order: "accept", arrival: "accept"},
+            "credited": {order: 1, arrival: 1},
+            "ignored": [],
+            "unrequested": [],
+        },
+    }
+    assert step(report, "subscribe", 1)["result"]["data"]["credited"] == {order: 1}
+    flushed = step(report, "flush")["result"]
+    assert flushed["ok"] is True and flushed["data"]["pending"] == 0 and flushed["data"]["dropped"] == 0
+
+    # Every credit, as the tenant sees it: 25 formIds (1 send each) + 3 prepay_ids (3 sends each).
+    assert quota(api, app.appid)["credits"] == {"formid": 25 + 3 * 3, "subscribe": {order: 2, arrival: 1}}
+    assert quota(api, app.appid)["users"] == 1
+    stored = Credit.objects.filter(app=app, user__openid=openid)
+    assert sorted(stored.filter(kind="formid").values_list("value", flat=True)) == sorted(formids)
+    assert sorted(stored.filter(kind="prepay").values_list("value", flat=True)) == sorted(prepay_ids)
+
+    # ...and as the user's mini-program sees it.
+    me = step(report, "me")["result"]
+    assert me["ok"] is True
+    assert me["data"]["openid"] == openid
+    assert me["data"]["push_enabled"] is True
+    assert me["data"]["formid_credits"] == 25 + 3 * 3
+    assert me["data"]["subscribe_credits"] == {order: 2, arrival: 1}
+
+
+def test_ids_the_server_rejects_are_reported_as_the_server_reports_them(live_server, shop, api):
+    app, _, openid = shop
+    report = run_phone(
+        live_server,
+        app.appid,
+        openid,
+        [
+            {"op": "form_taps", "count": 2},
+            {"op": "collect", "values": ["has a space", "short"]},  # not the SDK's to judge: the server's
+            {"op": "flush"},
+        ],
+    )
+    assert step(report, "collect")["collected"] == [True, True]
+    assert step(report, "flush")["result"] == {
+        "ok": True,
+        "data": {
+            "sent": 4,
+            "accepted": 2,
+            "duplicates": 0,
+            "rejected": [
+                {"formid": "has a space", "reason": "malformed"},
+                {"formid": "short", "reason": "malformed"},
+            ],
+            "dropped": 0,
+            "pending": 0,
+        },
+    }
+    assert quota(api, app.appid)["credits"]["formid"] == 2
+
+
+def test_an_app_pushhub_does_not_know_keeps_the_ids_and_says_so(live_server, sandbox_base):
+    """WeChat knows the app, PushHub does not (not registered yet, a typo'd appid): the login answers 404 and
+    the app hears it, with the server's own code and message; the ids stay on the phone for later."""
+    appid = random_appid()
+    sandbox.register_app(appid, random_secret())
+    openid = sandbox.create_user(appid).openid
+    report = run_phone(
+        live_server,
+        appid,
+        openid,
+        [{"op": "form_taps", "count": 2}, {"op": "payments", "count": 1}, {"op": "flush"}],
+    )
+    assert step(report, "flush")["result"] == {
+        "ok": False,
+        "error": {"code": "not_found", "message": "No such mini-program.", "status": 404},
+        "data": {"sent": 0, "accepted": 0, "duplicates": 0, "rejected": [], "dropped": 0, "pending": 3},
+    }
+    assert [(r["path"], r["status"]) for r in report["requests"]] == [(f"/sdk/v1/{appid}/login", 404)]
+    assert [e["v"] for e in report["queue"]["formids"]] == step(report, "form_taps")["ids"]
+    assert [e["v"] for e in report["queue"]["prepay_ids"]] == step(report, "payments")["ids"]
+    assert len(report["warnings"]) == 1
+    assert f"POST {live_server.url}/sdk/v1/{appid}/login answered 404 (not_found" in report["warnings"][0]
