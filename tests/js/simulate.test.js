@@ -39,6 +39,12 @@ function installDom() {
   };
 }
 
+/** flush() uploaded n ids, all accepted (other fields of its data are not this file's business). */
+function assertFlushed(r, n) {
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.deepEqual([r.data.sent, r.data.accepted, r.data.dropped], [n, n, 0]);
+}
+
 /** The tree of a j-component node as plain {tag, attrs, children}. */
 function tree(json) {
   return {
@@ -90,9 +96,11 @@ describe('pushhub-form under miniprogram-simulate', { skip }, () => {
     delete globalThis.getApp;
   });
 
-  afterEach(() => {
+  afterEach((t) => {
     instances.splice(0).forEach((p) => p.destroy());
     delete globalThis.getApp;
+    // A fake held to the server's schema (issue 14 part A) records what PushHub would have refused.
+    if (!t.name.includes('prepay_id to the formids route')) assert.deepEqual(fakeWx.violations || [], []);
   });
 
   function makePushHub(options = {}) {
@@ -179,7 +187,7 @@ describe('pushhub-form under miniprogram-simulate', { skip }, () => {
     assert.equal(events.innerTaps, 0, 'the overlay takes the tap');
 
     const r = await pushhub.flush();
-    assert.deepEqual(r, { ok: true, data: { sent: 1, accepted: 1, duplicates: 0, rejected: [], dropped: 0 } });
+    assertFlushed(r, 1);
     assert.equal(fakeWx.requestsTo('login', 'POST').length, 1);
     const uploads = fakeWx.requestsTo('formids', 'POST');
     assert.equal(uploads.length, 1);
@@ -206,7 +214,7 @@ describe('pushhub-form under miniprogram-simulate', { skip }, () => {
     assert.equal(await submitByTap(page), null);
     assert.equal(events.innerTaps, 1);
     assert.equal(events.submit.length, 0);
-    assert.deepEqual(await pushhub.flush(), { ok: true, data: { sent: 0, accepted: 0, duplicates: 0, rejected: [], dropped: 0 } });
+    assertFlushed(await pushhub.flush(), 0);
     assert.equal(fakeWx.requests.length, 0);
 
     root.setData({ off: false });
