@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install install-bench run test test-js test-faults lint format sandbox messages bench bench-full clean
+.PHONY: install install-bench run test test-js js-tooling test-faults lint format sandbox messages bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test-js: install
 	@if command -v node >/dev/null 2>&1; then node --test --test-reporter=dot tests/js/; \
 	else echo "node not found: skipping the SDK's JavaScript tests (install Node.js >= 18)"; fi
 	$(BIN)/python -m pytest -q tests/test_sdk_js_live.py
+
+# Their tooling, tests/js/package.json (WeChat's miniprogram-simulate and typings, TypeScript, uni-app's and Taro's
+# typings): installed into tests/js/node_modules when the lockfile is newer. Without npm, the tests needing it skip.
+test-js: js-tooling
+js-tooling:
+	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: the SDK tests that need tests/js/package.json will skip"; \
+	elif [ ! tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then \
+		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; fi
 
 # Fault injection (tests/faults): 20,000-user broadcasts on the real stack (gunicorn, two Celery workers, beat,
 # a Redis of its own, PostgreSQL, the fake WeChat) while WeChat errs, answers time out, the token is reset, a

@@ -62,7 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
-    "django.contrib.staticfiles",
+    "pushhub.apps.StaticFilesConfig",  # django.contrib.staticfiles, ignoring npm's build output in static/
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",

@@ -77,6 +77,17 @@ function globalWx() {
   return null;
 }
 
+// uni-app's and Taro's API objects (passed as options.wx) return a promise from calls that also take
+// callbacks, and Taro's rejects on failure even when a fail callback handled it: mark it handled, so the
+// host app gets no unhandled rejection from the SDK.
+function settleQuietly(returned) {
+  try {
+    if (returned && typeof returned.then === 'function') returned.then(null, function () {});
+  } catch (ignored) {
+    // an odd thenable must not break the call
+  }
+}
+
 function toInt(value, fallback, min, max) {
   var n = Number(value);
   if (value === undefined || value === null || value === '' || !isFinite(n)) return fallback;
@@ -353,7 +364,7 @@ proto._rawRequest = function (method, path, data, header) {
     };
     if (data !== undefined) req.data = data;
     try {
-      w.request(req);
+      settleQuietly(w.request(req));
     } catch (e) {
       finish({ kind: 'fatal', code: 'wx_error', message: errText(e) });
     }
@@ -485,8 +496,9 @@ proto._wxLogin = function () {
     var guardTimer = setTimeout(function () {
       finish(fail('login_failed', 'wx.login timed out'));
     }, self._timeout + 2000);
+    var returned;
     try {
-      w.login({
+      returned = w.login({
         timeout: self._timeout,
         success: function (res) {
           if (res && typeof res.code === 'string' && res.code) finish(ok(res.code));
@@ -499,6 +511,7 @@ proto._wxLogin = function () {
     } catch (e) {
       finish(fail('wx_error', errText(e)));
     }
+    settleQuietly(returned);
   });
 };
 
@@ -881,8 +894,9 @@ proto.subscribe = function (tmplIds) {
 
 proto._askSubscribe = function (w, ids) {
   return new Promise(function (resolve) {
+    var returned;
     try {
-      w.requestSubscribeMessage({
+      returned = w.requestSubscribeMessage({
         tmplIds: ids,
         success: function (res) {
           var results = {};
@@ -900,6 +914,7 @@ proto._askSubscribe = function (w, ids) {
     } catch (e) {
       resolve(fail('wx_error', errText(e)));
     }
+    settleQuietly(returned);
   });
 };
 

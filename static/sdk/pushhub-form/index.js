@@ -9,6 +9,31 @@
  */
 const PushHub = require('../pushhub.js');
 
+/**
+ * The app's PushHub. PushHub.shared() knows the instances made with this very copy of pushhub.js; when the
+ * app's instance comes from another copy (uni-app and Taro bundle the app's import, while this component
+ * runs from its own folder), it is found where the README says to put it: getApp().pushhub (native App(),
+ * Taro's taroGlobalData) or getApp().globalData.pushhub (uni-app's App.vue globalData).
+ * @returns {{collect(id: unknown): boolean, collectPrepayId(id: unknown): boolean} | null}
+ */
+function findPushHub() {
+  const shared = PushHub.shared();
+  if (shared) return shared;
+  /** @type {any} */
+  let app = null;
+  try {
+    app = typeof getApp === 'function' ? getApp() : null;
+  } catch (err) {
+    app = null; // getApp() before App() throws on some base libraries
+  }
+  const candidates = app ? [app.pushhub, app.globalData && app.globalData.pushhub] : [];
+  for (let i = 0; i < candidates.length; i++) {
+    const c = candidates[i];
+    if (c && typeof c.collect === 'function' && typeof c.collectPrepayId === 'function') return c;
+  }
+  return null;
+}
+
 Component({
   externalClasses: ['custom-class'],
 
@@ -20,11 +45,12 @@ Component({
   },
 
   methods: {
+    /** @param {{detail?: {formId?: unknown, value?: Record<string, unknown>}} | undefined} e */
     onSubmit(e) {
       const detail = (e && e.detail) || {};
       const formId = detail.formId;
       try {
-        const pushhub = PushHub.shared();
+        const pushhub = findPushHub();
         if (pushhub) {
           if (this.data && this.data.kind === 'prepay') pushhub.collectPrepayId(formId);
           else pushhub.collect(formId);

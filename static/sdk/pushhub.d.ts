@@ -1,0 +1,287 @@
+/**
+ * TypeScript declarations of the PushHub mini-program SDK (pushhub.js) and its `pushhub-form` component.
+ *
+ * Self-contained: they need no other typings. They are checked (tests/js/types.test.js) against WeChat's
+ * official `miniprogram-api-typings`, uni-app's `@dcloudio/types` and Taro's `@tarojs/taro` typings.
+ *
+ *   import PushHub from 'pushhub-miniprogram-sdk';   // or: const PushHub = require('pushhub-miniprogram-sdk')
+ *   import type { PushHubResult, PushHubFormSubmitDetail } from 'pushhub-miniprogram-sdk';
+ *   const pushhub = new PushHub({ appid: 'wx0123456789abcdef', server: 'https://push.example.com' });
+ *
+ * The module is CommonJS (`module.exports = PushHub`, with `.default` and `.PushHub` pointing at it too),
+ * hence `export =` below: default imports, named imports and require() all type-check, with or without
+ * esModuleInterop.
+ *
+ * Every asynchronous method returns a Promise that always RESOLVES, to `{ok: true, data}` or
+ * `{ok: false, error: {code, message, ...}}`: check `r.ok`, never catch. Synchronous methods never throw.
+ */
+
+// --- the client ---------------------------------------------------------------------------------------------
+
+declare class PushHub {
+  /** Configuration errors do not throw: they are logged and every call answers `invalid_config`. */
+  constructor(options: PushHub.PushHubOptions);
+  /** The SDK's version, e.g. '1.0.0'. */
+  static readonly VERSION: string;
+  /** The first PushHub created in this copy of the SDK (and not destroyed), or null. */
+  static shared(): PushHub | null;
+
+  /**
+   * Buffers a formId (`e.detail.formId` of a `<form report-submit>`). Synchronous; true if it was buffered.
+   * Anything but a usable string (empty, the developer tools' mock formId, a duplicate, too long) is
+   * ignored and answers false, as does a client with an invalid configuration or after destroy().
+   */
+  collect(formId: unknown): boolean;
+  /** Buffers a WeChat Pay prepay_id (3 pushes in 7 days). Synchronous; true if it was buffered. */
+  collectPrepayId(prepayId: unknown): boolean;
+  /** Uploads everything buffered now. On failure `data` holds what was uploaded before it. */
+  flush(): Promise<PushHub.PushHubResult<PushHub.PushHubFlushData, PushHub.PushHubFlushData>>;
+  /** Logs in (reusing a cached session unless `{force: true}`). Normally not needed: calls log in as needed. */
+  login(options?: { force?: boolean }): Promise<PushHub.PushHubResult<PushHub.PushHubLoginData>>;
+  /** This user's credits and push setting. */
+  me(): Promise<PushHub.PushHubResult<PushHub.PushHubMeData>>;
+  /** Turns this app's pushes off (false) or on (true) for the current user. */
+  setPushEnabled(enabled: boolean): Promise<PushHub.PushHubResult<PushHub.PushHubSettingsData>>;
+  /**
+   * Asks the user to subscribe to template ids (call it directly in a tap handler) and reports the answers.
+   * On a failure after some answers, `data` holds them.
+   */
+  subscribe(
+    tmplIds: string | readonly string[]
+  ): Promise<PushHub.PushHubResult<PushHub.PushHubSubscribeData, PushHub.PushHubSubscribeData>>;
+  /** Stops timers and listeners; buffered ids stay in storage for the next instance. */
+  destroy(): void;
+}
+
+declare namespace PushHub {
+  // `import PushHub from '...'` and `import { PushHub } from '...'` (the module also sets these at run time).
+  export { PushHub as default, PushHub };
+
+  // --- results ------------------------------------------------------------------------------------------------
+
+  /** Error codes the SDK produces itself (see README "Error codes"). */
+  export type PushHubSdkErrorCode =
+    | 'invalid_config'
+    | 'invalid_argument'
+    | 'wx_unavailable'
+    | 'wx_error'
+    | 'network_error'
+    | 'login_failed'
+    | 'subscribe_failed'
+    | 'bad_response'
+    | 'internal_error';
+
+  /** Codes the SDK gives an HTTP error answer whose body carries no `error.code` of its own. */
+  export type PushHubHttpErrorCode =
+    | 'not_authenticated'
+    | 'permission_denied'
+    | 'not_found'
+    | 'rate_limited'
+    | 'server_error'
+    | 'http_error';
+
+  /** Codes PushHub's server answers under /sdk/v1 (passed through as they are, with `status`). */
+  export type PushHubServerErrorCode =
+    | 'invalid_json'
+    | 'validation_error'
+    | 'invalid_code'
+    | 'not_authenticated'
+    | 'permission_denied'
+    | 'not_found'
+    | 'method_not_allowed'
+    | 'conflict'
+    | 'idempotency_mismatch'
+    | 'payload_too_large'
+    | 'rate_limited'
+    | 'wechat_error'
+    | 'wechat_unreachable';
+
+  /** Any error code; a newer server may answer codes not listed here, so compare with known ones. */
+  export type PushHubErrorCode =
+    | PushHubSdkErrorCode
+    | PushHubHttpErrorCode
+    | PushHubServerErrorCode
+    | (string & {});
+
+  export interface PushHubError {
+    code: PushHubErrorCode;
+    /** Human-readable; for logs, not for matching. */
+    message: string;
+    /** The HTTP status, when the error is an answer of the server. */
+    status?: number;
+    /** The input at fault, when the server names one (e.g. `validation_error` on `formids`). */
+    field?: string;
+    /** `rate_limited`: seconds the server asked to wait (its `Retry-After`). */
+    retryAfter?: number;
+    /** `subscribe_failed`: WeChat's errCode from wx.requestSubscribeMessage's fail callback (e.g. 20004). */
+    errCode?: number;
+    /** `login_failed`: WeChat's errno from wx.login's fail callback, when WeChat gives one. */
+    errno?: number;
+  }
+
+  export interface PushHubSuccess<T> {
+    ok: true;
+    data: T;
+  }
+
+  export interface PushHubFailure<D = never> {
+    ok: false;
+    error: PushHubError;
+    /** Only `flush()` and `subscribe()` carry what was done before the failure. */
+    data?: D;
+  }
+
+  /** What every asynchronous method resolves to. It never rejects. */
+  export type PushHubResult<T, D = never> = PushHubSuccess<T> | PushHubFailure<D>;
+
+  /** `flush()`: totals over the uploads it made. */
+  export interface PushHubFlushData {
+    /** ids sent in requests the server accepted */
+    sent: number;
+    /** new credits the server stored */
+    accepted: number;
+    /** ids the server already knew */
+    duplicates: number;
+    /** ids the server refused one by one, with its reason (`mock_formid`, `malformed`, `not_a_string`) */
+    rejected: Array<{ formid: string; reason: string }>;
+    /** ids dropped because the server refused their upload for good (a 4xx other than 401/408/429) */
+    dropped: number;
+  }
+
+  export interface PushHubLoginData {
+    openid: string;
+    /** UTC ISO-8601 */
+    expires_at: string;
+  }
+
+  export interface PushHubMeData {
+    openid: string;
+    push_enabled: boolean;
+    /** usable formId / prepay_id sends */
+    formid_credits: number;
+    /** usable sends per subscribe template id */
+    subscribe_credits: Record<string, number>;
+    /** UTC ISO-8601: when the soonest-expiring usable formId / prepay_id expires; null if none */
+    next_expiry: string | null;
+  }
+
+  export interface PushHubSettingsData {
+    push_enabled: boolean;
+  }
+
+  /** The user's answer per template, as wx.requestSubscribeMessage gives it. */
+  export type PushHubSubscribeAnswer = 'accept' | 'reject' | 'ban' | 'filter';
+
+  export interface PushHubSubscribeData {
+    /** template id → the user's answer */
+    results: Record<string, PushHubSubscribeAnswer>;
+    /** template id → sends credited by PushHub (empty when the app's credit_source is 'events') */
+    credited: Record<string, number>;
+    /** template ids PushHub does not know as this app's subscribe templates */
+    ignored: string[];
+    /** template ids never shown to the user (WeChat refused a later dialog: see `error`) */
+    unrequested: string[];
+    /** Why the later groups were not asked (only when some were). */
+    error?: PushHubError;
+  }
+
+  // --- the host API (`wx`, or uni-app's `uni`, or Taro's `Taro`) ----------------------------------------------
+
+  /**
+   * The part of WeChat's `wx` the SDK calls. `wx` itself fits, and so do uni-app's `uni` and Taro's `Taro`
+   * (their methods also accept success/fail callbacks). Missing methods make the matching calls fail with
+   * `wx_unavailable` instead of throwing.
+   */
+  export interface PushHubWx {
+    request?(option: {
+      url: string;
+      method?: 'GET' | 'POST';
+      header?: Record<string, string>;
+      data?: Record<string, unknown>;
+      timeout?: number;
+      dataType?: 'json';
+      success?(result: { statusCode: number; data: unknown; header: unknown }): void;
+      fail?(error: { errMsg: string }): void;
+    }): unknown;
+    login?(option: {
+      timeout?: number;
+      success?(result: { code: string; errMsg: string }): void;
+      fail?(error: { errMsg: string; errno?: number }): void;
+    }): unknown;
+    requestSubscribeMessage?(option: {
+      tmplIds: string[];
+      /** `result[TEMPLATE_ID]` is the user's answer ('accept', 'reject', 'ban' or 'filter'). */
+      success?(result: { errMsg: string }): void;
+      fail?(error: { errMsg: string; errCode?: number }): void;
+    }): unknown;
+    getStorageSync?(key: string): unknown;
+    setStorageSync?(key: string, data: any): void;
+    removeStorageSync?(key: string): void;
+    onAppHide?(listener: (result: any) => void): void;
+    offAppHide?(listener: (result: any) => void): void;
+  }
+
+  // --- options
+
+  export interface PushHubOptions {
+    /** The mini-program's AppID (wx + 16 hex). */
+    appid: string;
+    /** PushHub's base URL, e.g. https://push.example.com (must be in the request domain whitelist). */
+    server: string;
+    /** Log what the SDK does (console.log). Default false. */
+    debug?: boolean;
+    /** Upload when this many ids are buffered, 1..100. Default 20. */
+    batchSize?: number;
+    /** Upload buffered ids at most this many ms after the first. Default 5000. */
+    flushInterval?: number;
+    /** Retries after the first attempt on network errors, 5xx and 429, 0..10. Default 3. */
+    maxRetries?: number;
+    /** Base of the exponential backoff, ms. Default 1000. */
+    retryDelay?: number;
+    /** A 429 asking to wait longer than this (ms) is not waited for. Default 60000. */
+    maxRetryAfter?: number;
+    /** wx.request / wx.login timeout, ms, 1000..120000. Default 10000. */
+    timeout?: number;
+    /** The host API to use instead of the global `wx` (uni-app: `uni`, Taro: `Taro`, tests: a stand-in). */
+    wx?: PushHubWx;
+    /** Test seam: the clock, ms since the epoch. */
+    now?: () => number;
+    /** Test seam: Math.random for the backoff jitter. */
+    random?: () => number;
+    /** Test seam: waits ms before a retry. */
+    sleep?: (ms: number) => unknown;
+  }
+
+  // --- the pushhub-form component -----------------------------------------------------------------------------
+
+  /** Properties of `<pushhub-form>`. */
+  export interface PushHubFormProperties {
+    /** true: no overlay; the content gets taps as usual and no formId is collected. Default false. */
+    disabled?: boolean;
+    /** How the id is reported: 'formid' (default) or 'prepay' (as a prepay_id). */
+    kind?: 'formid' | 'prepay';
+  }
+
+  /** `e.detail` of `<pushhub-form bindsubmit="...">`: the form's submit, passed on. */
+  export interface PushHubFormSubmitDetail {
+    /** The formId WeChat gave for the tap (already handed to the SDK). */
+    formId: string | undefined;
+    /** The form's values (`name` → value of form controls inside the component). */
+    value: Record<string, unknown>;
+  }
+
+  /**
+   * The `submit` event of `<pushhub-form>`; structurally a WeChat custom event, so
+   * `WechatMiniprogram.CustomEvent<PushHubFormSubmitDetail>` describes it too.
+   * `data-*` attributes set on `<pushhub-form>` are in `currentTarget.dataset`.
+   */
+  export interface PushHubFormSubmitEvent<Dataset extends Record<string, any> = Record<string, any>> {
+    type: string;
+    timeStamp: number;
+    detail: PushHubFormSubmitDetail;
+    currentTarget: { id: string; dataset: Dataset };
+    target: { id: string; dataset: Record<string, any> };
+  }
+}
+
+export = PushHub;
