@@ -115,7 +115,7 @@ declare namespace PushHub {
     retryAfter?: number;
     /** `subscribe_failed`: WeChat's errCode from wx.requestSubscribeMessage's fail callback (e.g. 20004). */
     errCode?: number;
-    /** `login_failed`: WeChat's errno from wx.login's fail callback, when WeChat gives one. */
+    /** `login_failed` / `network_error`: WeChat's errno from wx.login's or wx.request's fail callback, when WeChat gives one. */
     errno?: number;
   }
 
@@ -144,8 +144,10 @@ declare namespace PushHub {
     duplicates: number;
     /** ids the server refused one by one, with its reason (`mock_formid`, `malformed`, `not_a_string`) */
     rejected: Array<{ formid: string; reason: string }>;
-    /** ids dropped because the server refused their upload for good (a 4xx other than 401/408/429) */
+    /** ids dropped because the server refused their upload for good (a 4xx other than 401/404/408/429) */
     dropped: number;
+    /** ids still buffered after this flush (kept for a later upload: network error, 5xx, 429, 404) */
+    pending: number;
   }
 
   export interface PushHubLoginData {

@@ -224,9 +224,8 @@ describe('pushhub-form under miniprogram-simulate', { skip }, () => {
     assert.deepEqual(fakeWx.requestsTo('formids', 'POST').map((r) => r.data), [{ formids: [formId] }]);
   });
 
-  // The contract (shared/API.md "SDK"): prepay_ids go to POST formids as {"prepay_ids": [...]}. The SDK posts
-  // them to a `prepay_ids` route until issue 14 part A (branch sdk-core) lands: drop `todo` then.
-  it('kind="prepay": the id is uploaded as a prepay_id to the formids route', { todo: 'until the sdk-core fix is merged' }, async () => {
+  // The contract (shared/API.md "SDK"): prepay_ids go to POST formids as {"prepay_ids": [...]}.
+  it('kind="prepay": the id is uploaded as a prepay_id to the formids route', async () => {
     const pushhub = makePushHub();
     const page = renderPage({ kind: 'prepay' });
     const { events } = page;
