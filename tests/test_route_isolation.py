@@ -180,6 +180,7 @@ def snapshot(w: World) -> dict:
                 "secret_ciphertext",
                 "events_token",
                 "events_aes_key_ciphertext",
+                "identity_secret_ciphertext",
                 "deleted_at",
             )
         ),
@@ -351,6 +352,9 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     ),
     "api/v1/apps/(?P<appid>[^/]+)/events-credentials/rotate$": api(
         lambda w: f"/api/v1/apps/{_app(w)}/events-credentials/rotate", "POST"
+    ),
+    "api/v1/apps/(?P<appid>[^/]+)/identity-secret/rotate$": api(
+        lambda w: f"/api/v1/apps/{_app(w)}/identity-secret/rotate", "POST"
     ),
     "api/v1/apps/<str:appid>/access-token": api(
         lambda w: f"/api/v1/apps/{_app(w)}/access-token", "GET", read_needs_write_key=True
