@@ -530,7 +530,7 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
             "a signed SDK session per app and openid: tenant B's app's session is refused on A's app",
             ("test_an_sdk_session_is_one_apps",),
         )
-        for endpoint in ("formids", "subscriptions", "me", "settings")
+        for endpoint in ("formids", "subscriptions", "me", "settings", "identify")
     },
     "wechat/<str:appid>/events": Dedicated(
         "authenticated by WeChat's signature with the app's own Token (and EncodingAESKey in safe mode)",
@@ -812,6 +812,15 @@ SDK_CALLS = {
     "subscriptions": ("post", lambda w: {"results": {w.a_tpl.template_id: "accept"}}),
     "me": ("get", lambda w: None),
     "settings": ("post", lambda w: {"push_enabled": False}),
+    # A's own tenant signed it: only a session of A's app may use it (B's app's session for the same openid
+    # is refused before the hash is even looked at).
+    "identify": (
+        "post",
+        lambda w: {
+            "alias": "A-user-9",
+            "user_hash": audience.user_hash(w.a_app.get_identity_secret(), "A-user-9"),
+        },
+    ),
 }
 
 
