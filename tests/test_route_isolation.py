@@ -419,12 +419,19 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "dashboard/apps/<str:appid>/rotate-events": page(
         lambda w: f"/dashboard/apps/{_app(w)}/rotate-events", "POST"
     ),
+    "dashboard/apps/<str:appid>/rotate-identity-secret": page(
+        lambda w: f"/dashboard/apps/{_app(w)}/rotate-identity-secret", "POST"
+    ),
     "dashboard/apps/<str:appid>/delete": page(lambda w: f"/dashboard/apps/{_app(w)}/delete", "POST"),
     "dashboard/apps/<str:appid>/quota/": page(lambda w: f"/dashboard/apps/{_app(w)}/quota/", "GET"),
     "dashboard/apps/<str:appid>/quota/chart.json": page(
         lambda w: f"/dashboard/apps/{_app(w)}/quota/chart.json", "GET"
     ),
     "dashboard/apps/<str:appid>/users/": page(lambda w: f"/dashboard/apps/{_app(w)}/users/", "GET"),
+    "dashboard/apps/<str:appid>/users/<str:openid>/": page(
+        lambda w: f"/dashboard/apps/{_app(w)}/users/{w.a_openid}/", "GET"
+    ),
+    "dashboard/apps/<str:appid>/tags/": page(lambda w: f"/dashboard/apps/{_app(w)}/tags/", "GET"),
     "dashboard/apps/<str:appid>/templates/": page(
         lambda w: f"/dashboard/apps/{_app(w)}/templates/",
         "GET",
