@@ -36,7 +36,7 @@ from django.utils import timezone
 from formids.models import MiniUser, UserTag
 from formids.quotas import has_usable_credit
 from pushhub.api import ApiError
-from pushhub.sql import many_ids, many_texts
+from pushhub.sql import any_of
 from tenants.models import MiniProgram
 
 ALIAS_MAX_LENGTH = MiniUser._meta.get_field("alias").max_length  # 128
@@ -232,19 +232,25 @@ def untag_members(app: MiniProgram, tag: str, *, openids=None, aliases=None) -> 
         removed = 0
         if ids:
             # UserTag has no signals and nothing points at it: Django deletes in one statement.
-            removed, _ = UserTag.objects.filter(app=app, tag=tag, user_id__in=many_ids(ids)).delete()
+            removed, _ = UserTag.objects.filter(
+                any_of(UserTag, "user", ids, "bigint"), app=app, tag=tag
+            ).delete()
     return {"removed": removed, "unknown": _unknown(found, openids, aliases)}
 
 
 def _find_members(app: MiniProgram, openids: list[str], aliases: list[str]) -> list[tuple[int, str, str]]:
     """(id, openid, alias) of the app's users with one of ``openids`` or ``aliases``: one statement, a UNION
-    of two index look-ups ((app, openid) and (app, alias)), each list passed as one array parameter."""
+    of two index scans ((app, openid) and (app, alias)), each list passed as one array parameter."""
     users = MiniUser.objects.filter(app=app)
     parts = []
     if openids:
-        parts.append(users.filter(openid__in=many_texts(openids)).values_list("pk", "openid", "alias"))
+        parts.append(
+            users.filter(any_of(MiniUser, "openid", openids, "text")).values_list("pk", "openid", "alias")
+        )
     if aliases:
-        parts.append(users.filter(alias__in=many_texts(aliases)).values_list("pk", "openid", "alias"))
+        parts.append(
+            users.filter(any_of(MiniUser, "alias", aliases, "text")).values_list("pk", "openid", "alias")
+        )
     return list(parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0])
 
 
@@ -257,7 +263,7 @@ def _refuse_full_users(
     if not ids:
         return
     full = set(
-        UserTag.objects.filter(user_id__in=many_ids(ids))
+        UserTag.objects.filter(any_of(UserTag, "user", ids, "bigint"))
         .values("user_id")
         .annotate(n=Count("id"), has_it=Count("id", filter=Q(tag=tag)))
         .filter(n__gte=MAX_TAGS_PER_USER, has_it=0)

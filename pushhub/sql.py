@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 
 from django.db import connection
+from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
 
@@ -28,19 +29,21 @@ def _array_in(values: list, db_type: str):
     return values
 
 
-def many_ids(ids: Iterable[int]):
-    """``ids_in`` for lists of any length (a bulk call's 10,000): one parameter on SQLite too."""
-    return _long_array_in([int(pk) for pk in ids], "bigint")
+def any_of(model, field: str, values: Iterable, db_type: str) -> RawSQL:
+    """A ``filter()`` condition "``model.field`` is one of ``values``" for lists of any length (a bulk call's
+    10,000), with the whole list as one parameter.
 
-
-def many_texts(values: Iterable[str]):
-    """``texts_in`` for lists of any length (a bulk call's 10,000 openids or aliases)."""
-    return _long_array_in([str(value) for value in values], "text")
-
-
-def _long_array_in(values: list, db_type: str):
-    """On SQLite a list would be one ``?`` per value (at most 32,766 in one statement, and each one bound
-    separately): ``json_each`` takes the whole list as one JSON text instead."""
-    if connection.vendor == "sqlite":
-        return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(values)])
-    return _array_in(values, db_type)
+    On PostgreSQL ``= ANY(array)``: an index scan with the array as its condition, whatever the table's
+    statistics say. ``IN (SELECT unnest(…))`` (``ids_in``) is a join the planner may turn into a nested loop
+    of 10,000 × 10,000 comparisons when the statistics are stale, e.g. right after the rows were written:
+    untagging 10,000 users just tagged took 7 s that way, 8 ms this way. On SQLite a list would be one ``?``
+    per value (at most 32,766 in a statement); ``json_each`` takes it as one JSON text."""
+    quote = connection.ops.quote_name
+    column = f"{quote(model._meta.db_table)}.{quote(model._meta.get_field(field).column)}"
+    if connection.vendor == "postgresql":
+        return RawSQL(f"{column} = ANY(%s::{db_type}[])", [list(values)], output_field=BooleanField())
+    return RawSQL(
+        f"{column} IN (SELECT value FROM json_each(%s))",
+        [json.dumps(list(values))],
+        output_field=BooleanField(),
+    )

@@ -246,4 +246,6 @@ def test_tagging_ten_thousand_users_through_the_api_takes_under_a_second(api, cr
     print(f"\ntagged 10,000 users in {elapsed * 1000:.0f} ms ({connection.vendor})")
     started = time.perf_counter()
     assert remove(api, crowd, body, tag="everyone").json()["removed"] == 10_000
-    assert time.perf_counter() - started < 1.0
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, f"untagging 10,000 users took {elapsed:.3f} s ({connection.vendor})"
+    print(f"untagged 10,000 users in {elapsed * 1000:.0f} ms ({connection.vendor})")
