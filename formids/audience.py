@@ -145,13 +145,20 @@ def user_hash_matches(app: MiniProgram, alias: str, candidate) -> bool:
 # --- one user --------------------------------------------------------------------------------------
 def set_user_audience(user: MiniUser, *, alias=UNSET, tags=UNSET) -> MiniUser:
     """Bind (or with None unbind) the user's alias and/or replace their whole tag set, in one transaction
-    under the user's row lock (two changes of one user's tags never mix). Returns the user, updated."""
+    under the user's row lock (two changes of one user's tags never mix). Returns the user, updated.
+
+    The alias's current holder is locked with the user, both in id order: two calls swapping aliases
+    between two users would otherwise each lock one row first and then wait for the other's (a deadlock,
+    seen on PostgreSQL)."""
     if alias is not UNSET:
         alias = check_alias(alias)
     if tags is not UNSET:
         tags = check_tags(tags)
+    rows = Q(pk=user.pk)
+    if isinstance(alias, str):
+        rows |= Q(app_id=user.app_id, alias=alias)
     with transaction.atomic():
-        MiniUser.objects.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk").first()
+        list(MiniUser.objects.select_for_update(no_key=True).filter(rows).order_by("pk").values_list("pk"))
         if alias is not UNSET:
             _bind_alias(user, alias)
         if tags is not UNSET:
