@@ -1,16 +1,35 @@
-"""Operations console for credit pools: quota columns, filters, search by openid/AppID, upkeep actions."""
+"""Operations console for credit pools and audiences: quota columns, filters, search by openid, alias or
+AppID, a user's tags, upkeep actions."""
 
 from django.contrib import admin, messages
-from django.db.models import Count, Q
+from django.db.models import Count, Prefetch, Q
+from django.urls import reverse
+from django.utils.html import format_html
 
 from formids import services
-from formids.models import Credit, DailyStat, InboundEvent, MiniUser
+from formids.models import Credit, DailyStat, InboundEvent, MiniUser, UserTag
+
+
+class UserTagInline(admin.TabularInline):
+    """A user's tags, read-only: they change through the API (validated, 50 at most), not here."""
+
+    model = UserTag
+    fields = ["tag", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["tag"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(MiniUser)
 class MiniUserAdmin(admin.ModelAdmin):
     list_display = [
         "openid",
+        "alias",
+        "tag_list",
         "app",
         "push_enabled",
         "available",
@@ -20,21 +39,29 @@ class MiniUserAdmin(admin.ModelAdmin):
         "last_seen",
     ]
     list_filter = ["push_enabled", "app"]
-    search_fields = ["openid", "unionid", "app__appid"]
+    # "=alias": exact, on the (app, alias) index; an alias is the tenant's own id, looked up whole.
+    search_fields = ["openid", "unionid", "=alias", "app__appid"]
     list_select_related = ["app"]
-    readonly_fields = ["app", "openid", "unionid", "first_seen", "last_seen"]
+    # The alias moves between users only through formids.audience (unique per app, latest binding wins).
+    readonly_fields = ["app", "openid", "unionid", "alias", "first_seen", "last_seen"]
+    inlines = [UserTagInline]
     show_full_result_count = False
 
     def get_queryset(self, request):
         return (
             super()
             .get_queryset(request)
+            .prefetch_related(Prefetch("tag_rows", queryset=UserTag.objects.order_by("tag")))
             .annotate(
                 n_available=Count("credits", filter=Q(credits__state=Credit.State.AVAILABLE)),
                 n_claimed=Count("credits", filter=Q(credits__state=Credit.State.CLAIMED)),
                 n_used=Count("credits", filter=Q(credits__state=Credit.State.CONSUMED)),
             )
         )
+
+    @admin.display(description="tags")
+    def tag_list(self, obj):
+        return ", ".join(row.tag for row in obj.tag_rows.all()) or "—"
 
     @admin.display(ordering="n_available", description="available")
     def available(self, obj):
@@ -47,6 +74,36 @@ class MiniUserAdmin(admin.ModelAdmin):
     @admin.display(ordering="n_used", description="used")
     def used(self, obj):
         return obj.n_used
+
+
+@admin.register(UserTag)
+class UserTagAdmin(admin.ModelAdmin):
+    """Who carries which tag, per app: search by tag (exact), openid or alias. Read-only."""
+
+    list_display = ["tag", "user_link", "alias", "app", "created_at"]
+    list_filter = ["app"]
+    search_fields = ["=tag", "user__openid", "=user__alias"]
+    list_select_related = ["user", "app"]
+    readonly_fields = ["app", "user", "tag", "created_at"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="user", ordering="user__openid")
+    def user_link(self, obj):
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:formids_miniuser_change", args=[obj.user_id]),
+            obj.user.openid,
+        )
+
+    @admin.display(description="alias", ordering="user__alias")
+    def alias(self, obj):
+        return obj.user.alias or "—"
 
 
 @admin.register(Credit)

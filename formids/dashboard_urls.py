@@ -10,5 +10,10 @@ urlpatterns = [
     path("apps/<str:appid>/", views.app_detail, name="app-detail"),
     path("apps/<str:appid>/update", views.app_update, name="app-update"),
     path("apps/<str:appid>/rotate-events", views.app_rotate_events, name="app-rotate-events"),
+    path(
+        "apps/<str:appid>/rotate-identity-secret",
+        views.app_rotate_identity_secret,
+        name="app-rotate-identity-secret",
+    ),
     path("apps/<str:appid>/delete", views.app_delete, name="app-delete"),
 ]

@@ -1,5 +1,5 @@
 """Dashboard pages for mini-programs: the list (with reach and credits), registration, and one app's page
-(WeChat 消息推送 settings, credit source, secret, rotation, deletion).
+(WeChat 消息推送 settings, the identity secret, credit source, secret, rotation, deletion).
 
 Every app comes through ``get_app_for`` (another tenant's app is a 404) and every change through
 ``tenants.services`` (same validation and WeChat check as the API); their ``ApiError`` becomes a form error.
@@ -80,40 +80,30 @@ def app_new(request: HttpRequest) -> HttpResponse:
     return render(request, "formids/apps_new.html", {"values": values, "errors": errors})
 
 
+def _detail_context(request: HttpRequest, app: MiniProgram, errors: dict) -> dict:
+    can_write = request.membership.can_write
+    return {
+        "app": app,
+        "events_url": absolute_url(request, app.events_path),
+        "aes_key": app.get_events_aes_key(),
+        # As in the API: only those who may change things see it (with it anyone can bind any alias).
+        "identity_secret": app.get_identity_secret() if can_write and app.identity_secret_ciphertext else "",
+        "quota": app_quota(app),
+        "can_write": can_write,
+        "credit_sources": MiniProgram.CreditSource.choices,
+        "errors": errors,
+    }
+
+
 @require_http_methods(["GET"])
 @tenant_required
 def app_detail(request: HttpRequest, appid: str) -> HttpResponse:
     app = get_app_for(request, appid)
-    return render(
-        request,
-        "formids/apps_detail.html",
-        {
-            "app": app,
-            "events_url": absolute_url(request, app.events_path),
-            "aes_key": app.get_events_aes_key(),
-            "quota": app_quota(app),
-            "can_write": request.membership.can_write,
-            "credit_sources": MiniProgram.CreditSource.choices,
-            "errors": {},
-        },
-    )
+    return render(request, "formids/apps_detail.html", _detail_context(request, app, {}))
 
 
 def _detail_with_errors(request: HttpRequest, app: MiniProgram, errors: dict) -> HttpResponse:
-    return render(
-        request,
-        "formids/apps_detail.html",
-        {
-            "app": app,
-            "events_url": absolute_url(request, app.events_path),
-            "aes_key": app.get_events_aes_key(),
-            "quota": app_quota(app),
-            "can_write": True,
-            "credit_sources": MiniProgram.CreditSource.choices,
-            "errors": errors,
-        },
-        status=400,
-    )
+    return render(request, "formids/apps_detail.html", _detail_context(request, app, errors), status=400)
 
 
 @require_POST
@@ -149,6 +139,17 @@ def app_rotate_events(request: HttpRequest, appid: str) -> HttpResponse:
     services.rotate_events_credentials(app, actor=actor_for(request))
     messages.success(request, _("New Token and EncodingAESKey: paste them into WeChat's 消息推送配置 now."))
     return redirect("app-detail", appid=app.appid)
+
+
+@require_POST
+@tenant_required
+def app_rotate_identity_secret(request: HttpRequest, appid: str) -> HttpResponse:
+    app = get_app_for(request, appid, write=True)
+    services.rotate_identity_secret(app, actor=actor_for(request))
+    messages.success(
+        request, _("New identity secret: give it to your server now; the old one no longer works.")
+    )
+    return redirect(reverse("app-detail", args=[app.appid]) + "#identity")
 
 
 @require_POST

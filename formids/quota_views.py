@@ -1,7 +1,9 @@
-"""Dashboard pages for one app's credit pool: the quota figures, 30-day charts and the users table.
+"""Dashboard pages for one app's credit pool and audience: the quota figures, 30-day charts, the users table
+(filtered by openid prefix, reachability, tag and alias), one user's page and the tag list with counts.
 
 Every lookup goes through ``get_app_for`` (another tenant's app is a 404). The figures come from
-formids.quotas, so the page, the API and the SDK agree on what "usable" means.
+formids.quotas and formids.audience, so the pages, the API and the SDK agree on what "usable" means and on
+what a valid tag or alias is.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from formids import audience
 from formids.models import DailyStat
 from formids.quotas import app_quota, app_users, credit_summaries
+from pushhub.api import ApiError
 from tenants.dashboard_scope import get_app_for, tenant_required
 
 CHART_DAYS = 30
@@ -74,19 +78,39 @@ def _reachable_filter(value: str) -> bool | None:
     return {"yes": True, "no": False}.get(value)
 
 
+def _audience_filter(request: HttpRequest, name: str, check, errors: dict) -> str:
+    """A tag or alias filter as typed; a malformed one is shown as an error and filters out everybody."""
+    value = request.GET.get(name, "")
+    if value:
+        try:
+            check(value, name)
+        except ApiError as exc:
+            errors[name] = exc.message
+    return value
+
+
 @require_GET
 @tenant_required
 def users(request: HttpRequest, appid: str) -> HttpResponse:
     app = get_app_for(request, appid)
     search = request.GET.get("q", "").strip()[:64]
     reachable = request.GET.get("reachable", "")
-    queryset = app_users(app, reachable=_reachable_filter(reachable), search=search).order_by("openid")
+    errors: dict[str, str] = {}
+    tag = _audience_filter(request, "tag", audience.check_tag, errors)
+    alias = _audience_filter(request, "alias", audience.check_alias, errors)
+    queryset = app_users(
+        app, reachable=_reachable_filter(reachable), search=search, tag=tag, alias=alias
+    ).order_by("openid")
+    if errors:
+        queryset = queryset.none()
     page = Paginator(queryset, USERS_PAGE_SIZE).get_page(request.GET.get("page"))
     page_users = list(page.object_list)
     summaries = credit_summaries(page_users)  # one grouped query for the whole page
+    tags = audience.tags_by_user(page_users)  # and one for their tags
     rows = [
         {
             "user": user,
+            "tags": tags[user.pk],
             "formid_credits": summaries[user.pk]["formid_credits"],
             "subscribe_credits": sorted(summaries[user.pk]["subscribe_credits"].items()),
             "next_expiry": summaries[user.pk]["next_expiry"],
@@ -104,6 +128,41 @@ def users(request: HttpRequest, appid: str) -> HttpResponse:
             "rows": rows,
             "search": search,
             "reachable": reachable if reachable in ("yes", "no") else "",
+            "tag": tag,
+            "alias": alias,
+            "errors": errors,
             "querystring": query.urlencode(),
         },
+        status=400 if errors else 200,
     )
+
+
+@require_GET
+@tenant_required
+def user_detail(request: HttpRequest, appid: str, openid: str) -> HttpResponse:
+    """One user: alias, tags, push setting and credits (as the API's user object)."""
+    app = get_app_for(request, appid)
+    user = app_users(app).filter(openid=openid).first()
+    if user is None:
+        raise Http404
+    summary = credit_summaries([user])[user.pk]
+    return render(
+        request,
+        "formids/user_detail.html",
+        {
+            "app": app,
+            "user": user,
+            "tags": audience.tags_by_user([user])[user.pk],
+            "formid_credits": summary["formid_credits"],
+            "subscribe_credits": sorted(summary["subscribe_credits"].items()),
+            "next_expiry": summary["next_expiry"],
+        },
+    )
+
+
+@require_GET
+@tenant_required
+def tags(request: HttpRequest, appid: str) -> HttpResponse:
+    """The app's tags with their users and reachable users (one grouped query)."""
+    app = get_app_for(request, appid)
+    return render(request, "formids/tags.html", {"app": app, "tags": audience.tag_counts(app)})

@@ -41,14 +41,33 @@ def app_quota(app: MiniProgram, now: datetime | None = None) -> dict:
     }
 
 
-def app_users(app: MiniProgram, *, reachable: bool | None = None, search: str = "", now=None) -> QuerySet:
-    """The app's users, optionally only those with (or without) a usable credit, or by openid prefix."""
+def has_usable_credit(now: datetime, user: str = "pk") -> Exists:
+    """Whether the user (the outer query's ``user`` column) holds a usable credit: what "reachable" means for
+    the quota, the users list and the tag counts."""
+    return Exists(Credit.objects.filter(usable_q(now), user=OuterRef(user)))
+
+
+def app_users(
+    app: MiniProgram,
+    *,
+    reachable: bool | None = None,
+    search: str = "",
+    tag: str = "",
+    alias: str = "",
+    now=None,
+) -> QuerySet:
+    """The app's users, optionally only those with (or without) a usable credit, by openid prefix, carrying
+    a tag (the (app, tag, user) index) or holding an alias (exact, the (app, alias) index)."""
     now = now or timezone.now()
     users = MiniUser.objects.filter(app=app)
     if search:
         users = users.filter(openid__startswith=search)
+    if tag:
+        users = users.filter(tag_rows__app=app, tag_rows__tag=tag)  # one row per (user, tag): no repeats
+    if alias:
+        users = users.filter(alias=alias)
     if reachable is not None:
-        has_credit = Exists(Credit.objects.filter(usable_q(now), user=OuterRef("pk")))
+        has_credit = has_usable_credit(now)
         users = users.filter(has_credit if reachable else ~has_credit)
     return users
 

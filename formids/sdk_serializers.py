@@ -152,6 +152,39 @@ class SdkMeSerializer(serializers.Serializer):
     )
 
 
+# --- identify ------------------------------------------------------------------------------------------
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 128, "nullable": True})
+class SdkAliasField(serializers.Field):
+    """Passed on as sent: formids.audience checks it (the one home of the alias rules)."""
+
+    def to_internal_value(self, data):
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class SdkIdentifySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """An alias with the tenant server's user_hash, or a null alias (unbind)."""
+
+    alias = SdkAliasField(
+        allow_null=True,
+        help_text="the tenant's own id for this user (1-128 printable characters), or null to unbind",
+    )
+    user_hash = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,  # an empty hash is a missing one: 403 invalid_user_hash, not a 400
+        trim_whitespace=False,
+        help_text="lowercase hex HMAC-SHA256(key = the app's identity_secret, message = alias), both UTF-8, "
+        "computed by the tenant's server; not needed to unbind",
+    )
+
+
+class SdkIdentifyResultSerializer(serializers.Serializer):
+    alias = serializers.CharField(allow_null=True, help_text="the alias now bound to this user, or null")
+
+
 class SdkSettingsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     push_enabled = StrictBooleanField(
         help_text="false: this user gets no pushes unless a trigger forces them"

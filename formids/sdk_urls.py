@@ -9,5 +9,6 @@ urlpatterns = [
     path("<str:appid>/formids", sdk_views.FormidsView.as_view(), name="sdk-formids"),
     path("<str:appid>/subscriptions", sdk_views.SubscriptionsView.as_view(), name="sdk-subscriptions"),
     path("<str:appid>/me", sdk_views.MeView.as_view(), name="sdk-me"),
+    path("<str:appid>/identify", sdk_views.IdentifyView.as_view(), name="sdk-identify"),
     path("<str:appid>/settings", sdk_views.SettingsView.as_view(), name="sdk-settings"),
 ]

@@ -16,6 +16,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from formids import audience
 from formids import sdk_serializers as s
 from formids.models import MiniUser
 from formids.quotas import user_summary
@@ -188,6 +189,40 @@ class MeView(SdkView):
     )
     def get(self, request, appid):
         return Response(user_summary(self.user, now=timezone.now()))
+
+
+class IdentifyView(SdkView):
+    @sdk_schema(
+        operation_id="sdk_identify",
+        summary="Bind the tenant's own id (alias) to this user, or unbind it",
+        description="`user_hash` is what the tenant's server computes: lowercase hex HMAC-SHA256 with the app's "
+        "`identity_secret` as the key and the alias as the message (UTF-8 both), so that nobody can bind "
+        "an alias (and receive its messages) without the tenant's say. A wrong or missing hash is a 403 "
+        "`invalid_user_hash`: nothing changes, and the call counts against the SDK's rate limits like any "
+        "other. An alias another user of the app holds moves to this one. `{alias: null}` unbinds "
+        "without a hash.",
+        request=s.SdkIdentifySerializer,
+        responses={
+            200: s.SdkIdentifyResultSerializer,
+            403: OpenApiResponse(ERROR, description="invalid_user_hash: the hash is wrong or missing"),
+            409: OpenApiResponse(
+                ERROR, description="conflict: the alias is being bound to other users at this very moment"
+            ),
+        },
+    )
+    def post(self, request, appid):
+        data = self.parse(s.SdkIdentifySerializer)
+        alias = audience.check_alias(data["alias"])
+        if alias is not None and not audience.user_hash_matches(self.app, alias, data.get("user_hash")):
+            raise ApiError(
+                403,
+                "invalid_user_hash",
+                "user_hash is not this alias's HMAC-SHA256 with the app's identity secret: compute it on "
+                "your server.",
+                field="user_hash",
+            )
+        user = audience.set_user_audience(self.user, alias=alias)
+        return Response({"alias": user.alias})
 
 
 class SettingsView(SdkView):

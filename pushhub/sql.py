@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from django.db import connection
+from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
 
@@ -25,3 +27,23 @@ def _array_in(values: list, db_type: str):
     if connection.vendor == "postgresql":
         return RawSQL(f"SELECT unnest(%s::{db_type}[])", [values])
     return values
+
+
+def any_of(model, field: str, values: Iterable, db_type: str) -> RawSQL:
+    """A ``filter()`` condition "``model.field`` is one of ``values``" for lists of any length (a bulk call's
+    10,000), with the whole list as one parameter.
+
+    On PostgreSQL ``= ANY(array)``: an index scan with the array as its condition, whatever the table's
+    statistics say. ``IN (SELECT unnest(…))`` (``ids_in``) is a join the planner may turn into a nested loop
+    of 10,000 × 10,000 comparisons when the statistics are stale, e.g. right after the rows were written:
+    untagging 10,000 users just tagged took 7 s that way, 8 ms this way. On SQLite a list would be one ``?``
+    per value (at most 32,766 in a statement); ``json_each`` takes it as one JSON text."""
+    quote = connection.ops.quote_name
+    column = f"{quote(model._meta.db_table)}.{quote(model._meta.get_field(field).column)}"
+    if connection.vendor == "postgresql":
+        return RawSQL(f"{column} = ANY(%s::{db_type}[])", [list(values)], output_field=BooleanField())
+    return RawSQL(
+        f"{column} IN (SELECT value FROM json_each(%s))",
+        [json.dumps(list(values))],
+        output_field=BooleanField(),
+    )

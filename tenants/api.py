@@ -11,7 +11,13 @@ from pushhub.api import iso_utc
 from tenants import services
 from tenants.auth import actor_for
 from tenants.models import MiniProgram
-from tenants.serializers import AccessTokenSerializer, AppCreateSerializer, AppSerializer, AppUpdateSerializer
+from tenants.serializers import (
+    AccessTokenSerializer,
+    AppCreateSerializer,
+    AppSerializer,
+    AppUpdateSerializer,
+    IdentitySecretSerializer,
+)
 from tenants.viewsets import TenantScopedViewSet
 
 
@@ -54,6 +60,16 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
     def rotate_events_credentials(self, request, appid=None):
         app = services.rotate_events_credentials(self.get_object(), actor=actor_for(request))
         return Response(self.get_serializer(app).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: IdentitySecretSerializer},
+        description="A new identity secret: user hashes made with the old one are refused from now on.",
+    )
+    @action(detail=True, methods=["post"], url_path="identity-secret/rotate")
+    def rotate_identity_secret(self, request, appid=None):
+        secret = services.rotate_identity_secret(self.get_object(), actor=actor_for(request))
+        return Response({"identity_secret": secret})
 
 
 class AccessTokenViewSet(TenantScopedViewSet):

@@ -281,6 +281,7 @@ ACTION_LABELS = {
     "app.update": _lazy("Changed a mini-program"),
     "app.secret_change": _lazy("Replaced a mini-program's AppSecret"),
     "app.events_credentials_rotate": _lazy("Rotated the events Token and EncodingAESKey"),
+    "app.identity_secret_rotate": _lazy("Rotated the identity secret"),
     "app.delete": _lazy("Deleted a mini-program"),
     "template.sync": _lazy("Synced templates from WeChat"),
     "template.create": _lazy("Added a template"),

@@ -74,6 +74,9 @@ class MiniProgram(models.Model):
     sandbox = models.BooleanField(default=False)
     events_token = models.CharField(max_length=32)
     events_aes_key_ciphertext = models.TextField()
+    # The key of the user_hash HMAC that lets the SDK bind an alias (../shared/API.md "Audience"); Fernet
+    # ciphertext like the AppSecret. Made at registration (and by tenants/0002 for older apps); rotatable.
+    identity_secret_ciphertext = models.TextField(blank=True, default="")
     credit_source = models.CharField(max_length=10, choices=CreditSource.choices, default=CreditSource.SDK)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -93,7 +96,8 @@ class MiniProgram(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.appid})"
 
-    # The secret and the AES key are write-only attributes: set_* encrypts, get_* decrypts on demand.
+    # The secrets (AppSecret, AES key, identity secret) are write-only attributes: set_* encrypts, get_*
+    # decrypts on demand.
     def set_secret(self, secret: str) -> None:
         self.secret_ciphertext = crypto.encrypt(secret)
         self.secret_last4 = secret[-4:]
@@ -106,6 +110,12 @@ class MiniProgram(models.Model):
 
     def get_events_aes_key(self) -> str:
         return crypto.decrypt(self.events_aes_key_ciphertext)
+
+    def set_identity_secret(self, secret: str) -> None:
+        self.identity_secret_ciphertext = crypto.encrypt(secret)
+
+    def get_identity_secret(self) -> str:
+        return crypto.decrypt(self.identity_secret_ciphertext)
 
     @property
     def secret_hint(self) -> str:

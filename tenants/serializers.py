@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pushhub.api import (
@@ -18,6 +19,9 @@ class AppSerializer(serializers.ModelSerializer):
     secret_hint = serializers.CharField(read_only=True)
     events_url = serializers.SerializerMethodField()
     events_aes_key = serializers.SerializerMethodField()
+    identity_secret = serializers.SerializerMethodField(
+        help_text="the key of the SDK identify's user_hash (HMAC-SHA256 of the alias); null for read keys"
+    )
     created_at = UtcDateTimeField(read_only=True)
 
     class Meta:
@@ -31,6 +35,7 @@ class AppSerializer(serializers.ModelSerializer):
             "events_token",
             "events_aes_key",
             "credit_source",
+            "identity_secret",
             "created_at",
         ]
         read_only_fields = fields
@@ -40,6 +45,14 @@ class AppSerializer(serializers.ModelSerializer):
 
     def get_events_aes_key(self, app: MiniProgram) -> str:
         return app.get_events_aes_key()
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_identity_secret(self, app: MiniProgram) -> str | None:
+        """Only a write key sees it: with it anyone can bind any alias, and so receive its messages."""
+        key = getattr(self.context["request"], "auth", None)
+        if not getattr(key, "can_write", False) or not app.identity_secret_ciphertext:
+            return None
+        return app.get_identity_secret()
 
 
 class AppCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -54,6 +67,10 @@ class AppUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     secret = StrictCharField(max_length=128, required=False, trim_whitespace=False)
     sandbox = StrictBooleanField(required=False)
     credit_source = serializers.ChoiceField(choices=MiniProgram.CreditSource.choices, required=False)
+
+
+class IdentitySecretSerializer(serializers.Serializer):
+    identity_secret = serializers.CharField(help_text="the new secret; the old one no longer verifies")
 
 
 class AccessTokenSerializer(serializers.Serializer):

@@ -54,6 +54,7 @@ AUDIT_ACTIONS: dict[str, tuple[str, ...]] = {
         "app.update",
         "app.secret_change",
         "app.events_credentials_rotate",
+        "app.identity_secret_rotate",
         "app.delete",
         "template.sync",
     ),
@@ -296,6 +297,15 @@ def new_events_credentials() -> tuple[str, str]:
     return _random_alnum(32), _random_alnum(43)
 
 
+IDENTITY_SECRET_PREFIX = "phid_"
+
+
+def new_identity_secret() -> str:
+    """The key of an app's user_hash HMAC: ``phid_`` + 40 of [A-Za-z0-9] (≈ 238 bits). The prefix lets a
+    secret scanner recognise one pasted where it does not belong."""
+    return IDENTITY_SECRET_PREFIX + _random_alnum(40)
+
+
 def register_app(
     tenant: Tenant, *, appid, secret, name, sandbox_app: bool = False, actor: str = "system"
 ) -> MiniProgram:
@@ -311,6 +321,7 @@ def register_app(
     app = MiniProgram(tenant=tenant, appid=appid, name=name, sandbox=sandbox_app, events_token=events_token)
     app.set_secret(secret)
     app.set_events_aes_key(aes_key)
+    app.set_identity_secret(new_identity_secret())
     try:
         with transaction.atomic():
             app.save()
@@ -392,12 +403,26 @@ def rotate_events_credentials(app: MiniProgram, actor: str = "system") -> MiniPr
     return app
 
 
+def rotate_identity_secret(app: MiniProgram, actor: str = "system") -> str:
+    """A new identity secret; user hashes made with the old one fail from the commit on (each identify
+    reads the secret from the database). Returns the new secret (for the answer; never in the audit log)."""
+    secret = new_identity_secret()
+    app.set_identity_secret(secret)
+    with transaction.atomic():
+        app.save(update_fields=["identity_secret_ciphertext", "updated_at"])
+        audit(app.tenant, actor, "app.identity_secret_rotate", "app", app.appid)
+    return secret
+
+
 def delete_app(app: MiniProgram, actor: str = "system") -> None:
-    """Soft delete: history stays, the secret is wiped, the AppID can be registered again."""
+    """Soft delete: history stays, the secrets are wiped, the AppID can be registered again."""
     with transaction.atomic():
         app.deleted_at = timezone.now()
         app.secret_ciphertext = ""
-        app.save(update_fields=["deleted_at", "secret_ciphertext", "updated_at"])
+        app.identity_secret_ciphertext = ""
+        app.save(
+            update_fields=["deleted_at", "secret_ciphertext", "identity_secret_ciphertext", "updated_at"]
+        )
         audit(app.tenant, actor, "app.delete", "app", app.appid, name=app.name)
     tokens.forget_token(app.appid, api_base_for(app.sandbox))
 

@@ -20,7 +20,7 @@ def test_rotation_re_encrypts_every_secret_with_the_new_key(tenant, settings):
     settings.FIELD_ENCRYPTION_KEYS = [old]
     secret = random_secret()
     app = services.register_app(tenant, appid=random_appid(), secret=secret, name="Shop", sandbox_app=True)
-    aes_key = app.get_events_aes_key()
+    aes_key, identity_secret = app.get_events_aes_key(), app.get_identity_secret()
     template = catalogue.create_template(
         app,
         kind="subscribe",
@@ -43,6 +43,7 @@ def test_rotation_re_encrypts_every_secret_with_the_new_key(tenant, settings):
     settings.FIELD_ENCRYPTION_KEYS = [new]  # step 2: the old key is gone
     app = MiniProgram.objects.get(pk=app.pk)
     assert app.get_secret() == secret and app.get_events_aes_key() == aes_key
+    assert app.get_identity_secret() == identity_secret
     template.refresh_from_db()
     assert template.get_trigger_token() == token
     assert catalogue.template_for_trigger_token(token) == template

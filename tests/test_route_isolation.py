@@ -37,8 +37,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from rest_framework.test import APIClient
 
+from formids import audience
 from formids import services as credits
-from formids.models import Credit, InboundEvent, MiniUser
+from formids.models import Credit, InboundEvent, MiniUser, UserTag
 from formids.sdk_auth import issue_session
 from pushhub.wechat import client as wechat_client
 from pushhub.wechat.sandbox import services as sandbox
@@ -122,6 +123,9 @@ def _side(tenant: Tenant, label: str, *, full: bool = True):
     # Two subscribe credits: the push below claims one, the other stays available; and one formId.
     credits.add_subscribe_credits(app, user, [template.template_id] * 2, source=Credit.Source.SDK)
     credits.take_ids(app, user, formids=sandbox.issue_formids(app.appid, openid, count=1))
+    # The audience: the user has an alias and the tag "vip"; a second user (no credits) has only an alias.
+    audience.set_user_audience(user, alias=f"{label}-user-1", tags=["vip"])
+    audience.set_user_audience(credits.touch_user(app, f"o{label}-untagged"), alias=f"{label}-user-2")
     return app, template, openid, _push(template, openid)
 
 
@@ -180,6 +184,7 @@ def snapshot(w: World) -> dict:
                 "secret_ciphertext",
                 "events_token",
                 "events_aes_key_ciphertext",
+                "identity_secret_ciphertext",
                 "deleted_at",
             )
         ),
@@ -197,7 +202,12 @@ def snapshot(w: World) -> dict:
         "credits": list(
             Credit.objects.filter(app__tenant=w.a).order_by("pk").values("pk", "state", "uses_left")
         ),
-        "users": list(MiniUser.objects.filter(app__tenant=w.a).order_by("pk").values("pk", "push_enabled")),
+        "users": list(
+            MiniUser.objects.filter(app__tenant=w.a).order_by("pk").values("pk", "push_enabled", "alias")
+        ),
+        "user_tags": list(
+            UserTag.objects.filter(app__tenant=w.a).order_by("pk").values("pk", "user_id", "tag")
+        ),
         "inbound_events": InboundEvent.objects.filter(app__tenant=w.a).count(),
         "keys": list(ApiKey.objects.filter(tenant=w.a).order_by("pk").values("pk", "scope", "revoked_at")),
         "members": list(Membership.objects.filter(tenant=w.a).order_by("pk").values("pk", "user_id", "role")),
@@ -352,13 +362,27 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "api/v1/apps/(?P<appid>[^/]+)/events-credentials/rotate$": api(
         lambda w: f"/api/v1/apps/{_app(w)}/events-credentials/rotate", "POST"
     ),
+    "api/v1/apps/(?P<appid>[^/]+)/identity-secret/rotate$": api(
+        lambda w: f"/api/v1/apps/{_app(w)}/identity-secret/rotate", "POST"
+    ),
     "api/v1/apps/<str:appid>/access-token": api(
         lambda w: f"/api/v1/apps/{_app(w)}/access-token", "GET", read_needs_write_key=True
     ),
     "api/v1/apps/<str:appid>/quota": api(lambda w: f"/api/v1/apps/{_app(w)}/quota", "GET"),
     "api/v1/apps/<str:appid>/users": api(lambda w: f"/api/v1/apps/{_app(w)}/users", "GET"),
     "api/v1/apps/<str:appid>/users/<str:openid>": api(
-        lambda w: f"/api/v1/apps/{_app(w)}/users/{w.a_openid}", "GET"
+        lambda w: f"/api/v1/apps/{_app(w)}/users/{w.a_openid}",
+        "GET",
+        "PATCH",
+        bodies={"PATCH": lambda w: {"alias": "renamed", "tags": ["gold"]}},
+    ),
+    "api/v1/apps/<str:appid>/tags": api(lambda w: f"/api/v1/apps/{_app(w)}/tags", "GET"),
+    "api/v1/apps/<str:appid>/tags/<str:tag>/members": api(
+        lambda w: f"/api/v1/apps/{_app(w)}/tags/vip/members",
+        "POST",
+        "DELETE",
+        # A's first user has "vip" (DELETE takes it away), the second not yet (POST gives it).
+        bodies={"POST": lambda w: {"aliases": ["A-user-2"]}, "DELETE": lambda w: {"openids": [w.a_openid]}},
     ),
     "api/v1/apps/<str:appid>/templates": api(
         lambda w: f"/api/v1/apps/{_app(w)}/templates", "GET", "POST", bodies={"POST": lambda w: NEW_TEMPLATE}
@@ -395,12 +419,19 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "dashboard/apps/<str:appid>/rotate-events": page(
         lambda w: f"/dashboard/apps/{_app(w)}/rotate-events", "POST"
     ),
+    "dashboard/apps/<str:appid>/rotate-identity-secret": page(
+        lambda w: f"/dashboard/apps/{_app(w)}/rotate-identity-secret", "POST"
+    ),
     "dashboard/apps/<str:appid>/delete": page(lambda w: f"/dashboard/apps/{_app(w)}/delete", "POST"),
     "dashboard/apps/<str:appid>/quota/": page(lambda w: f"/dashboard/apps/{_app(w)}/quota/", "GET"),
     "dashboard/apps/<str:appid>/quota/chart.json": page(
         lambda w: f"/dashboard/apps/{_app(w)}/quota/chart.json", "GET"
     ),
     "dashboard/apps/<str:appid>/users/": page(lambda w: f"/dashboard/apps/{_app(w)}/users/", "GET"),
+    "dashboard/apps/<str:appid>/users/<str:openid>/": page(
+        lambda w: f"/dashboard/apps/{_app(w)}/users/{w.a_openid}/", "GET"
+    ),
+    "dashboard/apps/<str:appid>/tags/": page(lambda w: f"/dashboard/apps/{_app(w)}/tags/", "GET"),
     "dashboard/apps/<str:appid>/templates/": page(
         lambda w: f"/dashboard/apps/{_app(w)}/templates/",
         "GET",
@@ -506,7 +537,7 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
             "a signed SDK session per app and openid: tenant B's app's session is refused on A's app",
             ("test_an_sdk_session_is_one_apps",),
         )
-        for endpoint in ("formids", "subscriptions", "me", "settings")
+        for endpoint in ("formids", "subscriptions", "me", "settings", "identify")
     },
     "wechat/<str:appid>/events": Dedicated(
         "authenticated by WeChat's signature with the app's own Token (and EncodingAESKey in safe mode)",
@@ -788,6 +819,15 @@ SDK_CALLS = {
     "subscriptions": ("post", lambda w: {"results": {w.a_tpl.template_id: "accept"}}),
     "me": ("get", lambda w: None),
     "settings": ("post", lambda w: {"push_enabled": False}),
+    # A's own tenant signed it: only a session of A's app may use it (B's app's session for the same openid
+    # is refused before the hash is even looked at).
+    "identify": (
+        "post",
+        lambda w: {
+            "alias": "A-user-9",
+            "user_hash": audience.user_hash(w.a_app.get_identity_secret(), "A-user-9"),
+        },
+    ),
 }
 
 

@@ -107,8 +107,8 @@ def test_users_table_pages_by_50_with_one_summary_query(
         credits.add_formids(sandbox_app, user, [f"formid-{i:04d}"])
     url = reverse("app-users", args=[sandbox_app.appid])
     owner_client.get(url)
-    # session, user, membership, app, count, users, one grouped credit query, two for the navigation
-    with django_assert_max_num_queries(9):
+    # session, user, membership, app, count, users, one grouped credit query, their tags, two for the navigation
+    with django_assert_max_num_queries(10):
         first = owner_client.get(url)
     assert len(first.context["rows"]) == 50
     assert first.context["rows"][0]["user"].openid == "o-000"

@@ -17,11 +17,14 @@ BATCH = 500
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt AppSecrets, EncodingAESKeys and trigger-URL tokens with the first FIELD_ENCRYPTION_KEY."
+        "Re-encrypt AppSecrets, EncodingAESKeys, identity secrets and trigger-URL tokens with the first "
+        "FIELD_ENCRYPTION_KEY."
     )
 
     def handle(self, **options):
-        apps = self._rotate(MiniProgram, ["secret_ciphertext", "events_aes_key_ciphertext"])
+        apps = self._rotate(
+            MiniProgram, ["secret_ciphertext", "events_aes_key_ciphertext", "identity_secret_ciphertext"]
+        )
         templates = self._rotate(Template, ["trigger_token_ciphertext"])
         self.stdout.write(f"re-encrypted: {apps} mini-programs, {templates} templates")
 
