@@ -187,3 +187,33 @@ def test_an_app_pushhub_does_not_know_keeps_the_ids_and_says_so(live_server, san
     assert [e["v"] for e in report["queue"]["prepay_ids"]] == step(report, "payments")["ids"]
     assert len(report["warnings"]) == 1
     assert f"POST {live_server.url}/sdk/v1/{appid}/login answered 404 (not_found" in report["warnings"][0]
+
+
+def test_identify_binds_the_alias_only_with_the_hash_the_tenants_server_computed(live_server, shop, api):
+    """SDK identify() against the real server: the tenant's server computes user_hash with the app's identity
+    secret (here as its own code would, with hmac), the phone sends it; a forged hash changes nothing."""
+    import hashlib
+    import hmac
+
+    app, _, openid = shop
+    secret = api.get(f"/api/v1/apps/{app.appid}").json()["identity_secret"]
+    good = hmac.new(secret.encode(), b"user-42", hashlib.sha256).hexdigest()
+    report = run_phone(
+        live_server,
+        app.appid,
+        openid,
+        [
+            {"op": "identify", "alias": "user-42", "user_hash": "0" * 64},
+            {"op": "identify", "alias": "user-42", "user_hash": good},
+        ],
+    )
+    forged = step(report, "identify", 0)["result"]
+    assert forged["ok"] is False and forged["error"]["code"] == "invalid_user_hash"
+    assert forged["error"]["status"] == 403
+    assert step(report, "identify", 1)["result"] == {"ok": True, "data": {"alias": "user-42"}}
+    user = api.get(f"/api/v1/apps/{app.appid}/users/{openid}").json()
+    assert user["alias"] == "user-42"
+
+    unbound = run_phone(live_server, app.appid, openid, [{"op": "identify", "alias": None}])
+    assert step(unbound, "identify")["result"] == {"ok": True, "data": {"alias": None}}
+    assert api.get(f"/api/v1/apps/{app.appid}/users/{openid}").json()["alias"] is None

@@ -43,6 +43,14 @@ declare class PushHub {
   /** Turns this app's pushes off (false) or on (true) for the current user. */
   setPushEnabled(enabled: boolean): Promise<PushHub.PushHubResult<PushHub.PushHubSettingsData>>;
   /**
+   * Binds this user to your own user id (`alias`, 1–128 printable characters). `userHash` is the lowercase hex
+   * HMAC-SHA256 of the alias keyed with the app's identity secret, computed by your server; a wrong one answers
+   * `invalid_user_hash` (403) and changes nothing.
+   */
+  identify(alias: string, userHash: string): Promise<PushHub.PushHubResult<PushHub.PushHubIdentifyData>>;
+  /** Unbinds this user's alias (no hash needed). */
+  identify(alias: null): Promise<PushHub.PushHubResult<PushHub.PushHubIdentifyData>>;
+  /**
    * Asks the user to subscribe to template ids (call it directly in a tap handler) and reports the answers.
    * On a failure after some answers, `data` holds them.
    */
@@ -169,6 +177,11 @@ declare namespace PushHub {
 
   export interface PushHubSettingsData {
     push_enabled: boolean;
+  }
+
+  export interface PushHubIdentifyData {
+    /** the alias now bound to this user, or null after identify(null) */
+    alias: string | null;
   }
 
   /** The user's answer per template, as wx.requestSubscribeMessage gives it. */

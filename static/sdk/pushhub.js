@@ -866,6 +866,24 @@ proto.setPushEnabled = function (enabled) {
 };
 
 /**
+ * Binds this user to your own user id (alias), so your servers can send to it by alias. `userHash` is what
+ * your server computed: lowercase hex HMAC-SHA256 of the alias with the app's identity secret (the secret
+ * never goes into the mini-program). identify(null) unbinds. data: {alias}.
+ */
+proto.identify = function (alias, userHash) {
+  return this._guard(function () {
+    if (alias === null) return this._authed('POST', 'identify', { alias: null });
+    if (typeof alias !== 'string' || !alias) {
+      return fail('invalid_argument', 'identify expects your user id (a string), or null to unbind');
+    }
+    if (typeof userHash !== 'string' || !userHash) {
+      return fail('invalid_argument', 'identify expects the user_hash your server computed for this alias');
+    }
+    return this._authed('POST', 'identify', { alias: alias, user_hash: userHash });
+  });
+};
+
+/**
  * Asks the user to subscribe to template ids and reports the answers.
  * Call it from a tap handler: WeChat only shows the dialog in response to a tap, and each
  * wx.requestSubscribeMessage call takes at most 3 ids. The first call is made synchronously

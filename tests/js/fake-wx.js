@@ -239,6 +239,16 @@ function serveDefaults(fake, now = Date.now()) {
     body: { openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, next_expiry: null },
   }));
   fake.respond('POST', 'settings', (req) => ({ status: 200, body: { push_enabled: req.data.push_enabled } }));
+  // The server checks user_hash (HMAC of the alias with the app's identity secret); here 'good-hash' passes.
+  fake.respond('POST', 'identify', (req) => {
+    if (req.data.alias !== null && req.data.user_hash !== 'good-hash') {
+      return {
+        status: 403,
+        body: { error: { code: 'invalid_user_hash', message: 'user_hash is not the HMAC of this alias.', field: 'user_hash' } },
+      };
+    }
+    return { status: 200, body: { alias: req.data.alias } };
+  });
   return fake;
 }
 

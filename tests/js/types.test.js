@@ -91,7 +91,8 @@ describe('the declarations cover pushhub.js', { skip: missing('typescript') }, (
     const PushHub = require(path.join(SDK_DIR, 'pushhub.js'));
     const d = declarations();
     const publicMethods = Object.keys(PushHub.prototype).filter((k) => !k.startsWith('_')).sort();
-    assert.deepEqual(d.methods.filter((m) => m !== 'constructor').sort(), publicMethods);
+    // An overloaded method (identify(alias, hash) / identify(null)) is declared once per signature.
+    assert.deepEqual([...new Set(d.methods.filter((m) => m !== 'constructor'))].sort(), publicMethods);
     const statics = Object.keys(PushHub).filter((k) => !['default', 'PushHub'].includes(k)).sort();
     assert.deepEqual(d.statics.sort(), statics);
   });

@@ -12,6 +12,7 @@
 //       {op: 'payments', count}         the same with prepay_ids and collectPrepayId()
 //       {op: 'collect', values}         raw values to collect() (what a page might hand over)
 //       {op: 'subscribe', tmplIds, answer}  pushhub.subscribe(); the user answers `answer` (default accept)
+//       {op: 'identify', alias, user_hash}  pushhub.identify(alias, user_hash) (alias null: unbind)
 //       {op: 'flush'} | {op: 'me'} | {op: 'login'}
 // report: {steps: [what each step returned], requests: [{method, path, status, body}], queue, warnings, logs}
 // Not a test file (node --test tests/js/ does not pick it up): the Python test asserts on the report.
@@ -110,6 +111,9 @@ async function main() {
     } else if (step.op === 'subscribe') {
       plan.answer = step.answer;
       report.steps.push({ op: step.op, result: await pushhub.subscribe(step.tmplIds) });
+    } else if (step.op === 'identify') {
+      const args = step.alias === null ? [null] : [step.alias, step.user_hash];
+      report.steps.push({ op: step.op, result: await pushhub.identify(...args) });
     } else if (['flush', 'me', 'login'].includes(step.op)) {
       report.steps.push({ op: step.op, result: await pushhub[step.op]() });
     } else {

@@ -18,6 +18,8 @@ new PushHub({ appid, server, wx: { request(url: number) { return url; } } });
 const ph = new PushHub({ appid, server });
 // @ts-expect-error setPushEnabled takes a boolean
 void ph.setPushEnabled('no');
+// @ts-expect-error identify needs the user_hash with an alias
+void ph.identify('user-42');
 // @ts-expect-error no such method
 ph.collectFormId('x');
 // @ts-expect-error subscribe takes template ids

@@ -89,6 +89,13 @@ Page({
     void app.pushhub.subscribe('TEMPLATE_ID_3');
   },
 
+  async onSignedIn(alias: string, userHash: string) {
+    const r = await app.pushhub.identify(alias, userHash);
+    if (r.ok) console.log('bound to', r.data.alias);
+    else if (r.error.code === 'invalid_user_hash') console.log('ask the server for a fresh hash');
+    await app.pushhub.identify(null);
+  },
+
   async onTogglePush() {
     const r = await app.pushhub.setPushEnabled(!this.data.pushOn);
     if (r.ok) this.setData({ pushOn: r.data.push_enabled });
