@@ -13,7 +13,7 @@ def push_payload(push: Push) -> dict:
         "template": str(push.template_id),
         "app": push.app.appid,
         "status": push.status,
-        "to": "@all" if push.to_all else push.to,
+        "to": push.to,
         "counts": {
             "recipients": push.recipients,
             "sent": push.sent,

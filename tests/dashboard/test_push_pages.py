@@ -11,6 +11,7 @@ from formids import services as credits
 from formids.models import Credit
 from templates_app import catalogue
 from templates_app.models import Delivery, Push
+from templates_app.pushes.addressing import parse_to
 from templates_app.pushes.request import SendRequest
 from templates_app.pushes.start import start_push
 from tenants import services
@@ -37,8 +38,7 @@ def push(sandbox_app, template):
         credits.add_subscribe_credits(sandbox_app, user, [template.template_id], source=Credit.Source.SDK)
     credits.touch_user(sandbox_app, "o-3")
     request = SendRequest(
-        to_all=False,
-        openids=["o-1", "o-2", "o-3"],
+        to=parse_to(["o-1", "o-2", "o-3"]),
         data={"thing1": {"value": "socks"}},
         page="",
         emphasis_keyword="",
