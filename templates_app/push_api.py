@@ -137,7 +137,9 @@ class PushSerializer(serializers.Serializer):
 
 
 class DeliverySerializer(serializers.Serializer):
-    openid = serializers.CharField()
+    openid = serializers.CharField(help_text="the user the message went to")
+    alias = serializers.CharField(allow_null=True, help_text="that user's alias now (null: none bound)")
+    tags = serializers.ListField(child=serializers.CharField(), help_text="that user's tags now")
     status = serializers.ChoiceField(Delivery.Status.values)
     errcode = serializers.JSONField(
         allow_null=True, help_text="WeChat's errcode, or timeout_ambiguous / canceled"
@@ -248,7 +250,7 @@ class PushViewSet(TenantScopedViewSet):
             deliveries = deliveries.filter(status=status)
         paginator = DeliveryPagination()
         page = paginator.paginate_queryset(deliveries, request, view=self)
-        return paginator.get_paginated_response([payloads.delivery_payload(d) for d in page])
+        return paginator.get_paginated_response(payloads.delivery_payloads(push, list(page)))
 
     @extend_schema(request=None, responses={200: PushSerializer}, operation_id="pushes_cancel_create")
     def cancel(self, request, pk=None):

@@ -109,6 +109,25 @@ def test_the_status_shows_to_as_the_request_gave_it(send, read_api):
     assert [d["openid"] for d in deliveries] == [ALICE]
 
 
+def test_deliveries_show_their_users_alias_and_tags_in_a_fixed_number_of_queries(
+    send, read_api, django_assert_max_num_queries
+):
+    by_alias = send({"to": {"aliases": ["u-alice", "u-bob"]}, "data": DATA}).json()["push_id"]
+    strangers = [f"oStranger{n:02d}" for n in range(30)]
+    listed = send({"to": [DAVE, *strangers], "data": DATA}).json()["push_id"]
+    with django_assert_max_num_queries(6):
+        rows = read_api.get(f"/api/v1/pushes/{by_alias}/deliveries").json()["results"]
+    assert [(r["openid"], r["alias"], r["tags"]) for r in rows] == [
+        (ALICE, "u-alice", ["vip"]),
+        (BOB, "u-bob", ["vip"]),
+    ]
+    with django_assert_max_num_queries(6):  # 31 rows: the same queries
+        rows = read_api.get(f"/api/v1/pushes/{listed}/deliveries").json()["results"]
+    assert [(r["openid"], r["alias"], r["tags"]) for r in rows] == [(DAVE, None, ["city:sh"])] + [
+        (o, None, []) for o in strangers
+    ]
+
+
 def test_an_alias_moved_to_another_user_reaches_its_new_holder(send):
     MiniUser.objects.filter(openid=ALICE).update(alias=None)
     MiniUser.objects.filter(openid=DAVE).update(alias="u-alice")
