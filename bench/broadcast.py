@@ -1,12 +1,16 @@
 """Broadcast: an ``@all`` push to N users through real Celery workers and the fast fake WeChat, against a
 sequential ``requests`` loop (what a tenant writes by hand) calling the same fake.
 
-    python -m bench.broadcast [--users 10000] [--workers 2] [--concurrency 2] [--latency-ms 20]
+    python -m bench.broadcast [--users 10000] [--segment] [--workers 2] [--concurrency 2] [--latency-ms 20]
 
 The push starts as the trigger endpoint starts it (``start_push``, queued after commit); the workers
 enumerate the users, claim their credits, send, and settle. Afterwards: the fake's counts prove every user
 got exactly one message and no formId was spent twice, and the database proves no credit is left claimed
 and the push's counters equal its delivery rows. The deliveries/s over time go to a PNG (``--plot``).
+
+``--segment`` tags every other user (half of them, each block of users half members) and sends to that tag
+(``{"tags": {"any": [...]}}``) instead of ``@all``: every user holds a credit, the tagged ones must get exactly
+one message each and the others none. Its per-delivery figures compare with an ``@all`` run's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ BASELINE_SECONDS = 8.0  # the sequential loop runs this long; its rate is extrap
 # SEND_RATE_PER_APP (default 2,000 sends/s per app, shared by all workers) is raised so the run measures what
 # the workers can do; the table says so. A tenant whose WeChat quota allows more raises it the same way.
 SEND_RATE = "1000000"
+SEGMENT_TAG = "bench-half"
 
 
 def postgres_cpu_seconds() -> float:
@@ -66,9 +71,45 @@ def sequential_baseline(fake: common.FakeWeChat, seconds: float) -> dict:
     return {"sent": sent, "seconds": elapsed, "rate": sent / elapsed}
 
 
+def tag_every_other_user(app, tag: str) -> list[str]:
+    """Tag the 2nd, 4th, … of the app's users by id (INSERT … SELECT); returns their openids."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO formids_usertag (app_id, user_id, tag, created_at)
+            SELECT %s, u.id, %s, now()
+            FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM formids_miniuser WHERE app_id = %s) u
+            WHERE u.n %% 2 = 0
+            """,
+            [app.pk, tag, app.pk],
+        )
+        cursor.execute("ANALYZE formids_usertag")
+        cursor.execute(
+            """
+            SELECT u.openid FROM formids_miniuser u JOIN formids_usertag t ON t.user_id = u.id
+            WHERE u.app_id = %s AND t.tag = %s
+            """,
+            [app.pk, tag],
+        )
+        return [openid for (openid,) in cursor.fetchall()]
+
+
+def inbox_counts(
+    fake: common.FakeWeChat, appid: str, openids: list[str], batch: int = 50_000
+) -> dict[str, int]:
+    """Messages the fake holds per openid (0 for none)."""
+    counts: dict[str, int] = {}
+    for start in range(0, len(openids), batch):
+        counts.update(fake.control("inbox", {"appid": appid, "openids": openids[start : start + batch]}))
+    return counts
+
+
 def run_broadcast(
     users: int,
     *,
+    segment: bool = False,
     workers: int = 2,
     concurrency: int = 2,
     latency_ms: float = 20.0,
@@ -82,7 +123,7 @@ def run_broadcast(
     from django.conf import settings
     from django.db.models import Count
 
-    from formids.models import Credit
+    from formids.models import Credit, MiniUser
     from templates_app.models import Delivery, Push
     from templates_app.pushes.request import parse_send_request
     from templates_app.pushes.start import start_push
@@ -100,8 +141,11 @@ def run_broadcast(
             app, users, formids=1 if kind == "formid" else 0, subscribe_template_id=subscribe_id
         )
         common.teach_fake(fake, app, subscribe_id)
+        targeted = tag_every_other_user(app, SEGMENT_TAG) if segment else None
+        expected = len(targeted) if segment else users
         print(
-            f"broadcast: {users} users with credits generated in {time.monotonic() - started:.1f} s",
+            f"broadcast: {users} users with credits generated in {time.monotonic() - started:.1f} s"
+            + (f", {expected} of them tagged {SEGMENT_TAG}" if segment else ""),
             flush=True,
         )
 
@@ -123,7 +167,8 @@ def run_broadcast(
             "postgres": postgres_cpu_seconds(),
             "redis": redis_cpu_seconds(),
         }
-        request = parse_send_request(template, {"to": "@all", "data": common.TEMPLATE_DATA[kind]})
+        to = {"tags": {"any": [SEGMENT_TAG]}} if segment else "@all"
+        request = parse_send_request(template, {"to": to, "data": common.TEMPLATE_DATA[kind]})
         began = time.monotonic()
         push = start_push(template, request, created_by="bench", status_url=lambda p: "").push
         last_report = 0.0
@@ -150,6 +195,10 @@ def run_broadcast(
         }
         rss = [common.peak_rss_mb(w.pid) for w in worker_procs]
         stats = fake.stats(app.appid)
+        if segment:
+            members = set(targeted)
+            everyone = list(MiniUser.objects.filter(app=app).values_list("openid", flat=True))
+            inbox = inbox_counts(fake, app.appid, everyone)
         if profile is not None:
             processes.stop(spy_proc, signal.SIGINT, timeout=30)  # py-spy writes its file on SIGINT
 
@@ -163,8 +212,8 @@ def run_broadcast(
     rows = [
         Row("deliveries/s (trigger → push done)", f"{rate:,.0f}", f"{base_rate:,.0f}", common.ratio(rate, base_rate)),
         Row("deliveries/s while sending (first → last message)", f"{state.sent / sending:,.0f}" if sending else "—"),
-        Row(f"time for {users:,} users", f"{wall:.1f} s", f"{users / base_rate:,.0f} s (extrapolated)",
-            common.ratio(wall, users / base_rate, higher_is_better=False)),
+        Row(f"time for {expected:,} users", f"{wall:.1f} s", f"{expected / base_rate:,.0f} s (extrapolated)",
+            common.ratio(wall, expected / base_rate, higher_is_better=False)),
         Row("ceiling: sends in flight ÷ latency", f"{in_flight} ÷ {latency_ms:g} ms = {ceiling:,.0f}/s"),
         Row("peak RSS per worker", " / ".join(f"{mb:.0f} MiB" for mb in rss)),
         Row("CPU: workers / fake WeChat / PostgreSQL / Redis",
@@ -172,8 +221,12 @@ def run_broadcast(
         Row("worker CPU per delivery", f"{1000 * cpu['workers'] / max(state.sent, 1):.2f} ms"),
         Row("access tokens fetched", str(stats["tokens_issued"])),
     ]  # fmt: skip
+    if segment:
+        audience = f"a segment (every other user tagged) to {expected:,} of {users:,} users"
+    else:
+        audience = f"@all to {users:,} users"
     common.print_table(
-        f"Broadcast: @all to {users:,} users ({kind}), {workers} workers × {concurrency} tasks × "
+        f"Broadcast: {audience} ({kind}), {workers} workers × {concurrency} tasks × "
         f"{settings.SEND_CONCURRENCY} sends, fake WeChat at {latency_ms:g} ms",
         rows,
         [
@@ -188,9 +241,19 @@ def run_broadcast(
     # Correctness: the fake's counts and the database must agree with exactly-once.
     credits = Credit.objects.filter(app=app)
     rows_by_status = dict(Delivery.objects.filter(push=push).values_list("status").annotate(n=Count("pk")))
-    common.check(state.sent == users, f"push counted {state.sent} sent of {users} users", failures)
-    common.check(stats["users"] == users, f"fake WeChat: {stats['users']} users got a message", failures)
-    common.check(stats["delivered"] == users, f"fake WeChat: {stats['delivered']} messages in all", failures)
+    common.check(state.sent == expected, f"push counted {state.sent} sent of {expected} users", failures)
+    common.check(stats["users"] == expected, f"fake WeChat: {stats['users']} users got a message", failures)
+    common.check(
+        stats["delivered"] == expected, f"fake WeChat: {stats['delivered']} messages in all", failures
+    )
+    if segment:
+        wrong = sum(1 for openid, n in inbox.items() if n != (1 if openid in members else 0))
+        common.check(
+            wrong == 0 and len(inbox) == users,
+            f"each of the {expected} tagged users got exactly one message, none of the {users - expected} "
+            f"others ({wrong} wrong)",
+            failures,
+        )
     common.check(
         stats["users_with_duplicates"] == 0, f"{stats['users_with_duplicates']} users got two", failures
     )
@@ -200,7 +263,9 @@ def run_broadcast(
     )
     common.check(not credits.filter(state=Credit.State.CLAIMED).exists(), "no credit left claimed", failures)
     common.check(
-        credits.filter(state=Credit.State.CONSUMED).count() == users, "one credit consumed per user", failures
+        credits.filter(state=Credit.State.CONSUMED).count() == expected,
+        "one credit consumed per user reached",
+        failures,
     )
     common.check(
         rows_by_status.get("sent", 0) == state.sent
@@ -210,7 +275,7 @@ def run_broadcast(
         failures,
     )
     if plot is not None and stats["timeline"]:
-        draw_plot(stats, plot, f"@all to {users:,} users, {workers} workers, {latency_ms:g} ms fake latency")
+        draw_plot(stats, plot, f"{audience}, {workers} workers, {latency_ms:g} ms fake latency")
         (plot.with_suffix(".json")).write_text(json.dumps({"users": users, "timeline": stats["timeline"]}))
     return failures
 
@@ -254,6 +319,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument(
+        "--segment", action="store_true", help="tag every other user and send to the tag instead of @all"
+    )
     parser.add_argument("--kind", choices=("formid", "subscribe"), default="formid")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="chunk tasks at a time per worker")
@@ -264,6 +332,7 @@ def main() -> None:
     args = parser.parse_args()
     failures = run_broadcast(
         args.users,
+        segment=args.segment,
         workers=args.workers,
         concurrency=args.concurrency,
         latency_ms=args.latency_ms,

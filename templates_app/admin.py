@@ -185,7 +185,7 @@ class PushAdmin(ReadOnlyAdmin):
         "app_link",
         "template",
         "status",
-        "to_all",
+        "audience",
         "recipients",
         "sent",
         "failed",
@@ -196,7 +196,7 @@ class PushAdmin(ReadOnlyAdmin):
         "created_at",
         "deliveries_link",
     ]
-    list_filter = ["status", "to_all", "app"]
+    list_filter = ["status", "audience", "app"]
     search_fields = ["id", "app__appid"]
     list_select_related = ["app", "template"]
     date_hierarchy = "created_at"

@@ -15,6 +15,7 @@ import shlex
 import uuid
 
 from django.contrib import messages
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from formids import services as credits
 from formids.dashboard_views import error_message
-from formids.models import MiniUser
+from formids.models import MiniUser, UserTag
 from pushhub.api import ApiError, absolute_url
 from pushhub.wechat import rules
 from pushhub.wechat.sandbox import services as sandbox
@@ -33,6 +34,7 @@ from pushhub.wechat.sandbox.errors import SandboxError
 from templates_app import catalogue
 from templates_app.models import Template
 from templates_app.pushes import endpoint
+from templates_app.pushes.addressing import TAG_PREFIX, form_to
 from tenants.auth import actor_for
 from tenants.dashboard_scope import get_app_for, require_write, tenant_required
 from tenants.models import MiniProgram
@@ -167,6 +169,7 @@ def curl_example(url: str, body: dict) -> str:
 
 
 def _detail_page(request: HttpRequest, template: Template, *, form=None, error: str = "", status: int = 200):
+    """``form``: what the test send form showed ({"to": text, "data": {key: value}})."""
     app = template.app
     users = list(credits_users(app))
     example_openid = users[0] if users else "OPENID"
@@ -183,6 +186,7 @@ def _detail_page(request: HttpRequest, template: Template, *, form=None, error: 
             "curl": curl_example(url, body),
             "curl_body": body,
             "users": users,
+            "tags": [{"value": TAG_PREFIX + tag, "tag": tag} for tag in app_tags(app)],
             "field_rows": [
                 {"key": f["key"], "name": f["name"], "value": form["data"].get(f["key"], "")}
                 for f in template.fields
@@ -194,6 +198,26 @@ def _detail_page(request: HttpRequest, template: Template, *, form=None, error: 
         },
         status=status,
     )
+
+
+def app_tags(app: MiniProgram, limit: int = 50) -> list[str]:
+    """The app's first ``limit`` tags by name, to offer ``@tag:`` in the test send. A skip scan of UserTag's
+    (app, tag, user) index, one probe per tag: a DISTINCT would read every tag row of the app."""
+    table = UserTag._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH RECURSIVE tags(tag, n) AS (
+                SELECT MIN(tag), 1 FROM {table} WHERE app_id = %s
+                UNION ALL
+                SELECT (SELECT MIN(t.tag) FROM {table} t WHERE t.app_id = %s AND t.tag > tags.tag), n + 1
+                FROM tags WHERE tags.tag IS NOT NULL AND n < %s
+            )
+            SELECT tag FROM tags WHERE tag IS NOT NULL ORDER BY n
+            """,
+            [app.pk, app.pk, limit],
+        )
+        return [tag for (tag,) in cursor.fetchall()]
 
 
 def credits_users(app: MiniProgram, limit: int = 100) -> list[str]:
@@ -240,8 +264,10 @@ def template_delete(request: HttpRequest, template_pk: uuid.UUID) -> HttpRespons
 
 
 def _test_body(request: HttpRequest, template: Template) -> dict:
+    """The test send as a send body: ``to`` read as a form-encoded trigger reads it (openids, ``@all``,
+    ``@tag:vip``)."""
     return {
-        "to": request.POST.get("to", "").strip(),
+        "to": form_to(request.POST.getlist("to")),
         "data": {key: request.POST.get(f"data.{key}", "") for key in template.keys},
     }
 
@@ -253,6 +279,7 @@ def template_test_send(request: HttpRequest, template_pk: uuid.UUID) -> HttpResp
     """A test send through the trigger URL's own path; ``dry_run=1`` answers the reach as JSON (fetch)."""
     template = get_template_for(request, template_pk, write=True)
     body = _test_body(request, template)
+    form = {"to": request.POST.get("to", "").strip(), "data": body["data"]}
     dry_run = request.POST.get("dry_run") == "1"
     try:
         status, answer = endpoint.send(
@@ -266,7 +293,7 @@ def template_test_send(request: HttpRequest, template_pk: uuid.UUID) -> HttpResp
     except ApiError as exc:
         if dry_run:
             return JsonResponse(exc.payload(), status=exc.status_code)
-        return _detail_page(request, template, form=body, error=error_message(exc), status=exc.status_code)
+        return _detail_page(request, template, form=form, error=error_message(exc), status=exc.status_code)
     if dry_run:
         return JsonResponse(answer, status=status)
     return redirect("push-page", push_id=answer["push_id"])

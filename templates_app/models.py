@@ -92,13 +92,27 @@ class Push(models.Model):
         DONE = "done", "done"
         CANCELED = "canceled", "canceled"
 
+    class Audience(models.TextChoices):
+        """Who the push addresses. Listed recipients (openids, aliases) are claimed when the push starts;
+        broadcasts (@all, a tag segment) are enumerated by the workers when it runs."""
+
+        OPENIDS = "openids", "openids"
+        ALIASES = "aliases", "aliases"
+        ALL = "all", "@all"
+        TAGS = "tags", "tag segment"
+
+    BROADCASTS = (Audience.ALL, Audience.TAGS)
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="pushes")
     app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="pushes")
     template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="pushes")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    to_all = models.BooleanField(default=False)
-    to = models.JSONField(default=list)  # explicit openids as given (deduplicated), [] for @all
+    audience = models.CharField(max_length=8, choices=Audience.choices, default=Audience.OPENIDS)
+    # ``to`` as the request gave it (lists deduplicated), and as the API shows it: ["OPENID", …],
+    # {"aliases": […]}, {"tags": {"all"?, "any"?, "none"?}} or "@all". Aliases are resolved to openids when
+    # the push starts (a scheduled push: when it runs); its deliveries keep the openids they were sent to.
+    to = models.JSONField(default=list)
     data = models.JSONField(default=dict)  # normalised: {"thing1": {"value": "…", "color"?: "…"}}
     page = models.CharField(max_length=1024, blank=True, default="")
     emphasis_keyword = models.CharField(max_length=64, blank=True, default="")
@@ -135,6 +149,11 @@ class Push(models.Model):
 
     def __str__(self) -> str:
         return f"push {self.id} ({self.status})"
+
+    @property
+    def is_broadcast(self) -> bool:
+        """@all or a segment: the workers enumerate the recipients when the push runs."""
+        return self.audience in self.BROADCASTS
 
     @property
     def claim_holder(self) -> str:

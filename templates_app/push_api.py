@@ -7,14 +7,16 @@ import uuid
 from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from formids.models import ALIAS_MAX_LENGTH, TAG_PATTERN
 from pushhub.api import ApiError, CursorPagination, absolute_url
 from pushhub.idempotency import IDEMPOTENCY_HEADER
 from templates_app.models import Delivery, Push, Template
 from templates_app.pushes import endpoint, payloads
+from templates_app.pushes.addressing import MAX_RECIPIENTS, MAX_SEGMENT_TAGS
 from templates_app.pushes.request import LANGS, MINIPROGRAM_STATES
 from templates_app.pushes.start import cancel_push
 from tenants.auth import actor_for
@@ -29,10 +31,62 @@ COUNTS = inline_serializer(
 )
 
 
+TAG_LIST = {
+    "type": "array",
+    "items": {"type": "string", "pattern": f"^{TAG_PATTERN.pattern}$"},
+    "maxItems": MAX_SEGMENT_TAGS,
+}
+
+
+@extend_schema_field(
+    {
+        # anyOf, not oneOf: "@all" is a string too. The schema never refuses what the API accepts; the API
+        # refuses more (an openid over 64 characters, a segment with neither "all" nor "any" tags).
+        "anyOf": [
+            {"type": "string", "description": 'one openid, or "@all": every user with a usable credit'},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_RECIPIENTS},
+            {
+                "type": "object",
+                "description": "the tenant's own user ids, resolved to their users when the push starts",
+                "properties": {
+                    "aliases": {
+                        "type": "array",
+                        "items": {"type": "string", "minLength": 1, "maxLength": ALIAS_MAX_LENGTH},
+                        "minItems": 1,
+                        "maxItems": MAX_RECIPIENTS,
+                    }
+                },
+                "required": ["aliases"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "description": "a segment: users with every tag of all, one of any and none of none (give all "
+                "or any), enumerated when the push runs",
+                "properties": {
+                    "tags": {
+                        "type": "object",
+                        "properties": {"all": TAG_LIST, "any": TAG_LIST, "none": TAG_LIST},
+                        "additionalProperties": False,
+                    }
+                },
+                "required": ["tags"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+)
+class ToField(serializers.JSONField):
+    """``to``: openids, ``{"aliases": [...]}``, ``{"tags": {...}}`` or ``"@all"`` (pushes.addressing)."""
+
+
 class SendSerializer(serializers.Serializer):
     """Documentation of the send body (validation is pushes.request.parse_send_request)."""
 
-    to = serializers.JSONField(help_text='an openid, a list of 1..1000 openids, or "@all"')
+    to = ToField(
+        help_text='an openid, a list of 1..1000 openids, {"aliases": [1..1000 aliases]}, '
+        '{"tags": {"all"?, "any"?, "none"?}} (each ≤ 20 tags) or "@all"'
+    )
     data = serializers.JSONField(help_text="{key: value | {value, color}} or an array in field order")
     page = serializers.CharField(required=False)
     emphasis_keyword = serializers.CharField(required=False, help_text="formId templates: e.g. keyword1.DATA")
@@ -48,6 +102,13 @@ class AcceptedSerializer(serializers.Serializer):
     recipients = serializers.IntegerField(allow_null=True)
     no_credit = serializers.ListField(child=serializers.CharField(), allow_null=True)
     opted_out = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    unknown_aliases = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        required=False,
+        help_text="alias requests only: the aliases no user holds (not attempted); null until a scheduled "
+        "push runs",
+    )
     send_at = serializers.CharField(allow_null=True)
     status_url = serializers.CharField()
 
@@ -57,6 +118,9 @@ class DryRunSerializer(serializers.Serializer):
     reachable = serializers.IntegerField()
     no_credit = serializers.IntegerField()
     opted_out = serializers.IntegerField()
+    unknown_aliases = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="alias requests only"
+    )
 
 
 class PushSerializer(serializers.Serializer):
@@ -64,7 +128,7 @@ class PushSerializer(serializers.Serializer):
     template = serializers.CharField()
     app = serializers.CharField()
     status = serializers.ChoiceField(Push.Status.values)
-    to = serializers.JSONField()
+    to = serializers.JSONField(help_text="as the send request gave it")
     counts = COUNTS
     send_at = serializers.CharField(allow_null=True)
     created_at = serializers.CharField()
@@ -73,7 +137,9 @@ class PushSerializer(serializers.Serializer):
 
 
 class DeliverySerializer(serializers.Serializer):
-    openid = serializers.CharField()
+    openid = serializers.CharField(help_text="the user the message went to")
+    alias = serializers.CharField(allow_null=True, help_text="that user's alias now (null: none bound)")
+    tags = serializers.ListField(child=serializers.CharField(), help_text="that user's tags now")
     status = serializers.ChoiceField(Delivery.Status.values)
     errcode = serializers.JSONField(
         allow_null=True, help_text="WeChat's errcode, or timeout_ambiguous / canceled"
@@ -184,7 +250,7 @@ class PushViewSet(TenantScopedViewSet):
             deliveries = deliveries.filter(status=status)
         paginator = DeliveryPagination()
         page = paginator.paginate_queryset(deliveries, request, view=self)
-        return paginator.get_paginated_response([payloads.delivery_payload(d) for d in page])
+        return paginator.get_paginated_response(payloads.delivery_payloads(push, list(page)))
 
     @extend_schema(request=None, responses={200: PushSerializer}, operation_id="pushes_cancel_create")
     def cancel(self, request, pk=None):

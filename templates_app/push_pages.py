@@ -13,6 +13,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -88,6 +89,19 @@ def push_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def audience_text(push: Push) -> str:
+    """Who the push addresses, in words: "@all", "3 recipients", "2 aliases", "tagged all: vip · none: churned"."""
+    if push.audience == Push.Audience.ALL:
+        return "@all"
+    if push.audience == Push.Audience.OPENIDS:
+        return ngettext("%(n)d recipient", "%(n)d recipients", len(push.to)) % {"n": len(push.to)}
+    if push.audience == Push.Audience.ALIASES:
+        n = len(push.to["aliases"])
+        return ngettext("%(n)d alias", "%(n)d aliases", n) % {"n": n}
+    lists = " · ".join(f"{key}: {', '.join(tags)}" for key, tags in push.to["tags"].items())
+    return _("tagged %(lists)s") % {"lists": lists}
+
+
 def _segments(push: Push) -> list[dict]:
     """Progress bar segments as percentages of the recipients (or of what is counted so far)."""
     counts = {
@@ -118,6 +132,7 @@ def push_page(request: HttpRequest, push_id: uuid.UUID) -> HttpResponse:
         {
             "push": push,
             "segments": _segments(push),
+            "audience": audience_text(push),
             "finished": push.status in FINISHED,
             "can_cancel": request.membership.can_write and push.status not in FINISHED,
             "page": page,

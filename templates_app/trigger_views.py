@@ -19,6 +19,7 @@ from pushhub.idempotency import IDEMPOTENCY_HEADER
 from templates_app import catalogue
 from templates_app.models import Push, Template
 from templates_app.pushes import endpoint, payloads
+from templates_app.pushes.addressing import form_to
 
 
 def _template_or_404(token: str) -> Template:
@@ -31,12 +32,12 @@ def _template_or_404(token: str) -> Template:
 
 
 def _form_body(template: Template, form: QueryDict) -> dict:
-    """A form-encoded send: to (repeated or comma-separated), data (JSON) or one field per template key."""
+    """A form-encoded send: to (repeated or comma-separated openids, ``@all`` or ``@tag:vip``), data (JSON) or
+    one field per template key."""
     body: dict = {}
     for name in form:
         if name == "to":
-            values = [v for item in form.getlist("to") for v in item.split(",") if v.strip()]
-            body["to"] = "@all" if values == ["@all"] else [v.strip() for v in values]
+            body["to"] = form_to(form.getlist("to"))
         elif name == "data":
             try:
                 body["data"] = json.loads(form["data"])

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis): send-payload validation and the credit claim service.
+"""Property tests (hypothesis): send-payload validation, the credit claim service and segment membership.
 
 Validation (``templates_app.pushes.request.parse_send_request``): for any JSON a tenant can send, the answer is a
 parsed request or the contract's 400 (``validation_error``, ``missing_field``, ``unknown_field``,
@@ -11,6 +11,10 @@ expiries, states, another app's credits under the same openids) and any recipien
 recipient exactly the credit the rules say (their soonest-to-expire usable formId/prepay_id, or their oldest
 credit for the subscribe template), nothing to anyone else, and changes nothing else; a second,
 overlapping claim never gets a credit the first holds; releasing gives exactly those credits back.
+
+Segments (``to: {"tags": {"all", "any", "none"}}``), on the real database: for any users × tags (another app's
+users with the same tags too), credits, opt-outs and segment, the dry run counts and the workers' enumeration
+selects exactly the users a brute-force evaluation of all/any/none picks.
 """
 
 from __future__ import annotations
@@ -334,7 +338,22 @@ json_values = st.recursive(
     ),
     max_leaves=15,
 )
-junk_openids = st.sampled_from(["", "@all", "o" * 65]) | st.text(max_size=70)
+junk_openids = st.sampled_from(["", "@all", "@tag:vip", "o" * 65]) | st.text(max_size=70)
+good_tags = st.sampled_from(["vip", "city:shanghai", "abandoned-cart", "v1.2_x", "T" * 64])
+junk_tags = st.sampled_from(["", "vip\n", "has space", "城市", "t" * 65, "@tag:vip"]) | st.text(max_size=70)
+segments = st.fixed_dictionaries(
+    {},
+    optional={key: st.lists(good_tags, max_size=3) for key in ("all", "any", "none")},
+)
+junk_segments = st.dictionaries(
+    st.sampled_from(["all", "any", "none", "some"]),
+    st.lists(good_tags | junk_tags, max_size=3) | st.lists(good_tags, min_size=21, max_size=22) | json_values,
+    max_size=3,
+)
+good_aliases = st.lists(st.sampled_from(["u1", "user-2", "a" * 128, "李雷 ", "@x"]), min_size=1, max_size=4)
+junk_aliases = st.lists(st.sampled_from(["", "a" * 129]) | json_scalars, min_size=1, max_size=3)
+TAG_ORACLE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # API.md: ^[A-Za-z0-9_.:-]{1,64}$, the whole string
+TO_FIELD = re.compile(r"to((\.(aliases|tags|all|any|none))|\[\d+\])*")
 
 
 def good_value(template: Template, key: str):
@@ -347,8 +366,11 @@ def send_bodies(template: Template):
     """Send bodies from right to wrong, part by part, so that refusals come from every check, not only the
     first one (``to``), and some bodies are accepted."""
     values = st.fixed_dictionaries({key: good_value(template, key) for key in template.keys})
-    good_to = st.sampled_from(["oAlice", "@all"]) | st.lists(
-        st.sampled_from(["oAlice", "oBob", "o" * 64]), min_size=1, max_size=4
+    good_to = (
+        st.sampled_from(["oAlice", "@all"])
+        | st.lists(st.sampled_from(["oAlice", "oBob", "o" * 64]), min_size=1, max_size=4)
+        | st.fixed_dictionaries({"aliases": good_aliases})
+        | st.fixed_dictionaries({"tags": segments})
     )
     good = {
         "to": good_to,
@@ -361,7 +383,12 @@ def send_bodies(template: Template):
         "force": st.booleans(),
     }
     wrong = {
-        "to": junk_openids | st.lists(junk_openids, max_size=3) | json_values,
+        "to": junk_openids
+        | st.lists(junk_openids, max_size=3)
+        | json_values
+        | st.fixed_dictionaries({"aliases": junk_aliases | json_values})
+        | st.fixed_dictionaries({"tags": junk_segments | json_values})
+        | st.fixed_dictionaries({"aliases": good_aliases, "tags": segments}),
         "data": st.dictionaries(
             st.sampled_from([*template.keys, "keyword4", "thing1"]) | st.text(max_size=8),
             json_values,
@@ -400,6 +427,9 @@ def test_any_json_is_parsed_or_refused_with_the_contracts_400(template, data):
         assert set(payload) <= {"code", "message", "field"}
         if "field" in payload:
             assert isinstance(payload["field"], str) and payload["field"]
+            if payload["field"].startswith("to"):
+                assert result.code == "validation_error"
+                check_to_field(body["to"] if "to" in body else None, payload["field"])
             if isinstance(body, dict) and payload["field"] in body and payload["field"] not in REQUEST_FIELDS:
                 assert result.code == "validation_error"  # an unknown field
         json.dumps(result.payload())  # what the API answers: always serialisable
@@ -413,13 +443,55 @@ def test_any_json_is_parsed_or_refused_with_the_contracts_400(template, data):
         raw = body["data"][key] if isinstance(body["data"], dict) else body["data"][template.keys.index(key)]
         raw = raw["value"] if isinstance(raw, dict) else raw
         assert field["value"] == (raw if isinstance(raw, str) else str(raw))
-    assert result.to_all == (body["to"] == "@all")
-    if not result.to_all:
-        sent = [body["to"]] if isinstance(body["to"], str) else body["to"]
-        assert result.openids == list(dict.fromkeys(sent)) and result.openids
-        assert all(isinstance(o, str) and 0 < len(o) <= 64 and o != "@all" for o in result.openids)
+    check_to(body["to"], result.to)
     assert not any(c.isspace() for c in result.page) and not result.page.startswith("/")
     assert isinstance(result.force, bool)
+
+
+def check_to(to, got) -> None:
+    """An accepted ``to``, against the contract's rules (API.md "Sending", "Sending to an audience")."""
+    if to == "@all":
+        assert got.audience == "all"
+    elif isinstance(to, dict) and "aliases" in to:
+        assert set(to) == {"aliases"} and got.audience == "aliases"
+        assert 0 < len(to["aliases"]) <= 1000
+        assert got.names == tuple(dict.fromkeys(to["aliases"]))
+        assert all(isinstance(a, str) and 0 < len(a) <= 128 for a in got.names)
+    elif isinstance(to, dict):
+        assert set(to) == {"tags"} and got.audience == "tags"
+        assert set(to["tags"]) <= {"all", "any", "none"}
+        lists = (got.segment.all_of, got.segment.any_of, got.segment.none_of)
+        for key, tags in zip(("all", "any", "none"), lists, strict=True):
+            assert len(to["tags"].get(key, [])) <= 20
+            assert tags == tuple(dict.fromkeys(to["tags"].get(key, [])))
+            assert all(TAG_ORACLE.fullmatch(tag) for tag in tags)
+        assert got.segment.all_of or got.segment.any_of
+    else:
+        sent = [to] if isinstance(to, str) else to
+        assert got.audience == "openids"
+        assert got.names == tuple(dict.fromkeys(sent)) and got.names
+        assert all(isinstance(o, str) and 0 < len(o) <= 64 and not o.startswith("@") for o in got.names)
+
+
+def check_to_field(to, field: str) -> None:
+    """A refused ``to`` names the input at fault: a path into the body (``to.tags.any[0]``), or an unknown key
+    of one of its objects."""
+    if field == "to":
+        return
+    if not TO_FIELD.fullmatch(field):  # an unknown key: to.<key> or to.tags.<key>
+        parent, key = ("tags", field[len("to.tags.") :]) if field.startswith("to.tags.") else ("", field[3:])
+        where = to["tags"] if parent else to
+        assert isinstance(where, dict) and key in where, field
+        assert key not in (("all", "any", "none") if parent else ("aliases", "tags")), field
+        return
+    node = [to] if isinstance(to, str) else to  # one openid is a list of one
+    for name, index in re.findall(r"\.(\w+)|\[(\d+)\]", field[2:]):
+        if name:
+            assert isinstance(node, dict) and name in node, field
+            node = node[name]
+        else:
+            assert isinstance(node, list) and int(index) < len(node), field
+            node = node[int(index)]
 
 
 # --- claims ------------------------------------------------------------------------------------------
@@ -585,4 +657,130 @@ def test_claims_follow_the_rules_never_overlap_and_release_gives_back(
         # Given back as they were: claimed again, the same recipients get the very same credits.
         c = claim_and_check(app, after, first, kind, "holder-c", now)
         assert c == a
+        transaction.set_rollback(True)
+
+
+# --- segments ----------------------------------------------------------------------------------------
+# For any users of two apps with any tags (a, b, c, d), credits and opt-outs, and any segment, the users a
+# segment push reaches are exactly those a brute-force evaluation of all/any/none selects: in the dry run's
+# counts and in what the workers' enumeration claims and queues (small chunks and pages, so that pages fill
+# across blocks and partial pages leave early).
+SEGMENT_TAGS = ["a", "b", "c", "d"]
+segment_users = st.lists(
+    st.fixed_dictionaries(
+        {
+            "tags": st.sets(st.sampled_from(SEGMENT_TAGS)),
+            "credit": st.sampled_from([True, True, True, False]),
+            "enabled": st.sampled_from([True, True, True, False]),
+            "other_app": st.sampled_from([False] * 4 + [True]),  # same tags in another tenant's app
+        }
+    ),
+    min_size=4,
+    max_size=14,
+)
+segment_lists = st.lists(st.sampled_from([*SEGMENT_TAGS] * 4 + ["z"]), max_size=2)  # z: a tag nobody has
+any_lists = st.lists(st.sampled_from(SEGMENT_TAGS), min_size=1, max_size=3) | segment_lists
+
+
+def in_segment_by_hand(tags: set[str], all_of, any_of, none_of) -> bool:
+    return set(all_of) <= tags and (not any_of or bool(tags & set(any_of))) and not tags & set(none_of)
+
+
+@pytest.fixture
+def segment_world(two_apps, settings, monkeypatch):
+    from templates_app import catalogue
+    from templates_app.delivery import queue, start
+
+    settings.PUSH_CHUNK_SIZE = 3
+    monkeypatch.setattr(start, "PAGE_MAX_BLOCKS", 2)
+    chunks: list[list[int]] = []
+    monkeypatch.setattr(queue, "enqueue", lambda task, *args, countdown=None: chunks.append(list(args[1])))
+    template = catalogue.create_template(
+        two_apps[0],
+        kind="formid",
+        template_id="TPL_SEG",
+        title="t",
+        fields=[{"key": "keyword1", "name": "k"}],
+        actor="test",
+    )
+    return two_apps, template, chunks
+
+
+def seed_segment_users(two_apps, rows, now) -> dict[str, dict]:
+    """The rows as users of their app, with their tags and a formId each if they have a credit; returns
+    our app's users by openid."""
+    from formids.models import MiniUser, UserTag
+
+    ours = {}
+    tags, credits = [], []
+    for n, row in enumerate(rows):
+        app = two_apps[1] if row["other_app"] else two_apps[0]
+        user = MiniUser.objects.create(app=app, openid=f"oSeg{n:04d}", push_enabled=row["enabled"])
+        tags += [UserTag(app=app, user=user, tag=tag) for tag in row["tags"]]
+        if row["credit"]:
+            credits.append(
+                Credit(
+                    app=app, user=user, kind="formid", value=f"segformid{n:06d}", expires_at=now + 100 * HOURS
+                )
+            )
+        if not row["other_app"]:
+            ours[user.openid] = row
+    UserTag.objects.bulk_create(tags)
+    Credit.objects.bulk_create(credits)
+    return ours
+
+
+@pytest.mark.django_db
+@hypothesis_settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rows=segment_users, all_of=segment_lists, any_of=any_lists, none_of=segment_lists)
+def test_a_segment_reaches_exactly_the_users_a_brute_force_evaluation_selects(
+    segment_world, rows, all_of, any_of, none_of
+):
+    from templates_app.delivery.start import deliver_push
+    from templates_app.models import Delivery, Push
+    from templates_app.pushes.recipients import dry_run
+    from templates_app.pushes.start import start_push
+
+    two_apps, template, chunks = segment_world
+    tags = {key: lists for key, lists in (("all", all_of), ("any", any_of), ("none", none_of)) if lists}
+    body = {"to": {"tags": tags}, "data": {"keyword1": "x"}}
+    if not all_of and not any_of:
+        event("empty segment")
+        result = parse(template, body)
+        assert isinstance(result, ApiError) and result.field == "to.tags"
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        ours = seed_segment_users(two_apps, rows, now)
+        members = {
+            o: row for o, row in ours.items() if in_segment_by_hand(row["tags"], all_of, any_of, none_of)
+        }
+        reached = {o for o, row in members.items() if row["credit"]}  # who the push is for, as with @all
+        sent_to = {o for o in reached if members[o]["enabled"]}
+        event(f"users reached: {min(len(reached), 4)}{'+' if len(reached) >= 4 else ''}")
+
+        request = parse_send_request(template, body)
+        assert dry_run(template, request) == {
+            "recipients": len(members),
+            "reachable": len(sent_to),
+            "no_credit": len(members) - len(sent_to) - sum(not row["enabled"] for row in members.values()),
+            "opted_out": sum(not row["enabled"] for row in members.values()),
+        }
+
+        chunks.clear()
+        push = start_push(template, request, created_by="test", status_url=lambda p: "").push
+        assert deliver_push(push.pk) == "started"
+        push.refresh_from_db()
+        rows_sent = dict(Delivery.objects.filter(push=push).values_list("pk", "openid"))
+        assert set(rows_sent.values()) == sent_to
+        assert (push.recipients, push.opted_out, push.no_credit) == (len(reached), len(reached - sent_to), 0)
+        queued = [pk for chunk in chunks for pk in chunk]
+        assert sorted(queued) == sorted(rows_sent) and all(0 < len(chunk) <= 3 for chunk in chunks)
+        assert push.enumerated and push.status in (Push.Status.RUNNING, Push.Status.DONE)
         transaction.set_rollback(True)

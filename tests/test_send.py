@@ -343,7 +343,8 @@ def test_an_all_push_is_counted_by_the_workers(formid_template):
     body = trigger(formid_template, {"to": "@all", "data": FORMID_DATA}).json()
     assert (body["recipients"], body["no_credit"], body["opted_out"]) == (None, None, None)
     push = Push.objects.get(pk=body["push_id"])
-    assert push.to_all and not push.enumerated and push.status == "queued"
+    assert push.audience == "all" and push.to == "@all"
+    assert not push.enumerated and push.status == "queued"
     assert not Credit.objects.filter(state="claimed").exists()
 
 

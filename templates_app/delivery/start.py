@@ -1,8 +1,9 @@
 """``deliver_push``: start (or resume) a push, enumerate its recipients and fan them out as chunks.
 
-Explicit recipients of an immediate push were prepared in the request (``pushes.start``); here they are only
-queued. ``@all`` is enumerated a page at a time (claim, write the rows, queue the chunk), so the first
-chunks are sending while later pages are still being enumerated. Scheduled pushes start here too.
+Listed recipients (openids, aliases) of an immediate push were prepared in the request (``pushes.start``);
+here they are only queued. Broadcasts (``@all``, a tag segment) are enumerated a page at a time (claim, write
+the rows, queue the chunk), so the first chunks are sending while later pages are still being enumerated.
+Scheduled pushes start here too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -18,7 +20,12 @@ from formids.models import MiniUser
 from pushhub.sql import ids_in, texts_in
 from templates_app.delivery import ledger, progress, queue
 from templates_app.models import Delivery, Push
-from templates_app.pushes.recipients import prepare_recipients, users_with_credit
+from templates_app.pushes.addressing import Addressing
+from templates_app.pushes.recipients import prepare_listed, prepare_recipients, users_with_credit
+
+# A page of a broadcast waits for at most this many blocks of users before it is queued short: the first
+# messages of a sparse segment leave without waiting for PUSH_CHUNK_SIZE members to be found.
+PAGE_MAX_BLOCKS = 20
 
 
 def deliver_push(push_id: Any) -> str:
@@ -46,10 +53,10 @@ def deliver_push(push_id: Any) -> str:
         if push.status == Push.Status.CANCELED:
             _fan_out_pending(push, owner)  # prepared after the cancel: the chunks give the credits back
             return "canceled"
-        if push.to_all and not push.enumerated:
-            if not _enumerate_all(push, owner):  # queues each page as it goes
+        if push.is_broadcast and not push.enumerated:
+            if not _enumerate(push, owner):  # queues each page as it goes
                 return "canceled"
-        elif not push.to_all:
+        elif not push.is_broadcast:
             if not push.enumerated:  # a scheduled push whose start was interrupted
                 _prepare_listed_recipients(push)
             _fan_out_pending(push, owner)
@@ -64,15 +71,19 @@ def start_scheduled(push: Push) -> bool:
     """scheduled → queued, once (two beats, or a beat and a redelivery, never both start it)."""
     if not Push.objects.filter(pk=push.pk, status=Push.Status.SCHEDULED).update(status=Push.Status.QUEUED):
         return False
-    if not push.to_all:
+    if not push.is_broadcast:
         push.status = Push.Status.QUEUED
         _prepare_listed_recipients(push)
     return True
 
 
 def _prepare_listed_recipients(push: Push) -> None:
-    prepare_recipients(push, push.to)
-    _mark_enumerated(push)
+    """Claim for the listed recipients of a push that is starting now (aliases are resolved here). The rows and
+    the ``enumerated`` mark commit together: a start that dies is redone whole, and never resolves the
+    aliases a second time after some were prepared (an alias moved meanwhile would reach both users)."""
+    with transaction.atomic():
+        prepare_listed(push)
+        _mark_enumerated(push)
 
 
 def _mark_enumerated(push: Push) -> None:
@@ -84,43 +95,56 @@ def _mark_enumerated(push: Push) -> None:
     )
 
 
-def _enumerate_all(push: Push, owner: str) -> bool:
-    """``@all``: claim and queue PUSH_CHUNK_SIZE users at a time, resuming after the last page queued.
-    False if the push was canceled meanwhile."""
+def _enumerate(push: Push, owner: str) -> bool:
+    """A broadcast: ``@all``, or a segment (the same walk, with the segment's tag probes). Claim and queue
+    its recipients PUSH_CHUNK_SIZE at a time, resuming after the last one queued. False if the push was
+    canceled meanwhile."""
     size = settings.PUSH_CHUNK_SIZE
-    cursor = progress.get_cursor(push.pk, "users")
     # Users a run already prepared hold claimed (no longer usable) credits: they stay in the enumeration,
     # so a page prepared by a run that died before queueing it is queued by the next one.
     prepared = Delivery.objects.filter(push_id=push.pk, openid=OuterRef("openid"))
-    recipients = users_with_credit(push.template, extra=Exists(prepared))
+    segment = Addressing.of(push).segment
+    recipients = users_with_credit(push.template, extra=Exists(prepared), segment=segment)
     users = MiniUser.objects.filter(app_id=push.app_id)
+    # The cursor: every user up to this id is queued or not a recipient.
+    scanned = progress.get_cursor(push.pk, "users")
+    page: list[tuple[int, str]] = []  # recipients found and not queued yet, by id
+    blocks = 0  # scanned since the page's first recipient was found
     while True:
-        # The next block of the app's users by id, then those of them with a credit: the credit tests run
-        # per user of the block (index probes). One query "next 500 users with a credit" made PostgreSQL
-        # hash every credit of the app for every page: quadratic, 31 s of its CPU for 100k users.
-        block = list(users.filter(pk__gt=cursor).order_by("pk").values_list("pk", flat=True)[:size])
-        if not block:
-            return True
-        cursor = block[-1]
-        page = list(recipients.filter(pk__in=ids_in(block)).order_by("pk").values_list("pk", "openid"))
-        if not page:  # a block of users without credits: still progress
-            progress.set_cursor(push.pk, "users", cursor)
-            progress.renew_lock(push.pk, owner)
-            continue
-        openids = [openid for _, openid in page]
-        prepare_recipients(push, openids)
-        # This page's pending rows: the new ones, and any an interrupted run prepared but maybe never queued.
-        ids = list(
-            Delivery.objects.filter(push=push, openid__in=texts_in(openids), status=Delivery.Status.PENDING)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        queue.enqueue_chunk(push.pk, ids)
-        progress.set_cursor(push.pk, "users", cursor)
+        # The next block of the app's users by id, then those of them the push reaches: the credit (and
+        # tag) tests run per user of the block (index probes). One query "next 500 users with a credit"
+        # made PostgreSQL hash every credit of the app for every page: quadratic, 31 s of its CPU for 100k
+        # users. A segment's blocks yield fewer recipients: pages fill up across blocks, so its chunks are
+        # as full as @all's.
+        block = list(users.filter(pk__gt=scanned).order_by("pk").values_list("pk", flat=True)[:size])
+        if block:
+            scanned = block[-1]
+            page += recipients.filter(pk__in=ids_in(block)).order_by("pk").values_list("pk", "openid")
+            blocks = blocks + 1 if page else 0
+        while len(page) >= size or (page and (not block or blocks >= PAGE_MAX_BLOCKS)):
+            batch, page, blocks = page[:size], page[size:], 0
+            _queue_page(push, [openid for _, openid in batch])
+            progress.set_cursor(push.pk, "users", batch[-1][0])
+            if Push.objects.filter(pk=push.pk, status=Push.Status.CANCELED).exists():
+                return False
+        if not page:  # everything scanned is queued (or reaches nobody): still progress
+            progress.set_cursor(push.pk, "users", scanned)
         progress.renew_lock(push.pk, owner)
         progress.touch_progress(push.pk)
-        if Push.objects.filter(pk=push.pk, status=Push.Status.CANCELED).exists():
-            return False
+        if not block:
+            return True
+
+
+def _queue_page(push: Push, openids: list[str]) -> None:
+    """Claim for a page of a broadcast's recipients and queue it as one chunk."""
+    prepare_recipients(push, openids)
+    # This page's pending rows: the new ones, and any an interrupted run prepared but maybe never queued.
+    ids = list(
+        Delivery.objects.filter(push=push, openid__in=texts_in(openids), status=Delivery.Status.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    queue.enqueue_chunk(push.pk, ids)
 
 
 def _fan_out_pending(push: Push, owner: str) -> int:

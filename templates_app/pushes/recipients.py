@@ -1,9 +1,11 @@
-"""Who a push reaches: the users holding a usable credit for its template, the dry-run preview, and
-``prepare_recipients``, which claims one credit per recipient and writes their Delivery rows.
+"""Who a push reaches: the users holding a usable credit for its template (of a segment, for a segment push),
+the dry-run preview, and ``prepare_recipients``, which claims one credit per recipient and writes their
+Delivery rows.
 
-Explicit recipients of an immediate push are prepared inside the send request (``pushes.start``), so
-``no_credit`` in its answer is exact; ``@all`` and scheduled pushes are prepared by the workers, a page at a
-time (``delivery.start``), through the same ``prepare_recipients``.
+Listed recipients (openids, or aliases resolved to openids) of an immediate push are prepared inside the send
+request (``pushes.start``), so ``no_credit`` in its answer is exact; broadcasts (``@all``, segments) and
+scheduled pushes are prepared by the workers, a page at a time (``delivery.start``), through the same
+``prepare_recipients``.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from formids import services as credits
-from formids.models import Credit, MiniUser
+from formids.models import Credit, MiniUser, UserTag
 from pushhub.sql import texts_in
 from templates_app.models import Delivery, Push, Template
+from templates_app.pushes.addressing import Addressing, Segment
 from templates_app.pushes.request import SendRequest
+
+Audience = Push.Audience
 
 
 def has_usable_credit(template: Template, now: datetime | None = None) -> Exists:
@@ -37,31 +42,80 @@ def has_usable_credit(template: Template, now: datetime | None = None) -> Exists
     return Exists(usable)
 
 
-def users_with_credit(template: Template, now: datetime | None = None, extra: Q | Exists | None = None):
-    """The app's users holding a usable credit for ``template``, or matching ``extra``."""
+def _tagged(tags: Sequence[str]) -> Exists:
+    """A condition on MiniUser: the user has one of ``tags`` (an index probe on UserTag's (user, tag))."""
+    return Exists(UserTag.objects.filter(user_id=OuterRef("pk"), tag__in=list(tags)))
+
+
+def in_segment(segment: Segment) -> Q:
+    """A condition on MiniUser: the user is in the segment — every tag of ``all`` (a probe each), one of
+    ``any``, none of ``none``. Per-user EXISTS probes like the credit test, so a segment page costs what an
+    ``@all`` page costs."""
+    condition = Q()
+    for tag in segment.all_of:
+        condition &= _tagged([tag])
+    if segment.any_of:
+        condition &= _tagged(segment.any_of)
+    if segment.none_of:
+        condition &= ~_tagged(segment.none_of)
+    return condition
+
+
+def users_with_credit(
+    template: Template,
+    now: datetime | None = None,
+    extra: Q | Exists | None = None,
+    segment: Segment | None = None,
+):
+    """The app's users (of ``segment``, if given) holding a usable credit for ``template``, or matching
+    ``extra``: who an ``@all`` or segment push reaches."""
     condition = has_usable_credit(template, now)
+    if segment is not None:
+        condition = in_segment(segment) & condition
     return MiniUser.objects.filter(app_id=template.app_id).filter(
         condition if extra is None else condition | extra
     )
 
 
+def resolve_aliases(app_id: int, aliases: Sequence[str]) -> dict[str, str]:
+    """{alias: openid} for the aliases the app's users hold now, in the order given (unknown ones left out)."""
+    found = dict(
+        MiniUser.objects.filter(app_id=app_id, alias__in=texts_in(aliases)).values_list("alias", "openid")
+    )
+    return {alias: found[alias] for alias in aliases if alias in found}
+
+
 def dry_run(template: Template, request: SendRequest) -> dict:
-    """What a send would reach, without claiming or sending: {recipients, reachable, no_credit, opted_out}."""
+    """What a send would reach, without claiming or sending: {recipients, reachable, no_credit, opted_out},
+    and for aliases ``unknown_aliases``. One query over the addressed users (a segment: its members)."""
+    to = request.to
     users = MiniUser.objects.filter(app_id=template.app_id)
-    if not request.to_all:
-        users = users.filter(openid__in=request.openids)
-        recipients = len(request.openids)
-    else:
-        recipients = users.count()
-    opted_out = 0 if request.force else users.filter(push_enabled=False).count()
-    eligible = users if request.force else users.filter(push_enabled=True)
-    reachable = eligible.filter(has_usable_credit(template)).count()
-    return {
+    if to.audience == Audience.OPENIDS:
+        users = users.filter(openid__in=texts_in(to.names))
+    elif to.audience == Audience.ALIASES:
+        users = users.filter(alias__in=texts_in(to.names))
+    elif to.audience == Audience.TAGS:
+        users = users.filter(in_segment(to.segment))
+    eligible = Q() if request.force else Q(push_enabled=True)
+    counts = users.aggregate(
+        users=Count("pk"),
+        opted_out=Count("pk", filter=Q(push_enabled=False)),
+        reachable=Count("pk", filter=eligible & has_usable_credit(template)),
+    )
+    opted_out = 0 if request.force else counts["opted_out"]
+    # Listed openids count whether or not we know them (an unknown openid has no credit); aliases no user
+    # holds are not recipients: they are named in unknown_aliases.
+    recipients = len(to.names) if to.audience == Audience.OPENIDS else counts["users"]
+    answer = {
         "recipients": recipients,
-        "reachable": reachable,
-        "no_credit": recipients - reachable - opted_out,
+        "reachable": counts["reachable"],
+        "no_credit": recipients - counts["reachable"] - opted_out,
         "opted_out": opted_out,
     }
+    if to.audience == Audience.ALIASES:
+        known = resolve_aliases(template.app_id, to.names)
+        answer["unknown_aliases"] = [alias for alias in to.names if alias not in known]
+    return answer
 
 
 @dataclass
@@ -69,6 +123,22 @@ class Prepared:
     pending: list[int] = field(default_factory=list)  # ids of the deliveries that claimed a credit, to send
     no_credit: list[str] = field(default_factory=list)
     opted_out: list[str] = field(default_factory=list)
+    unknown_aliases: list[str] | None = None  # an alias push: the aliases no user holds (not attempted)
+
+
+def prepare_listed(push: Push) -> Prepared:
+    """``prepare_recipients`` for the push's listed recipients: its openids, or its aliases resolved to the
+    openids that hold them now. The lists of the answer name recipients the way the request did."""
+    to = Addressing.of(push)
+    if to.audience == Audience.OPENIDS:
+        return prepare_recipients(push, to.names)
+    openid_of = resolve_aliases(push.app_id, to.names)
+    prepared = prepare_recipients(push, list(openid_of.values()))
+    alias_of = {openid: alias for alias, openid in openid_of.items()}  # an alias is one user's, and back
+    prepared.no_credit = [alias_of[openid] for openid in prepared.no_credit]
+    prepared.opted_out = [alias_of[openid] for openid in prepared.opted_out]
+    prepared.unknown_aliases = [alias for alias in to.names if alias not in openid_of]
+    return prepared
 
 
 def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:

@@ -1,5 +1,6 @@
 """A send request: the body of ``POST /t/{token}`` and ``POST /api/v1/templates/{id}/pushes``, validated
 against the template (../shared/API.md "Sending"). Every fault is an ApiError 400 naming the field.
+``to`` (openids, aliases, a segment, ``@all``) is ``pushes.addressing``'s.
 
 ``page`` and ``emphasis_keyword`` follow the same rules as a template's defaults: the catalogue's validators
 (``templates_app.catalogue``) check both.
@@ -18,9 +19,8 @@ from pushhub.api import ApiError
 from pushhub.wechat import rules
 from templates_app.catalogue import clean_emphasis_keyword, clean_page
 from templates_app.models import Template
+from templates_app.pushes.addressing import Addressing, parse_to
 
-MAX_RECIPIENTS = 1000
-MAX_OPENID_LENGTH = 64
 FORMID_VALUE_MAX = 200  # a keyword of a legacy template message
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 MINIPROGRAM_STATES = ("developer", "trial", "formal")
@@ -32,8 +32,7 @@ REQUEST_FIELDS = ("to", "data", "page", "emphasis_keyword", "miniprogram_state",
 
 @dataclass
 class SendRequest:
-    to_all: bool
-    openids: list[str]
+    to: Addressing
     data: dict
     page: str
     emphasis_keyword: str
@@ -55,11 +54,10 @@ def parse_send_request(template: Template, body, now: datetime | None = None) ->
     unknown = [k for k in body if k not in REQUEST_FIELDS]
     if unknown:
         _bad("validation_error", f"Unknown field {unknown[0]!r}.", unknown[0])
-    to_all, openids = _parse_to(body.get("to"))
+    to = parse_to(body.get("to"))
     subscribe = template.kind == Template.Kind.SUBSCRIBE
     return SendRequest(
-        to_all=to_all,
-        openids=openids,
+        to=to,
         data=parse_data(template, body.get("data")),
         page=_parse_page(body.get("page"), template),
         emphasis_keyword=_parse_emphasis(template, body.get("emphasis_keyword")),
@@ -68,27 +66,6 @@ def parse_send_request(template: Template, body, now: datetime | None = None) ->
         send_at=_parse_send_at(body.get("send_at"), now),
         force=_parse_bool(body.get("force", False), "force"),
     )
-
-
-def _parse_to(to) -> tuple[bool, list[str]]:
-    if to is None:
-        _bad("validation_error", 'Give "to": an openid, a list of openids, or "@all".', "to")
-    if to == "@all":
-        return True, []
-    if isinstance(to, str):
-        to = [to]
-    if not isinstance(to, list) or not to:
-        _bad("validation_error", '"to" must be an openid, a non-empty list of openids, or "@all".', "to")
-    if len(to) > MAX_RECIPIENTS:
-        _bad(
-            "validation_error",
-            f'At most {MAX_RECIPIENTS} recipients per push (use "@all" for everyone).',
-            "to",
-        )
-    for index, openid in enumerate(to):
-        if not isinstance(openid, str) or not 0 < len(openid) <= MAX_OPENID_LENGTH or openid == "@all":
-            _bad("validation_error", f"Recipient {index} is not an openid.", f"to[{index}]")
-    return False, list(dict.fromkeys(to))
 
 
 def parse_data(template: Template, data) -> dict:

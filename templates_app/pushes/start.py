@@ -17,7 +17,7 @@ from pushhub import idempotency
 from pushhub.api import iso_utc
 from templates_app.delivery import queue
 from templates_app.models import Delivery, IdempotencyRecord, Push, Template
-from templates_app.pushes.recipients import Prepared, prepare_recipients
+from templates_app.pushes.recipients import Prepared, prepare_listed
 from templates_app.pushes.request import SendRequest
 from tenants.services import audit
 
@@ -38,8 +38,8 @@ def start_push(
     idempotency_key: str = "",
     fingerprint: str = "",
 ) -> Started:
-    """Create the push; for explicit recipients claim their credits now (so ``no_credit`` is exact); queue
-    the delivery after commit. ``status_url(push)`` builds the status link for the answer."""
+    """Create the push; for listed recipients (openids, aliases) claim their credits now (so ``no_credit`` is
+    exact); queue the delivery after commit. ``status_url(push)`` builds the status link for the answer."""
     if idempotency_key:
         replay = _replay(template, idempotency_key, fingerprint)
         if replay:
@@ -91,13 +91,14 @@ def _replay(template: Template, key: str, fingerprint: str) -> Started | None:
 
 def _new_push(template: Template, request: SendRequest, created_by: str) -> Push:
     scheduled = request.send_at is not None
+    unknown = request.to.is_broadcast or scheduled  # counted by the workers
     return Push.objects.create(
         tenant=template.app.tenant,
         app=template.app,
         template=template,
         status=Push.Status.SCHEDULED if scheduled else Push.Status.QUEUED,
-        to_all=request.to_all,
-        to=request.openids,
+        audience=request.to.audience,
+        to=request.to.as_json(),
         data=request.data,
         page=request.page,
         emphasis_keyword=request.emphasis_keyword,
@@ -106,17 +107,17 @@ def _new_push(template: Template, request: SendRequest, created_by: str) -> Push
         force=request.force,
         send_at=request.send_at,
         created_by=created_by,
-        recipients=None if request.to_all or scheduled else 0,
-        no_credit=None if request.to_all or scheduled else 0,
-        opted_out=None if request.to_all or scheduled else 0,
+        recipients=None if unknown else 0,
+        no_credit=None if unknown else 0,
+        opted_out=None if unknown else 0,
     )
 
 
 def _prepare_now(push: Push, request: SendRequest) -> Prepared | None:
-    """Claim now for explicit recipients of an immediate push (@all and scheduled pushes: the workers)."""
-    if request.to_all or push.status == Push.Status.SCHEDULED:
+    """Claim now for listed recipients of an immediate push (broadcasts and scheduled pushes: the workers)."""
+    if request.to.is_broadcast or push.status == Push.Status.SCHEDULED:
         return None
-    prepared = prepare_recipients(push, request.openids)
+    prepared = prepare_listed(push)
     finished = not prepared.pending
     Push.objects.filter(pk=push.pk).update(
         enumerated=True,
@@ -131,16 +132,26 @@ def _prepare_now(push: Push, request: SendRequest) -> Prepared | None:
 
 
 def _accepted_body(push: Push, request: SendRequest, prepared: Prepared | None, status_url: str) -> dict:
+    """The 202: recipients named the way the request named them. Broadcasts are counted by the workers
+    (null here); a scheduled push's aliases are resolved when it runs (null too)."""
+    to = request.to
     explicit_now = prepared is not None
-    return {
+    if to.audience == Push.Audience.OPENIDS:
+        recipients = len(to.names)
+    elif to.audience == Push.Audience.ALIASES and explicit_now:
+        recipients = len(to.names) - len(prepared.unknown_aliases)
+    else:
+        recipients = None
+    body = {
         "push_id": str(push.pk),
         "status": "scheduled" if push.status == Push.Status.SCHEDULED else "queued",
-        "recipients": len(request.openids) if not request.to_all else None,
+        "recipients": recipients,
         "no_credit": prepared.no_credit if explicit_now else None,
         "opted_out": prepared.opted_out if explicit_now else None,
-        "send_at": iso_utc(push.send_at),
-        "status_url": status_url,
     }
+    if to.audience == Push.Audience.ALIASES:
+        body["unknown_aliases"] = prepared.unknown_aliases if explicit_now else None
+    return body | {"send_at": iso_utc(push.send_at), "status_url": status_url}
 
 
 def cancel_push(push: Push, actor: str = "system") -> Push:

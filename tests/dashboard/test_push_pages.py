@@ -11,6 +11,7 @@ from formids import services as credits
 from formids.models import Credit
 from templates_app import catalogue
 from templates_app.models import Delivery, Push
+from templates_app.pushes.addressing import parse_to
 from templates_app.pushes.request import SendRequest
 from templates_app.pushes.start import start_push
 from tenants import services
@@ -37,8 +38,7 @@ def push(sandbox_app, template):
         credits.add_subscribe_credits(sandbox_app, user, [template.template_id], source=Credit.Source.SDK)
     credits.touch_user(sandbox_app, "o-3")
     request = SendRequest(
-        to_all=False,
-        openids=["o-1", "o-2", "o-3"],
+        to=parse_to(["o-1", "o-2", "o-3"]),
         data={"thing1": {"value": "socks"}},
         page="",
         emphasis_keyword="",
@@ -204,3 +204,37 @@ def test_admin_push_and_delivery_changelists(admin_client, push):
         assert push.template.trigger_token_ciphertext not in response.content.decode()
         assert push.template.get_trigger_token() not in response.content.decode()
     assert services  # the tenants services module builds the fixtures
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("to", "english", "chinese"),
+    [
+        (["o-1", "o-2", "o-3"], "3 recipients", "3 位接收人"),
+        ({"aliases": ["u1"]}, "1 alias", "1 个别名"),
+        (
+            {"tags": {"all": ["vip", "city:sh"], "none": ["churned"]}},
+            "tagged all: vip, city:sh · none: churned",
+            None,
+        ),
+        ("@all", "@all", None),
+    ],
+)
+def test_the_push_page_says_who_the_push_addresses(owner_client, template, to, english, chinese):
+    request = SendRequest(
+        to=parse_to(to),
+        data={"thing1": {"value": "socks"}},
+        page="",
+        emphasis_keyword="",
+        miniprogram_state="",
+        lang="",
+        send_at=None,
+        force=False,
+    )
+    push = start_push(template, request, created_by="test", status_url=lambda p: "").push
+    assert owner_client.get(reverse("push-page", args=[push.pk])).context["audience"] == english
+    if chinese:
+        page = owner_client.get(reverse("push-page", args=[push.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans")
+        assert page.context["audience"] == chinese
+    if push.audience == "tags":  # the list marks segment pushes, as it marks @all ones
+        assert "segment …" in owner_client.get(reverse("push-list-page")).content.decode()

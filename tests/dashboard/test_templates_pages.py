@@ -129,6 +129,51 @@ def test_a_test_send_previews_reach_then_creates_a_push(owner, template):
     assert push.template == template
 
 
+def _sample_data(owner, template) -> dict:
+    body = owner.get(reverse("template-detail", args=[template.pk])).context["curl_body"]
+    return {f"data.{k}": v for k, v in body["data"].items()}
+
+
+@pytest.mark.django_db
+def test_a_test_send_can_target_a_tag(owner, sandbox_app, template):
+    from formids.models import MiniUser, UserTag
+
+    users = [MiniUser.objects.create(app=sandbox_app, openid=f"oTagged{n}") for n in range(3)]
+    UserTag.objects.bulk_create(
+        [UserTag(app=sandbox_app, user=u, tag="vip") for u in users[:2]]
+        + [
+            UserTag(app=sandbox_app, user=users[2], tag="city:sh"),
+            UserTag(app=sandbox_app, user=users[0], tag="a"),
+        ]
+    )
+    page = owner.get(reverse("template-detail", args=[template.pk]))
+    assert [t["value"] for t in page.context["tags"]] == ["@tag:a", "@tag:city:sh", "@tag:vip"]
+    assert '<option value="@tag:vip">the users tagged vip</option>' in page.content.decode()
+
+    url = reverse("template-test-send", args=[template.pk])
+    data = _sample_data(owner, template)
+    preview = owner.post(url, {"to": "@tag:vip", "dry_run": "1", **data})
+    assert preview.json() == {"recipients": 2, "reachable": 0, "no_credit": 2, "opted_out": 0}
+    response = owner.post(url, {"to": "@tag:vip", **data})
+    assert response.status_code == 302
+    push = Push.objects.get()
+    assert (push.audience, push.to) == ("tags", {"tags": {"any": ["vip"]}})
+    bad = owner.post(url, {"to": "@tag:not a tag", **data})
+    assert bad.status_code == 400 and bad.context["send_error"]
+    assert bad.context["to"] == "@tag:not a tag"  # the form keeps what was typed
+
+
+@pytest.mark.django_db
+def test_the_tag_choices_stop_at_the_limit(sandbox_app):
+    from formids.models import MiniUser, UserTag
+    from templates_app.dashboard_views import app_tags
+
+    user = MiniUser.objects.create(app=sandbox_app, openid="oMany")
+    UserTag.objects.bulk_create(UserTag(app=sandbox_app, user=user, tag=f"t{n:02d}") for n in range(60))
+    assert app_tags(sandbox_app) == [f"t{n:02d}" for n in range(50)]
+    assert app_tags(sandbox_app, limit=3) == ["t00", "t01", "t02"]
+
+
 @pytest.mark.django_db
 def test_a_bad_test_send_shows_the_error(owner, template):
     response = owner.post(reverse("template-test-send", args=[template.pk]), {"to": "oUser1"})
@@ -199,6 +244,7 @@ def test_a_chinese_request_shows_chinese(owner, template):
     assert "触发 URL" in html
     assert "发送测试" in html
     assert "预览触达" in html
+    assert "@tag:标签名" in html
 
 
 # --- over the sandbox's real HTTP ------------------------------------------------------------------

@@ -22,7 +22,8 @@ from pushhub.wechat.sandbox.models import (
     SandboxUser,
 )
 from templates_app.models import Delivery, Push, Template
-from templates_app.pushes.recipients import prepare_recipients
+from templates_app.pushes.addressing import parse_to
+from templates_app.pushes.recipients import prepare_listed
 
 FIELDS = {
     "formid": [{"key": "keyword1", "name": "订单号"}, {"key": "keyword2", "name": "金额"}],
@@ -117,18 +118,19 @@ def seed_users(
 
 
 def make_push(template: Template, to="@all", *, send_at=None, **fields) -> Push:
-    """A push as the trigger endpoint makes it: explicit recipients prepared (claimed) at once, ``@all``
-    and scheduled pushes left to the workers."""
-    to_all = to == "@all"
+    """A push as the trigger endpoint makes it (``to`` as a send body gives it): listed recipients (openids,
+    aliases) prepared (claimed) at once, broadcasts (``@all``, ``{"tags": …}``) and scheduled pushes left to
+    the workers."""
+    addressing = parse_to(to)
     scheduled = send_at is not None
-    unknown = to_all or scheduled
+    unknown = addressing.is_broadcast or scheduled
     push = Push.objects.create(
         tenant=template.app.tenant,
         app=template.app,
         template=template,
         status=Push.Status.SCHEDULED if scheduled else Push.Status.QUEUED,
-        to_all=to_all,
-        to=[] if to_all else list(to),
+        audience=addressing.audience,
+        to=addressing.as_json(),
         data=DATA[template.kind],
         page=template.page,
         send_at=send_at,
@@ -138,7 +140,7 @@ def make_push(template: Template, to="@all", *, send_at=None, **fields) -> Push:
         **fields,
     )
     if not unknown:
-        prepare_recipients(push, list(to))
+        prepare_listed(push)
         Push.objects.filter(pk=push.pk).update(enumerated=True)
         push.refresh_from_db()
     return push
