@@ -85,8 +85,12 @@ def check_alias(value, field: str = "alias") -> str | None:
     return value
 
 
+def is_tag(value) -> bool:
+    return isinstance(value, str) and TAG_RE.fullmatch(value) is not None
+
+
 def check_tag(value, field: str = "tag") -> str:
-    if not isinstance(value, str) or not TAG_RE.fullmatch(value):
+    if not is_tag(value):
         raise invalid(
             f"A tag is 1 to {TAG_MAX_LENGTH} of the characters A-Z, a-z, 0-9, '_', '.', ':' and '-'.", field
         )

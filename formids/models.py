@@ -7,26 +7,10 @@ available past its expiry margin ──sweep──▶ expired. Rows are kept aft
 
 from __future__ import annotations
 
-import re
-
 from django.db import models
 from django.db.models import Q
 
 from tenants.models import MiniProgram
-
-# The audience's input rules (../shared/API.md "Audience"): every path that takes an alias or a tag checks these.
-ALIAS_MAX_LENGTH = 128
-TAG_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-def is_alias(value) -> bool:
-    """An alias is any text of 1 to 128 characters (the tenant's own user id)."""
-    return isinstance(value, str) and 0 < len(value) <= ALIAS_MAX_LENGTH
-
-
-def is_tag(value) -> bool:
-    """A tag matches ``^[A-Za-z0-9_.:-]{1,64}$`` (the whole string: no trailing newline either)."""
-    return isinstance(value, str) and TAG_PATTERN.fullmatch(value) is not None
 
 
 class MiniUserQuerySet(models.QuerySet):
@@ -46,7 +30,7 @@ class MiniUser(models.Model):
     last_seen = models.DateTimeField(auto_now_add=True)
     # The tenant's own id for this user (../shared/API.md "Audience"): unique per app, bound by the tenant's
     # server (API) or by the SDK with the tenant's HMAC (user_hash). Null: not bound.
-    alias = models.CharField(max_length=ALIAS_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001  (null = unbound; unique when set)
+    alias = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001  (null = unbound; unique when set)
 
     objects = MiniUserQuerySet.as_manager()
 

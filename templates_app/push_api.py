@@ -11,7 +11,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from formids.models import ALIAS_MAX_LENGTH, TAG_PATTERN
+from formids.audience import ALIAS_MAX_LENGTH, TAG_PATTERN
 from pushhub.api import ApiError, CursorPagination, absolute_url
 from pushhub.idempotency import IDEMPOTENCY_HEADER
 from templates_app.models import Delivery, Push, Template
@@ -33,7 +33,7 @@ COUNTS = inline_serializer(
 
 TAG_LIST = {
     "type": "array",
-    "items": {"type": "string", "pattern": f"^{TAG_PATTERN.pattern}$"},
+    "items": {"type": "string", "pattern": TAG_PATTERN},
     "maxItems": MAX_SEGMENT_TAGS,
 }
 

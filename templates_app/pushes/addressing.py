@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from formids.models import ALIAS_MAX_LENGTH, is_alias, is_tag
+from formids.audience import alias_problem, is_tag
 from pushhub.api import ApiError
 from templates_app.models import Push
 
@@ -129,8 +129,9 @@ def _parse_aliases(aliases) -> tuple[str, ...]:
             "to.aliases",
         )
     for index, alias in enumerate(aliases):
-        if not is_alias(alias):
-            _bad(f"Alias {index} must be text of 1 to {ALIAS_MAX_LENGTH} characters.", f"to.aliases[{index}]")
+        problem = alias_problem(alias)  # the rule the API and the SDK's identify bind aliases with
+        if problem:
+            _bad(problem, f"to.aliases[{index}]")
     return tuple(dict.fromkeys(aliases))
 
 
