@@ -32,12 +32,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='usertag',
             name='app',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='user_tags', to='tenants.miniprogram'),
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='user_tags', to='tenants.miniprogram'),
         ),
         migrations.AddField(
             model_name='usertag',
             name='user',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tag_rows', to='formids.miniuser'),
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='tag_rows', to='formids.miniuser'),
         ),
         migrations.AddIndex(
             model_name='usertag',
