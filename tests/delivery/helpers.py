@@ -8,6 +8,7 @@ import secrets
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 from django.db.models import Count
 from django.utils import timezone
 
@@ -21,6 +22,8 @@ from pushhub.wechat.sandbox.models import (
     SandboxSubscription,
     SandboxUser,
 )
+from templates_app import tasks
+from templates_app.delivery import queue as delivery_queue
 from templates_app.models import Delivery, Push, Template
 from templates_app.pushes.addressing import parse_to
 from templates_app.pushes.recipients import prepare_listed
@@ -183,3 +186,21 @@ def forget_redis_queue(url: str, queue: str) -> None:
         if routing_key == queue:
             client.hdel("unacked", tag)
             client.zrem("unacked_index", tag)
+
+
+def deliver_push_killed_at_second_page(push: Push, monkeypatch) -> None:
+    """Run deliver_push and let its worker die (SystemExit) as it queues the second page of recipients: that
+    page is claimed and its rows written, but it is never queued. The queue works normally afterwards."""
+    queue_chunk = delivery_queue.enqueue_chunk
+    calls = []
+
+    def dies_on_the_second_page(push_id, ids, countdown=None):
+        calls.append(ids)
+        if len(calls) == 2:
+            raise SystemExit("worker killed")
+        queue_chunk(push_id, ids, countdown)
+
+    monkeypatch.setattr(delivery_queue, "enqueue_chunk", dies_on_the_second_page)
+    with pytest.raises(SystemExit):
+        tasks.deliver_push(str(push.pk))
+    monkeypatch.setattr(delivery_queue, "enqueue_chunk", queue_chunk)

@@ -13,11 +13,16 @@ from django.utils import timezone
 
 from formids.models import Credit, MiniUser, UserTag
 from templates_app import tasks
-from templates_app.delivery import queue as delivery_queue
 from templates_app.delivery import start as delivery_start
 from templates_app.models import Delivery, Push
 
-from .helpers import assert_counters_match_rows, inbox_counts, make_push, seed_users
+from .helpers import (
+    assert_counters_match_rows,
+    deliver_push_killed_at_second_page,
+    inbox_counts,
+    make_push,
+    seed_users,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,19 +121,7 @@ def test_an_interrupted_segment_enumeration_resumes_where_it_stopped(
     members = users[::2]  # 10 members, two per block of 4 users
     tag(app, members, "vip")
     push = make_push(formid_template, {"tags": {"all": ["vip"]}})
-    queue_chunk = delivery_queue.enqueue_chunk
-    calls = []
-
-    def dies_on_the_second_page(push_id, ids, countdown=None):
-        calls.append(ids)
-        if len(calls) == 2:
-            raise SystemExit("worker killed")  # page 2 is claimed and written, never queued
-        queue_chunk(push_id, ids, countdown)
-
-    monkeypatch.setattr(delivery_queue, "enqueue_chunk", dies_on_the_second_page)
-    with pytest.raises(SystemExit):
-        tasks.deliver_push(str(push.pk))
-    monkeypatch.setattr(delivery_queue, "enqueue_chunk", queue_chunk)
+    deliver_push_killed_at_second_page(push, monkeypatch)  # page 2 claimed and written, never queued
     assert chunk_sizes(task_queue) == [4]
     assert push.deliveries.count() == 8
     # A member of the page prepared but never queued loses the tag meanwhile: prepared, so still sent.

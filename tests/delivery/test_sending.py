@@ -7,10 +7,15 @@ import pytest
 from formids.models import Credit
 from pushhub.wechat.sandbox import services as sandbox
 from templates_app import tasks
-from templates_app.delivery import queue as delivery_queue
 from templates_app.models import Delivery, Push
 
-from .helpers import assert_counters_match_rows, inbox_counts, make_push, seed_users
+from .helpers import (
+    assert_counters_match_rows,
+    deliver_push_killed_at_second_page,
+    inbox_counts,
+    make_push,
+    seed_users,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,19 +153,7 @@ def test_an_interrupted_enumeration_resumes_where_it_stopped(
     settings.PUSH_CHUNK_SIZE = 4
     users = seed_users(app, 10, formids=1)
     push = make_push(formid_template)
-    queue_chunk = delivery_queue.enqueue_chunk
-    calls = []
-
-    def dies_on_the_second_page(push_id, ids, countdown=None):
-        calls.append(ids)
-        if len(calls) == 2:
-            raise SystemExit("worker killed")  # page 2 is claimed and written, never queued
-        queue_chunk(push_id, ids, countdown)
-
-    monkeypatch.setattr(delivery_queue, "enqueue_chunk", dies_on_the_second_page)
-    with pytest.raises(SystemExit):
-        tasks.deliver_push(str(push.pk))
-    monkeypatch.setattr(delivery_queue, "enqueue_chunk", queue_chunk)
+    deliver_push_killed_at_second_page(push, monkeypatch)  # page 2 claimed and written, never queued
     assert task_queue.names() == ["deliver_chunk"]
     assert push.deliveries.count() == 8
 
