@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Web (gunicorn) + Celery worker + beat from the Procfile, on SQLite and a filesystem broker by default.
+# Web (gunicorn) + Celery worker + webhook worker + beat from the Procfile, on SQLite and a filesystem broker by default.
 # The web process also serves the WeChat sandbox that the demo's sandbox app talks to.
 run: install
 	mkdir -p var
@@ -26,7 +26,7 @@ run: install
 	@echo "PushHub is starting at http://127.0.0.1:$(WEB_PORT)/  (API docs: http://127.0.0.1:$(WEB_PORT)/api/docs/)"
 	@echo ""
 	SANDBOX_API_BASE=http://127.0.0.1:$(WEB_PORT)/sandbox/wechat PATH=$(CURDIR)/$(BIN):$$PATH \
-		$(BIN)/honcho start -f Procfile
+		WEBHOOK_ALLOW_PRIVATE=$${WEBHOOK_ALLOW_PRIVATE:-1} $(BIN)/honcho start -f Procfile
 
 test: install test-js
 	$(BIN)/python -m pytest -q

@@ -36,6 +36,7 @@ from django.db import IntegrityError, transaction
 from formids.hooks import subscribe_message_sent
 from formids.models import Credit, InboundEvent, MiniUser
 from formids.services import add_subscribe_credits, drop_subscribe_credits, touch_user
+from formids.webhook_events import subscriptions_changed
 from pushhub.api import ApiError
 from pushhub.wechat import msgcrypto
 from pushhub.wechat.event_push import CHANGE, ITEM_WRAPPERS, POPUP, SENT
@@ -350,15 +351,24 @@ def _on_popup(app: MiniProgram, event: WeChatEvent) -> dict[str, Any]:
     user = touch_user(app, event.openid)
     accepted = [item["template_id"] for item in event.items if item["status"] == "accept"]
     credited: dict[str, int] = {}
-    if accepted and app.credit_source == MiniProgram.CreditSource.EVENTS:
-        credited = add_subscribe_credits(app, user, accepted, source=Credit.Source.EVENTS)
+    if app.credit_source == MiniProgram.CreditSource.EVENTS:
+        if accepted:
+            credited = add_subscribe_credits(app, user, accepted, source=Credit.Source.EVENTS)
+        # The events are the app's word on subscriptions (with "sdk" the SDK's report is, and tells).
+        subscriptions_changed(app, user.openid, user.alias, _answers(event))
     return {"credited": credited, "credit_source": app.credit_source}
+
+
+def _answers(event: WeChatEvent) -> dict[str, str]:
+    return {item["template_id"]: item["status"] for item in event.items if item.get("status")}
 
 
 def _on_change(app: MiniProgram, event: WeChatEvent) -> dict[str, Any]:
     rejected = dict.fromkeys(item["template_id"] for item in event.items if item["status"] == "reject")
     user = MiniUser.objects.filter(app=app, openid=event.openid).first()
-    return {"dropped": {tid: drop_subscribe_credits(app, user, tid) if user else 0 for tid in rejected}}
+    dropped = {tid: drop_subscribe_credits(app, user, tid) if user else 0 for tid in rejected}
+    subscriptions_changed(app, event.openid, user.alias if user else None, _answers(event))
+    return {"dropped": dropped}
 
 
 def _on_sent(app: MiniProgram, event: WeChatEvent) -> dict[str, Any]:

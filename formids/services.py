@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from formids.hooks import claim_owners, known_subscribe_template_ids
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
+from formids.webhook_events import subscriptions_changed
 from pushhub.sql import ids_in
 from tenants.models import MiniProgram
 
@@ -244,8 +245,15 @@ def report_subscriptions(
     accepted = [tid for tid, answer in results.items() if answer == "accept" and tid not in ignored]
     credited: dict[str, int] = {}
     with transaction.atomic():
-        if accepted and app.credit_source == MiniProgram.CreditSource.SDK:
-            credited = add_subscribe_credits(app, user, accepted, source=Credit.Source.SDK, now=now)
+        if app.credit_source == MiniProgram.CreditSource.SDK:
+            if accepted:
+                credited = add_subscribe_credits(app, user, accepted, source=Credit.Source.SDK, now=now)
+            subscriptions_changed(
+                app,
+                user.openid,
+                user.alias,
+                {tid: answer for tid, answer in results.items() if tid not in ignored},
+            )
         InboundEvent.objects.create(
             app=app,
             source=InboundEvent.Source.SDK,

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "pushhub.wechat.sandbox",
     "formids",
     "templates_app",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -220,6 +221,23 @@ DELIVERY_CHUNK_BUDGET = env.int("DELIVERY_CHUNK_BUDGET", default=60)
 # Per-minute limits on sending (429 + Retry-After): per trigger URL / API template, and per tenant.
 TRIGGER_RATE_PER_TEMPLATE = env.int("TRIGGER_RATE_PER_TEMPLATE", default=600)
 TRIGGER_RATE_PER_TENANT = env.int("TRIGGER_RATE_PER_TENANT", default=3000)
+
+# --- Webhooks (webhooks/) --------------------------------------------------------------------------
+# The Celery queue of the webhook workers (the Procfile's ``webhooks`` process): never the senders' queue.
+WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", default="webhooks")
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)  # seconds for a 2xx, connection included
+# Drains of one endpoint at a time (each a thread of the webhook worker): a slow receiver holds no more.
+WEBHOOK_ENDPOINT_CONCURRENCY = env.int("WEBHOOK_ENDPOINT_CONCURRENCY", default=2)
+WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
+WEBHOOK_SWEEP_SECONDS = env.float("WEBHOOK_SWEEP_SECONDS", default=5.0)
+# Lifts the SSRF guard (https only in production; no loopback, private, link-local ... addresses): for
+# development and tests, never for a server others can register URLs on.
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "webhooks.sweep",
+    "schedule": WEBHOOK_SWEEP_SECONDS,
+    "options": {"queue": WEBHOOK_QUEUE},
+}
 
 # --- SDK -----------------------------------------------------------------------------------------
 SDK_SESSION_DAYS = env.int("SDK_SESSION_DAYS", default=30)

@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/v1/", include("formids.api_urls")),
     path("api/v1/", include("templates_app.api_urls")),
     path("api/v1/", include("templates_app.push_urls")),
+    path("api/v1/", include("webhooks.api_urls")),
     path("t/", include("templates_app.trigger_urls")),
     path("sdk/v1/", include("formids.sdk_urls")),
     path("wechat/", include("formids.event_urls")),

@@ -60,6 +60,14 @@ AUDIT_ACTIONS: dict[str, tuple[str, ...]] = {
     ),
     "template": ("template.create", "template.update", "template.rotate_trigger_url", "template.delete"),
     "push": ("push.cancel",),
+    "webhook": (
+        "webhook.create",
+        "webhook.update",
+        "webhook.rotate_secret",
+        "webhook.delete",
+        "webhook.disable",
+        "webhook.resend",
+    ),
 }
 
 

@@ -22,14 +22,18 @@ def _celery_queue_of_our_own():
     end: the real broker, and nothing left behind for a developer's running worker to pick up."""
     from pushhub.celery import app
 
+    from django.conf import settings
+
     queue = f"pushhub-tests-{uuid.uuid4().hex[:10]}"
-    previous = app.conf.task_default_queue
+    previous, previous_webhooks = app.conf.task_default_queue, settings.WEBHOOK_QUEUE
     app.conf.task_default_queue = queue
+    settings.WEBHOOK_QUEUE = f"{queue}-webhooks"  # the webhook workers' queue: ours too
     yield queue
-    app.conf.task_default_queue = previous
+    app.conf.task_default_queue, settings.WEBHOOK_QUEUE = previous, previous_webhooks
     try:
         with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(queue)
+            for name in (queue, f"{queue}-webhooks"):
+                connection.default_channel.queue_delete(name)
     except Exception:  # the broker may be gone at teardown; nothing to clean then
         pass
 

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from formids import services as credits
 from pushhub.sql import ids_in
+from templates_app import webhook_events
 from templates_app.delivery.job import ChunkReport, Job
 from templates_app.delivery.outcomes import (
     CONSUME,
@@ -64,11 +65,15 @@ def maybe_finish(push_id: Any) -> bool:
     """running → done once every recipient is enumerated and nothing is pending (a conditional UPDATE:
     whichever of the last chunk and the enumerator comes second does it)."""
     pending = Delivery.objects.filter(push_id=OuterRef("pk"), status=Delivery.Status.PENDING)
-    return bool(
-        Push.objects.filter(pk=push_id, status__in=ACTIVE, enumerated=True)
-        .filter(~Exists(pending))
-        .update(status=Push.Status.DONE, finished_at=timezone.now())
-    )
+    with transaction.atomic():
+        finished = bool(
+            Push.objects.filter(pk=push_id, status__in=ACTIVE, enumerated=True)
+            .filter(~Exists(pending))
+            .update(status=Push.Status.DONE, finished_at=timezone.now())
+        )
+        if finished:
+            webhook_events.push_finished(push_id)  # the outbox: committed with the status, or not at all
+    return finished
 
 
 def mark_attempts(jobs: list[Job]) -> list[Job]:
@@ -162,12 +167,15 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
             .values_list("pk", "attempts")
         )
         attempted_failures = 0
+        spent: list[str] = []  # users whose credit this write consumed (maybe their last: user.unreachable)
         for job, outcome in outcomes:
             row = job.delivery
             if current.get(row.pk) != job.attempts:
                 continue  # settled or taken over by another run meanwhile
             if job.credit_id and outcome.settle in settle:
                 settle[outcome.settle].append(job.credit_id)
+                if outcome.settle in (CONSUME, EXHAUST):
+                    spent.append(row.openid)
             row.errcode, row.errmsg, row.updated_at = outcome.errcode, outcome.errmsg[:255], now
             if outcome.action == NEXT_CREDIT:
                 job.credit_id = None  # the spent credit is detached; the next one is claimed
@@ -216,6 +224,10 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
                 pending=F("pending") - finished,
             )
             credits.record_send_outcomes(push.app, sent=report.sent, failed=attempted_failures)
+        # deliveries.failed and user.unreachable, in this transaction (the outbox).
+        webhook_events.after_outcomes(
+            push, [row for row in rows if row.status == Delivery.Status.FAILED], spent
+        )
     if report.sent and push.template.kind == Template.Kind.SUBSCRIBE:
         try:
             _apply_early_events(
@@ -275,6 +287,8 @@ def record_sent_event(app, msgid: int | None, errcode: int | None, errstatus: st
         )
         if updated:
             Push.objects.filter(pk=row[1]).update(sent=F("sent") - 1, failed=F("failed") + 1)
+            failed = Delivery.objects.select_related("push__app", "push__template").get(pk=row[0])
+            webhook_events.after_outcomes(failed.push, [failed], [])
     return "failed" if updated else "unchanged"
 
 

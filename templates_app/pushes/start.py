@@ -15,6 +15,7 @@ from django.utils import timezone
 from formids import services as credits
 from pushhub import idempotency
 from pushhub.api import iso_utc
+from templates_app import webhook_events
 from templates_app.delivery import queue
 from templates_app.models import Delivery, IdempotencyRecord, Push, Template
 from templates_app.pushes.recipients import Prepared, prepare_listed
@@ -127,6 +128,8 @@ def _prepare_now(push: Push, request: SendRequest) -> Prepared | None:
             else {}
         ),
     )
+    if finished:
+        webhook_events.push_finished(push.pk)
     push.refresh_from_db()
     return prepared
 
@@ -177,5 +180,6 @@ def cancel_push(push: Push, actor: str = "system") -> Push:
             pending=F("pending") - canceled,
         )
         audit(locked.tenant, actor, "push.cancel", "push", locked.pk, canceled=canceled)
+        webhook_events.push_finished(locked.pk)
     locked.refresh_from_db()
     return locked

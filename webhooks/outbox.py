@@ -1,0 +1,100 @@
+"""The outbox: events are recorded in the caller's transaction, next to the state change they report.
+
+``record`` writes one ``WebhookEvent`` per payload and one ``EventDispatch`` per enabled endpoint of the tenant
+that wants its type, in the transaction of whoever calls it (a push finishing, a chunk's outcomes, a
+subscription changing): if that transaction rolls back, no event; if it commits, the event is there for the
+workers even if this process dies the next instant. Draining is queued after the commit, and beat's sweep
+(``dispatch.sweep``) finds whatever a lost queue message left behind.
+
+A tenant with no endpoint wanting a type pays one small query (``interest``) and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from webhooks import queue
+from webhooks.models import EventDispatch, WebhookEndpoint, WebhookEvent
+
+PUSH_FINISHED = "push.finished"
+DELIVERIES_FAILED = "deliveries.failed"
+USER_UNREACHABLE = "user.unreachable"
+SUBSCRIPTION_CHANGED = "subscription.changed"
+MESSAGE_OPENED = "message.opened"
+WEBHOOK_TEST = "webhook.test"
+EVENT_TYPES = (
+    PUSH_FINISHED,
+    DELIVERIES_FAILED,
+    USER_UNREACHABLE,
+    SUBSCRIPTION_CHANGED,
+    MESSAGE_OPENED,
+    WEBHOOK_TEST,
+)
+# deliveries.failed carries at most this many deliveries: a broadcast that fails makes hundreds of calls,
+# not one per recipient.
+FAILED_PER_EVENT = 500
+
+
+@dataclass
+class Interest:
+    """Which of the tenant's enabled endpoints want which event types (read once per state change)."""
+
+    tenant_id: int
+    endpoints: list[tuple[Any, list[str]]] = field(default_factory=list)
+
+    def endpoints_for(self, event_type: str) -> list[Any]:
+        return [pk for pk, events in self.endpoints if "*" in events or event_type in events]
+
+    def wants(self, event_type: str) -> bool:
+        return bool(self.endpoints_for(event_type))
+
+
+def interest(tenant_id: int) -> Interest:
+    return Interest(
+        tenant_id,
+        list(WebhookEndpoint.objects.filter(tenant_id=tenant_id, enabled=True).values_list("pk", "events")),
+    )
+
+
+def record(
+    tenant_id: int,
+    event_type: str,
+    payloads: Iterable[dict],
+    *,
+    known: Interest | None = None,
+    endpoint_ids: list[Any] | None = None,
+) -> list[WebhookEvent]:
+    """Record an event of ``event_type`` per payload for the endpoints that want it (or for ``endpoint_ids``
+    only: a test event, a resend); in the caller's transaction. Returns the events (none: nobody wanted it)."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {event_type!r}")
+    targets = (
+        endpoint_ids if endpoint_ids is not None else (known or interest(tenant_id)).endpoints_for(event_type)
+    )
+    payloads = list(payloads)
+    if not targets or not payloads:
+        return []
+    now = timezone.now()
+    events = [
+        WebhookEvent(tenant_id=tenant_id, type=event_type, data=data, created_at=now) for data in payloads
+    ]
+    with transaction.atomic():
+        WebhookEvent.objects.bulk_create(events)
+        EventDispatch.objects.bulk_create(
+            [
+                EventDispatch(event=event, endpoint_id=endpoint_id, next_attempt_at=now, created_at=now)
+                for event in events
+                for endpoint_id in targets
+            ]
+        )
+    queue.drain_after_commit(targets)
+    return events
+
+
+def in_batches(items: list, size: int = FAILED_PER_EVENT) -> list[list]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
