@@ -70,7 +70,7 @@ def backoff(retries: int) -> float | None:
     """Seconds before the next attempt after ``retries`` failed ones (None: that was the last)."""
     if retries > len(RETRY_SCHEDULE):
         return None
-    base = RETRY_SCHEDULE[retries - 1]
+    base = RETRY_SCHEDULE[retries - 1] * settings.WEBHOOK_RETRY_SCALE
     return base * random.uniform(1 - JITTER, 1 + JITTER)
 
 
