@@ -289,6 +289,12 @@ ACTION_LABELS = {
     "template.rotate_trigger_url": _lazy("Rotated a trigger URL"),
     "template.delete": _lazy("Deleted a template"),
     "push.cancel": _lazy("Canceled a push"),
+    "webhook.create": _lazy("Added a webhook endpoint"),
+    "webhook.update": _lazy("Changed a webhook endpoint"),
+    "webhook.rotate_secret": _lazy("Rotated a webhook signing secret"),
+    "webhook.delete": _lazy("Deleted a webhook endpoint"),
+    "webhook.disable": _lazy("Disabled a failing webhook endpoint"),
+    "webhook.resend": _lazy("Resent a webhook event"),
 }
 FAMILY_LABELS = {
     "tenant": _lazy("Team"),
@@ -297,6 +303,7 @@ FAMILY_LABELS = {
     "app": _lazy("Mini-programs"),
     "template": _lazy("Templates"),
     "push": _lazy("Pushes"),
+    "webhook": _lazy("Webhooks"),
 }
 OBJECT_TYPE_LABELS = {
     "tenant": _lazy("Team"),
@@ -305,6 +312,7 @@ OBJECT_TYPE_LABELS = {
     "app": _lazy("Mini-program"),
     "template": _lazy("Template"),
     "push": _lazy("Push"),
+    "webhook": _lazy("Webhook endpoint"),
 }
 
 

@@ -20,9 +20,9 @@ SECRET = "0123456789abcdef0123456789abcdef"
 def _celery_queue_of_our_own():
     """Tasks the tests queue (e.g. a trigger's deliver_push) go to a queue of this run's own, deleted at the
     end: the real broker, and nothing left behind for a developer's running worker to pick up."""
-    from pushhub.celery import app
-
     from django.conf import settings
+
+    from pushhub.celery import app
 
     queue = f"pushhub-tests-{uuid.uuid4().hex[:10]}"
     previous, previous_webhooks = app.conf.task_default_queue, settings.WEBHOOK_QUEUE

@@ -52,6 +52,9 @@ from tenants import services
 from tenants.dashboard_views import NEW_KEY_SESSION_KEY
 from tenants.models import ApiKey, AuditEvent, Membership, MiniProgram, Tenant
 from tests.conftest import api_client, random_appid, random_secret
+from webhooks import outbox
+from webhooks import services as webhooks
+from webhooks.models import EventDispatch, WebhookEndpoint
 
 KEY = "api key"
 SESSION = "dashboard session"
@@ -86,6 +89,9 @@ class World:
     a_read_key: ApiKey
     a_marker: str  # the object_id of an audit event of A's
     b_marker: str
+    a_webhook: WebhookEndpoint | None = None  # with one event (a_event) recorded for it
+    b_webhook: WebhookEndpoint | None = None
+    a_event: str = ""
 
 
 def of(w: World, side: str, name: str):
@@ -167,7 +173,19 @@ def world(tenant, other_tenant, viewer) -> World:
         a_read_key=a_read_key,
         a_marker=markers["a"],
         b_marker=markers["b"],
+        **_webhooks(tenant, other_tenant),
     )
+
+
+WEBHOOK_URL = "https://93.184.216.34/hooks"  # public: the SSRF guard lets it through without DNS
+
+
+def _webhooks(a: Tenant, b: Tenant) -> dict:
+    """An endpoint per tenant; A's has an event recorded for it (for the attempts log and resend)."""
+    a_webhook, _ = webhooks.create_endpoint(a, url=WEBHOOK_URL + "/a", events=["*"])
+    b_webhook, _ = webhooks.create_endpoint(b, url=WEBHOOK_URL + "/b", events=["*"])
+    (event,) = outbox.record(a.pk, outbox.WEBHOOK_TEST, [{}], endpoint_ids=[a_webhook.pk])
+    return {"a_webhook": a_webhook, "b_webhook": b_webhook, "a_event": event.pk}
 
 
 def snapshot(w: World) -> dict:
@@ -212,6 +230,16 @@ def snapshot(w: World) -> dict:
         "keys": list(ApiKey.objects.filter(tenant=w.a).order_by("pk").values("pk", "scope", "revoked_at")),
         "members": list(Membership.objects.filter(tenant=w.a).order_by("pk").values("pk", "user_id", "role")),
         "audit_events": AuditEvent.objects.filter(tenant=w.a).count(),
+        "webhooks": list(
+            WebhookEndpoint.objects.filter(tenant=w.a)
+            .order_by("pk")
+            .values("pk", "url", "events", "enabled", "description", "secret_ciphertext")
+        ),
+        "webhook_dispatches": list(
+            EventDispatch.objects.filter(endpoint__tenant=w.a)
+            .order_by("pk")
+            .values("pk", "status", "retries", "next_attempt_at")
+        ),
         "sandbox_users": SandboxUser.objects.filter(app__appid__in=apps.values("appid")).count(),
     }
 
@@ -405,6 +433,28 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "api/v1/pushes/<uuid:pk>": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}", "GET"),
     "api/v1/pushes/<uuid:pk>/deliveries": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}/deliveries", "GET"),
     "api/v1/pushes/<uuid:pk>/cancel": api(lambda w: f"/api/v1/pushes/{w.a_push.pk}/cancel", "POST"),
+    "api/v1/webhooks": api(
+        lambda w: "/api/v1/webhooks",
+        "GET",
+        "POST",
+        bodies={"POST": lambda w: {"url": WEBHOOK_URL + "/new", "events": ["push.finished"]}},
+        markers=lambda w, s: [str(of(w, s, "webhook").pk)],
+    ),
+    "api/v1/webhooks/<uuid:pk>": api(
+        lambda w: f"/api/v1/webhooks/{w.a_webhook.pk}",
+        "GET",
+        "PATCH",
+        "DELETE",
+        bodies={"PATCH": lambda w: {"enabled": False, "description": "changed"}},
+    ),
+    "api/v1/webhooks/<uuid:pk>/rotate-secret": api(
+        lambda w: f"/api/v1/webhooks/{w.a_webhook.pk}/rotate-secret", "POST"
+    ),
+    "api/v1/webhooks/<uuid:pk>/test": api(lambda w: f"/api/v1/webhooks/{w.a_webhook.pk}/test", "POST"),
+    "api/v1/webhooks/<uuid:pk>/attempts": api(lambda w: f"/api/v1/webhooks/{w.a_webhook.pk}/attempts", "GET"),
+    "api/v1/webhooks/<uuid:pk>/events/<str:event_id>/resend": api(
+        lambda w: f"/api/v1/webhooks/{w.a_webhook.pk}/events/{w.a_event}/resend", "POST"
+    ),
     # --- the dashboard: signed-in members of the current tenant ---------------------------------------
     "dashboard/": page(lambda w: "/dashboard/", "GET", markers=lambda w, s: [of(w, s, "app").appid]),
     "dashboard/apps/new": page(

@@ -122,35 +122,30 @@ def drain_endpoint(endpoint_id: Any) -> int:
     slot = _take_slot(endpoint.pk)
     if slot is None:
         return 0  # enough drains on this endpoint already
+    deadline = time.monotonic() + DRAIN_BUDGET
     attempts = failures_in_a_row = 0
-    more = False
     try:
-        deadline = time.monotonic() + DRAIN_BUDGET
         secret = endpoint.get_secret()
-        while True:
-            if time.monotonic() >= deadline:
-                more = True
-                break
+        while endpoint.enabled and failures_in_a_row < PAUSE_AFTER_FAILURES and time.monotonic() < deadline:
             rows, lease = _claim(endpoint.pk)
             if not rows:
                 break
             for index, dispatch in enumerate(rows):
-                if time.monotonic() >= deadline or failures_in_a_row >= PAUSE_AFTER_FAILURES:
-                    _unlease(rows[index:], lease)
-                    more = time.monotonic() >= deadline
+                if (
+                    not endpoint.enabled
+                    or failures_in_a_row >= PAUSE_AFTER_FAILURES
+                    or time.monotonic() >= deadline
+                ):
+                    _unlease(rows[index:], lease)  # left for the next drain
                     break
                 ok, endpoint = _attempt(endpoint, secret, dispatch, lease)
                 attempts += 1
                 failures_in_a_row = 0 if ok else failures_in_a_row + 1
-                if not endpoint.enabled:
-                    _unlease(rows[index + 1 :], lease)
-                    return attempts
-            else:
-                continue
-            break
     finally:
         cache.delete(slot)
-    if more or (failures_in_a_row < PAUSE_AFTER_FAILURES and _due(endpoint.pk, timezone.now()).exists()):
+    if not endpoint.enabled or failures_in_a_row >= PAUSE_AFTER_FAILURES:
+        return attempts  # the sweep comes back for it
+    if time.monotonic() >= deadline or _due(endpoint.pk, timezone.now()).exists():
         # Out of time, or events recorded while this drain held the last slot (their own drain found no
         # slot free): drain again at once rather than at the next sweep.
         queue.drain_soon([endpoint.pk])

@@ -262,3 +262,16 @@ def test_a_slow_endpoint_does_not_hold_up_another_tenants(tenant, other_tenant, 
     finally:
         slow.stop()
         fast.stop()
+
+
+def test_a_dead_receiver_is_probed_not_hammered(endpoint, receiver, drains):
+    receiver.default = 500
+    for _ in range(8):
+        record_test_event(endpoint)
+    drains.queued.clear()
+    assert dispatch.drain_endpoint(endpoint.pk) == dispatch.PAUSE_AFTER_FAILURES
+    assert drains.queued == [], "it waits for the sweep rather than queueing itself again"
+    untouched = EventDispatch.objects.filter(endpoint=endpoint, attempts=0)
+    assert untouched.count() == 8 - dispatch.PAUSE_AFTER_FAILURES
+    assert not untouched.filter(leased_until__isnull=False).exists(), "left for the next drain, not leased"
+    assert dispatch.sweep() == 1, "the three never tried are due"
