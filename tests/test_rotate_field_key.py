@@ -11,6 +11,7 @@ from templates_app import catalogue
 from tenants import services
 from tenants.models import MiniProgram
 from tests.conftest import random_appid, random_secret
+from webhooks import services as webhooks
 
 pytestmark = pytest.mark.django_db
 
@@ -34,11 +35,12 @@ def test_rotation_re_encrypts_every_secret_with_the_new_key(tenant, settings):
         tenant, appid=random_appid(), secret=random_secret(), name="Gone", sandbox_app=True
     )
     services.delete_app(deleted)
+    endpoint, signing_secret = webhooks.create_endpoint(tenant, url="https://93.184.216.34/h", events=["*"])
 
     settings.FIELD_ENCRYPTION_KEYS = [new, old]  # step 1: the new key first, the old one still reads
     out = StringIO()
     call_command("rotate_field_key", stdout=out)
-    assert "re-encrypted: 2 mini-programs, 1 templates" in out.getvalue()
+    assert "re-encrypted: 2 mini-programs, 1 templates, 1 webhook endpoints" in out.getvalue()
 
     settings.FIELD_ENCRYPTION_KEYS = [new]  # step 2: the old key is gone
     app = MiniProgram.objects.get(pk=app.pk)
@@ -47,6 +49,8 @@ def test_rotation_re_encrypts_every_secret_with_the_new_key(tenant, settings):
     template.refresh_from_db()
     assert template.get_trigger_token() == token
     assert catalogue.template_for_trigger_token(token) == template
+    endpoint.refresh_from_db()
+    assert endpoint.get_secret() == signing_secret
 
 
 def test_without_rotation_the_old_ciphertexts_fail_loudly(tenant, settings):

@@ -11,14 +11,15 @@ from django.db import transaction
 from pushhub import crypto
 from templates_app.models import Template
 from tenants.models import MiniProgram
+from webhooks.models import WebhookEndpoint
 
 BATCH = 500
 
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt AppSecrets, EncodingAESKeys, identity secrets and trigger-URL tokens with the first "
-        "FIELD_ENCRYPTION_KEY."
+        "Re-encrypt AppSecrets, EncodingAESKeys, identity secrets, trigger-URL tokens and webhook signing "
+        "secrets with the first FIELD_ENCRYPTION_KEY."
     )
 
     def handle(self, **options):
@@ -26,7 +27,10 @@ class Command(BaseCommand):
             MiniProgram, ["secret_ciphertext", "events_aes_key_ciphertext", "identity_secret_ciphertext"]
         )
         templates = self._rotate(Template, ["trigger_token_ciphertext"])
-        self.stdout.write(f"re-encrypted: {apps} mini-programs, {templates} templates")
+        webhooks = self._rotate(WebhookEndpoint, ["secret_ciphertext"])
+        self.stdout.write(
+            f"re-encrypted: {apps} mini-programs, {templates} templates, {webhooks} webhook endpoints"
+        )
 
     def _rotate(self, model, fields: list[str]) -> int:
         done, last_pk = 0, None
