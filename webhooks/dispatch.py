@@ -130,6 +130,8 @@ def drain_endpoint(endpoint_id: Any) -> int:
             rows, lease = _claim(endpoint.pk)
             if not rows:
                 break
+            # Once per batch: a person may have disabled it or changed its URL meanwhile.
+            endpoint.refresh_from_db(fields=["enabled", "failing_since", "url"])
             for index, dispatch in enumerate(rows):
                 if (
                     not endpoint.enabled
@@ -184,9 +186,9 @@ def record_attempt(
     with transaction.atomic():
         if answer.ok:
             changes = {"status": EventDispatch.Status.SUCCEEDED, "finished_at": now}
-            WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=False).update(
-                failing_since=None
-            )
+            if endpoint.failing_since is not None:
+                WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
+                endpoint.failing_since = None
         else:
             retries = dispatch.retries + 1
             delay = backoff(retries)
@@ -210,7 +212,8 @@ def record_attempt(
             duration_ms=answer.duration_ms,
             next_attempt_at=next_at,
         )
-    endpoint.refresh_from_db(fields=["enabled", "failing_since", "disabled_reason", "url", "events"])
+    if not answer.ok:
+        endpoint.refresh_from_db(fields=["enabled", "failing_since", "disabled_reason", "url"])
     return endpoint
 
 
