@@ -198,9 +198,11 @@ def record_attempt(
                 next_at = now + timedelta(seconds=delay)
                 changes = {"retries": retries, "next_attempt_at": next_at}
             _note_failure(endpoint, now)
-        EventDispatch.objects.filter(pk=dispatch.pk, leased_until=lease).update(
+        updated = EventDispatch.objects.filter(pk=dispatch.pk, leased_until=lease).update(
             attempts=number, leased_until=None, **changes
         )
+        if not updated and not EventDispatch.objects.filter(pk=dispatch.pk).exists():
+            return endpoint  # the endpoint was deleted while its event was in flight: nothing to log
         WebhookAttempt.objects.create(
             dispatch=dispatch,
             endpoint_id=endpoint.pk,

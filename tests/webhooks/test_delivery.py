@@ -275,3 +275,18 @@ def test_a_dead_receiver_is_probed_not_hammered(endpoint, receiver, drains):
     assert untouched.count() == 8 - dispatch.PAUSE_AFTER_FAILURES
     assert not untouched.filter(leased_until__isnull=False).exists(), "left for the next drain, not leased"
     assert dispatch.sweep() == 1, "the three never tried are due"
+
+
+def test_an_endpoint_deleted_while_its_event_is_in_flight(endpoint, receiver, drains, monkeypatch):
+    record_test_event(endpoint)
+    post = dispatch.transport.post
+
+    def delete_meanwhile(*args):
+        answer = post(*args)
+        services.delete_endpoint(endpoint)
+        return answer
+
+    monkeypatch.setattr(dispatch.transport, "post", delete_meanwhile)
+    assert dispatch.drain_endpoint(endpoint.pk) == 1
+    assert len(receiver.received) == 1
+    assert not WebhookAttempt.objects.exists() and not EventDispatch.objects.exists()
