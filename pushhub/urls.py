@@ -39,6 +39,7 @@ urlpatterns = [
     path("dashboard/", include("formids.quota_urls")),  # quotas and users
     path("dashboard/", include("templates_app.dashboard_urls")),  # templates, test sends, sandbox phone
     path("dashboard/", include("templates_app.push_page_urls")),  # pushes and live progress
+    path("dashboard/", include("webhooks.dashboard_urls")),  # webhook endpoints and their attempts log
 ]
 
 # JSON errors (never an HTML page) under the API prefixes; HTML elsewhere.

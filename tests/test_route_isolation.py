@@ -535,6 +535,31 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "dashboard/pushes/<uuid:push_id>/cancel": page(
         lambda w: f"/dashboard/pushes/{w.a_push.pk}/cancel", "POST"
     ),
+    "dashboard/webhooks/": page(
+        lambda w: "/dashboard/webhooks/",
+        "GET",
+        "POST",
+        bodies={"POST": lambda w: {"url": WEBHOOK_URL + "/new", "events": "push.finished"}},
+        markers=lambda w, s: [str(of(w, s, "webhook").pk)],
+    ),
+    "dashboard/webhooks/<uuid:endpoint_id>/": page(lambda w: f"/dashboard/webhooks/{w.a_webhook.pk}/", "GET"),
+    "dashboard/webhooks/<uuid:endpoint_id>/update": page(
+        lambda w: f"/dashboard/webhooks/{w.a_webhook.pk}/update",
+        "POST",
+        bodies={"POST": lambda w: {"enabled": "false"}},
+    ),
+    "dashboard/webhooks/<uuid:endpoint_id>/rotate-secret": page(
+        lambda w: f"/dashboard/webhooks/{w.a_webhook.pk}/rotate-secret", "POST"
+    ),
+    "dashboard/webhooks/<uuid:endpoint_id>/test": page(
+        lambda w: f"/dashboard/webhooks/{w.a_webhook.pk}/test", "POST"
+    ),
+    "dashboard/webhooks/<uuid:endpoint_id>/delete": page(
+        lambda w: f"/dashboard/webhooks/{w.a_webhook.pk}/delete", "POST"
+    ),
+    "dashboard/webhooks/<uuid:endpoint_id>/events/<str:event_id>/resend": page(
+        lambda w: f"/dashboard/webhooks/{w.a_webhook.pk}/events/{w.a_event}/resend", "POST"
+    ),
     "dashboard/members/": page(
         lambda w: "/dashboard/members/", "GET", markers=lambda w, s: [of(w, s, "owner").email]
     ),
