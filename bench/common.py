@@ -206,6 +206,40 @@ def start_workers(
     return workers
 
 
+PROCFILE = BASE_DIR / "Procfile"
+
+
+def procfile_webhook_concurrency() -> int:
+    """The webhook worker's default thread count, as the Procfile's ``webhooks`` line has it."""
+    import re
+
+    match = re.search(r"WEBHOOK_CONCURRENCY:-(\d+)", PROCFILE.read_text())
+    return int(match.group(1)) if match else 8
+
+
+def start_webhook_worker(
+    processes: Processes,
+    env: dict[str, str],
+    log: Path,
+    concurrency: int | None = None,
+    name: str = "webhooks",
+) -> subprocess.Popen:
+    """The webhook worker as the Procfile starts it (threads pool, WEBHOOK_CONCURRENCY threads) on the
+    process's WEBHOOK_QUEUE (its settings'), waited for until ready."""
+    from django.conf import settings
+
+    celery = str(Path(PYTHON).parent / "celery")
+    log.unlink(missing_ok=True)
+    worker = processes.start(
+        [celery, "-A", "pushhub", "worker", "--loglevel", "INFO", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+         "-Q", settings.WEBHOOK_QUEUE, "--pool", "threads",
+         "--concurrency", str(concurrency or procfile_webhook_concurrency())],
+        env, log,
+    )  # fmt: skip
+    wait_until(lambda: _worker_ready(log), 60, "the webhook worker")
+    return worker
+
+
 def _worker_ready(log: Path) -> bool:
     try:
         text = log.read_text(errors="replace")
