@@ -15,6 +15,17 @@ WeChat's per-openid counts and the database are checked:
 - no credit is left ``claimed``; each push's counters equal its delivery rows; nobody without a usable
   credit got a message.
 
+The webhook scenarios also register, before the broadcasts, an endpoint (events ``["*"]``) for each app's
+tenant at a receiver of their own (bench/webhook_receiver.py: it verifies every request with
+``standardwebhooks`` and answers 500 to a random half of them, 204 to the rest). When the pushes are done, the
+runner waits until the webhook worker has settled every event, then checks: every event recorded for those
+tenants reached the receiver with a 2xx (none lost), with the same bytes on every attempt, every signature
+verified; the events are the ones the pushes imply (one ``push.finished`` per push with its final counts, one
+``user.unreachable`` per user sent their only credit, ``deliveries.failed`` covering the failed deliveries);
+no dispatch is left pending or failed. An event answered 500 on all 8 attempts of the schedule (2^-8 of
+them at 50 %) is failed, as ../shared/API.md says: the runner checks the receiver did refuse each of its
+attempts, then resends it as a tenant would (``POST …/events/{id}/resend``) and counts it.
+
 The table is printed as Markdown; the exit status is 1 if any check failed.
 """
 
@@ -23,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +42,16 @@ from pathlib import Path
 import requests
 
 from bench import common
+from bench.webhook_receiver import Client as Receiver
 from tests.faults.stack import Stack
 
 USERS = 20_000
 UNUSABLE = 500
 STRIKE_AT = 0.3  # share of the formId users served when the fault strikes
 PUSH_TIMEOUT = 300.0
+WEBHOOK_FAIL_RATE = 0.5  # the receiver answers 500 to this share of requests
+WEBHOOK_TIMEOUT = 900.0  # seconds after the pushes for every event to be settled
+WEBHOOK_RESEND_ROUNDS = 5
 
 
 @dataclass
@@ -44,6 +60,7 @@ class Scenario:
     description: str
     knobs: dict = field(default_factory=dict)  # fake WeChat knobs for the whole run
     strike: Callable[[Stack, list], str] | None = None  # mid-run; returns what it did
+    webhook_fail_rate: float | None = None  # register endpoints at a receiver refusing this share; None: none
 
 
 def _reset_tokens(stack: Stack, apps: list) -> str:
@@ -72,6 +89,11 @@ def _drop_connections(stack: Stack, apps: list) -> str:
     return f"pg_terminate_backend on every connection, twice 1.5 s apart ({first} + {second})"
 
 
+def _kill_webhook_worker(stack: Stack, apps: list) -> str:
+    stack.kill_webhook_worker(restart_after=1.0)
+    return "the webhook worker SIGKILLed, restarted 1 s later"
+
+
 SCENARIOS = [
     Scenario("no fault", "the control run"),
     Scenario("10 % -1 errors", "WeChat answers -1 (system busy) to 10 % of sends", {"error_rate": 0.10}),
@@ -80,6 +102,17 @@ SCENARIOS = [
     Scenario("worker SIGKILL", "a worker dies mid-run, unacknowledged tasks with it", strike=_kill_worker),
     Scenario("Redis restart", "Redis dies mid-run and comes back empty", strike=_restart_redis),
     Scenario("PostgreSQL drop", "every database connection is terminated mid-run", strike=_drop_connections),
+    Scenario(
+        "webhook receiver 50 % 500s",
+        "every event to a webhook receiver answering 500 half the time",
+        webhook_fail_rate=WEBHOOK_FAIL_RATE,
+    ),
+    Scenario(
+        "webhook worker SIGKILL",
+        "the same receiver; the webhook worker dies mid-run",
+        strike=_kill_webhook_worker,
+        webhook_fail_rate=WEBHOOK_FAIL_RATE,
+    ),
 ]
 
 
@@ -93,6 +126,7 @@ class Outcome:
     struck: str = ""
     formid: dict = field(default_factory=dict)
     subscribe: dict = field(default_factory=dict)
+    webhooks: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
 
@@ -169,6 +203,7 @@ def run_scenario(stack: Stack, scenario: Scenario, users: int) -> Outcome:
     connection.close()
     prepared = _prepare(stack, scenario.name, users)
     apps = [app for _, app, _, _, _ in prepared]
+    hooks = _register_webhooks(stack, scenario, apps) if scenario.webhook_fail_rate is not None else None
     if scenario.knobs:
         stack.fake.control("knobs", scenario.knobs)
     began = time.monotonic()
@@ -198,6 +233,11 @@ def run_scenario(stack: Stack, scenario: Scenario, users: int) -> Outcome:
     for (kind, app, _token, usable, unusable), (_, _, push_id) in zip(prepared, pushes, strict=True):
         measured = _check(stack, kind, app, push_id, usable, unusable, outcome.failures)
         setattr(outcome, kind, measured)
+    if hooks is not None:
+        done_at = time.monotonic()
+        outcome.webhooks = _check_webhooks(hooks, [p for _, _, p in pushes], outcome.failures)
+        outcome.webhooks["pushes_seconds"] = outcome.seconds
+        outcome.webhooks["after_checks_seconds"] = done_at - began
     return outcome
 
 
@@ -251,6 +291,206 @@ def _check(stack: Stack, kind: str, app, push_id: str, usable: list, unusable: l
     return measured
 
 
+# --- webhooks -------------------------------------------------------------------------------------------
+@dataclass
+class Hooks:
+    receiver: Receiver
+    endpoints: list  # one per app's tenant
+
+
+def _register_webhooks(stack: Stack, scenario: Scenario, apps: list) -> Hooks:
+    """A receiver of the scenario's own, and an endpoint wanting every event for each app's tenant."""
+    from webhooks import services
+
+    slug = "".join(c if c.isalnum() else "-" for c in scenario.name)
+    receiver = Receiver(
+        stack.processes, fail_rate=scenario.webhook_fail_rate, log=stack.workdir / f"receiver-{slug}.log"
+    )
+    endpoints = []
+    for app in apps:
+        endpoint, secret = services.create_endpoint(
+            app.tenant, url=receiver.url(app.appid), events=["*"], actor="faults"
+        )
+        receiver.set_secret(app.appid, secret)
+        endpoints.append(endpoint)
+    return Hooks(receiver, endpoints)
+
+
+def _settle_webhooks(hooks: Hooks, failures: list) -> dict:
+    """Wait until no dispatch of the endpoints is pending; resend (as a tenant would) those failed after the
+    whole schedule, once each round, checking first that the receiver did refuse every attempt of them."""
+    from django.db.models import Count, Q
+
+    from webhooks import services
+    from webhooks.models import EventDispatch
+
+    dispatches = EventDispatch.objects.filter(endpoint__in=hooks.endpoints)
+    began = time.monotonic()
+    resent, rounds, last_report, settled = 0, 0, 0.0, None
+    while True:
+        elapsed = time.monotonic() - began
+        pending = dispatches.filter(status=EventDispatch.Status.PENDING).count()
+        if not pending:
+            settled = settled if settled is not None else elapsed
+            failed = list(dispatches.filter(status=EventDispatch.Status.FAILED).select_related("endpoint"))
+            if not failed or rounds >= WEBHOOK_RESEND_ROUNDS:
+                break
+            rounds += 1
+            seen = hooks.receiver.ids([d.event_id for d in failed])
+            refused_500 = dict(
+                dispatches.filter(pk__in=[d.pk for d in failed])
+                .values_list("pk")
+                .annotate(n=Count("attempt_log", filter=Q(attempt_log__status_code=500)))
+            )
+            dishonest = [
+                d.event_id
+                for d in failed
+                if seen.get(d.event_id, {}).get("refused", 0) < refused_500.get(d.pk, 0)
+                or refused_500.get(d.pk, 0) < d.attempts
+            ]
+            common.check(not dishonest, f"webhooks: {len(failed)} dispatches failed after the whole schedule, "
+                         f"each refused by the receiver on every attempt ({len(dishonest)} not)", failures)  # fmt: skip
+            for d in failed:
+                services.resend(d.endpoint, d.event_id, actor="faults")
+            resent += len(failed)
+            print(
+                f"  webhooks: {len(failed)} events failed after 8 attempts, resent (round {rounds})",
+                flush=True,
+            )
+            continue
+        if elapsed - last_report >= 10:
+            last_report = elapsed
+            print(f"  webhooks: {elapsed:5.0f} s after the pushes, {pending:,} events pending", flush=True)
+        if elapsed > WEBHOOK_TIMEOUT:
+            failures.append(
+                f"webhooks: {pending} events still pending {WEBHOOK_TIMEOUT:.0f} s after the pushes"
+            )
+            break
+        time.sleep(0.5)
+    return {
+        "settled_seconds": settled,
+        "seconds": time.monotonic() - began,
+        "resent": resent,
+        "rounds": rounds,
+    }
+
+
+def _check_webhooks(hooks: Hooks, push_ids: list[str], failures: list) -> dict:
+    import hashlib
+
+    from django.db.models import Count
+
+    from templates_app.models import Delivery, Push
+    from webhooks.dispatch import body_of
+    from webhooks.models import EventDispatch, WebhookAttempt, WebhookEvent
+
+    settled = _settle_webhooks(hooks, failures)
+    tenants = [e.tenant_id for e in hooks.endpoints]
+    events = list(WebhookEvent.objects.filter(tenant_id__in=tenants))
+    seen = hooks.receiver.ids()
+    stats = hooks.receiver.stats()
+    dispatches = EventDispatch.objects.filter(endpoint__in=hooks.endpoints)
+    by_status = dict(dispatches.values_list("status").annotate(n=Count("pk")))
+    attempts = WebhookAttempt.objects.filter(endpoint__in=hooks.endpoints)
+    attempts_ok = attempts.filter(status_code__gte=200, status_code__lt=300).count()
+    attempts_500 = attempts.filter(status_code=500).count()
+    attempts_other = attempts.count() - attempts_ok - attempts_500
+    lost = [e.pk for e in events if not seen.get(e.pk, {}).get("ok")]
+    other_bytes = [
+        e.pk
+        for e in events
+        if e.pk in seen and seen[e.pk]["bodies"] != [hashlib.sha256(body_of(e)).hexdigest()]
+    ]
+    unknown = set(seen) - {e.pk for e in events}
+    measured = {
+        "events": len(events),
+        "types": dict(sorted(Counter(e.type for e in events).items())),
+        "requests": stats["requests"],
+        "answered_500": stats["refused"],
+        "answered_2xx": stats["ok"],
+        "attempts": attempts_ok + attempts_500 + attempts_other,
+        "attempts_other": attempts_other,
+        "ids_twice_2xx": stats["ids_ok_twice"],
+        "lost": len(lost),
+        "dispatches": by_status,
+        **settled,
+    }
+    label = "webhooks:"
+    common.check(
+        bool(events), f"{label} {len(events):,} events recorded for the scenario's tenants", failures
+    )
+    common.check(not lost, f"{label} {len(lost)} of {len(events):,} events never answered 2xx by the receiver "
+                 f"{lost[:3]}", failures)  # fmt: skip
+    common.check(not other_bytes, f"{label} {len(other_bytes)} events whose attempts did not all send the bytes "
+                 "of the recorded event", failures)  # fmt: skip
+    common.check(stats["unverified"] == 0 and stats["no_id"] == 0, f"{label} every one of {stats['requests']:,} "
+                 f"requests verified ({stats['unverified']} not, {stats['no_id']} without an id)", failures)  # fmt: skip
+    common.check(not unknown, f"{label} {len(unknown)} ids received that no event has", failures)
+    common.check(set(by_status) == {"succeeded"}, f"{label} every dispatch succeeded, none pending or failed "
+                 f"{by_status}", failures)  # fmt: skip
+    common.check(attempts_other == 0, f"{label} {attempts_other} attempts with no 2xx/500 answer", failures)
+    # Every attempt the workers recorded was a request the receiver answered so; a worker killed after the
+    # POST and before the record makes requests with no attempt logged (at least once), never the reverse.
+    exact = stats["refused"] == attempts_500 and stats["ok"] == attempts_ok
+    common.check(stats["refused"] >= attempts_500 and stats["ok"] >= attempts_ok,
+                 f"{label} the receiver answered {stats['ok']:,} 2xx / {stats['refused']:,} 500, the attempts log "
+                 f"has {attempts_ok:,} / {attempts_500:,}{'' if exact else ' (requests no attempt records)'}",
+                 failures)  # fmt: skip
+
+    # The events the pushes imply.
+    by_tenant: dict[int, list] = {}
+    for e in events:
+        by_tenant.setdefault(e.tenant_id, []).append(e)
+    for push_id in push_ids:
+        push = Push.objects.select_related("app").get(pk=push_id)
+        mine = by_tenant.get(push.tenant_id, [])
+        kind = push.app.name.rsplit(" ", 1)[-1]
+        finished = [e for e in mine if e.type == "push.finished"]
+        counts = {
+            "recipients": push.recipients,
+            "sent": push.sent,
+            "failed": push.failed,
+            "no_credit": push.no_credit,
+            "opted_out": push.opted_out,
+            "pending": push.pending,
+        }
+        common.check(
+            len(finished) == 1
+            and finished[0].data.get("push_id") == str(push.pk)
+            and finished[0].data.get("status") == "done"
+            and finished[0].data.get("counts") == counts,
+            f"{label} {kind}: one push.finished, done, with the push's counts {counts} "
+            f"({[e.data.get('counts') for e in finished]})",
+            failures,
+        )
+        sent = set(
+            Delivery.objects.filter(push=push, status=Delivery.Status.SENT).values_list("openid", flat=True)
+        )
+        failed_rows = set(
+            Delivery.objects.filter(push=push, status=Delivery.Status.FAILED)
+            .exclude(errcode="canceled")
+            .values_list("openid", flat=True)
+        )
+        unreachable = [e.data.get("openid") for e in mine if e.type == "user.unreachable"]
+        common.check(
+            len(unreachable) == len(set(unreachable)) and sent <= set(unreachable) <= sent | failed_rows,
+            f"{label} {kind}: {len(unreachable):,} user.unreachable, one per user sent their only credit "
+            f"(push sent {push.sent:,})",
+            failures,
+        )
+        reported = [d["openid"] for e in mine if e.type == "deliveries.failed" for d in e.data["deliveries"]]
+        batches = [len(e.data["deliveries"]) for e in mine if e.type == "deliveries.failed"]
+        common.check(
+            sorted(reported) == sorted(failed_rows) and all(n <= 500 for n in batches),
+            f"{label} {kind}: deliveries.failed report {len(reported)} deliveries in {len(batches)} events "
+            f"(≤ 500 each), the push's {push.failed} failed",
+            failures,
+        )
+        extra = {e.type for e in mine} - {"push.finished", "user.unreachable", "deliveries.failed"}
+        common.check(not extra, f"{label} {kind}: no other event types ({extra})", failures)
+    return measured
+
+
 # --- the table -----------------------------------------------------------------------------------------
 def print_table(outcomes: list[Outcome], users: int) -> None:
     head = ("scenario", "time", "formId: exactly one", "lost", "twice", "subscribe: one", "ambiguous (got it)",
@@ -277,11 +517,24 @@ def print_table(outcomes: list[Outcome], users: int) -> None:
     print()
     for o in outcomes:
         print(f"- {o.scenario}: {o.description}{'; ' + o.struck if o.struck else ''}")
+    for o in outcomes:
+        if o.webhooks:
+            print(f"- {o.scenario}, webhooks: {_webhook_note(o.webhooks)}")
     print(
         "- ambiguous: subscribe deliveries reported `timeout_ambiguous` (the message may have gone out; a "
         "subscribe credit is never sent twice), in brackets how many of those users did get it; lost counts "
         "users with a usable credit and no message who are not reported ambiguous",
         flush=True,
+    )
+
+
+def _webhook_note(w: dict) -> str:
+    types = ", ".join(f"{t} {n:,}" for t, n in w["types"].items())
+    resent = f"; {w['resent']} failed after all 8 attempts and were resent" if w["resent"] else ""
+    return (
+        f"{w['events']:,} events ({types}); {w['requests']:,} requests, {w['answered_500']:,} answered 500 "
+        f"({w['attempts']:,} attempts logged); all settled {w['settled_seconds']:.0f} s after the pushes were "
+        f"done{resent}; {w['lost']} lost"
     )
 
 

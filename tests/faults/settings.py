@@ -14,3 +14,13 @@ CELERY_BEAT_SCHEDULE = {
     "release-stale-claims": {"task": "formids.release_stale_claims", "schedule": _beat},
     "run-scheduled-pushes": {"task": "templates_app.run_scheduled_pushes", "schedule": _beat},
 }
+
+# The webhook worker (the Procfile's ``webhooks`` process) on a queue of the suite's own, beat's sweep queueing
+# its retries and lost drains every WEBHOOK_SWEEP_SECONDS; the retry schedule scaled by WEBHOOK_RETRY_SCALE and
+# loopback receivers allowed (WEBHOOK_ALLOW_PRIVATE), both from the runner's environment.
+WEBHOOK_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-webhooks"
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "webhooks.sweep",
+    "schedule": WEBHOOK_SWEEP_SECONDS,  # noqa: F405
+    "options": {"queue": WEBHOOK_QUEUE},
+}
