@@ -1,7 +1,8 @@
 """``python -m bench [--full] [--only NAME ...]``: every benchmark, one after another, each printing its table.
 
 The quick run (default) takes about three minutes on 2 cores; ``--full`` runs the 100k broadcast (and its plot,
-docs/bench-broadcast.png), 10M credits for the claims, and longer ingest and trigger runs. Exits 1 when any
+docs/bench-broadcast.png, and again with webhooks on), 10M credits for the claims, longer ingest and trigger
+runs, and 20,000 webhook events (to one endpoint, then spread over the webhook worker's threads). Exits 1 when any
 correctness check failed (a target missed is reported in the tables, not an exit code).
 """
 
@@ -12,7 +13,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("broadcast", "ingest", "trigger", "claims")
+BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks")
 
 
 def main() -> None:

@@ -90,8 +90,18 @@ def _drop_connections(stack: Stack, apps: list) -> str:
 
 
 def _kill_webhook_worker(stack: Stack, apps: list) -> str:
+    """Once a drain holds leased events (it is mid-POST or about to be), SIGKILL the webhook worker."""
+    from django.utils import timezone
+
+    from webhooks.models import EventDispatch
+
+    leased, deadline = 0, time.monotonic() + 30
+    while not leased and time.monotonic() < deadline:
+        leased = EventDispatch.objects.filter(status="pending", leased_until__gt=timezone.now()).count()
+        if not leased:
+            time.sleep(0.01)
     stack.kill_webhook_worker(restart_after=1.0)
-    return "the webhook worker SIGKILLed, restarted 1 s later"
+    return f"the webhook worker SIGKILLed mid-drain ({leased} events leased to it), restarted 1 s later"
 
 
 SCENARIOS = [

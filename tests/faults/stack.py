@@ -207,6 +207,8 @@ class Stack:
         """SIGKILL the webhook worker (its drains die mid-POST, leases held, tasks unacknowledged), then start
         it again."""
         self.processes.stop(self.webhook_worker, signal.SIGKILL)
+        log = self.workdir / "webhook-worker.log"
+        log.replace(self.workdir / f"webhook-worker.killed-{self.restarts}.log")
         time.sleep(restart_after)
         self.webhook_worker = self.start_webhook_worker()
         self.restarts += 1
