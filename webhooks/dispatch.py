@@ -44,8 +44,10 @@ RETRY_SCHEDULE = (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600)
 JITTER = 0.2
 CLAIM_BATCH = 10  # dispatches a drain leases at a time
 DRAIN_BUDGET = 30.0  # seconds a drain runs before it queues itself again (keeps tasks short)
-# A drain that sees this many failures in a row stops until the next sweep: a dead receiver is probed, not
-# hammered, and its slot is free for the rest of the time.
+# A drain that sees this many failures in a row, and no success, stops until the next sweep: a dead receiver
+# is probed, not hammered, and its slot is free for the rest of the time. A receiver that answered 2xx in this
+# drain is up: its refusals are each event's to retry on the schedule (at 50 % refused, five in a row come
+# every ~60 attempts; pausing then left the endpoint idle until the sweep, at ~10 events/s).
 PAUSE_AFTER_FAILURES = 5
 SWEEP_BATCH = 1000  # endpoints queued per sweep
 
@@ -124,9 +126,10 @@ def drain_endpoint(endpoint_id: Any) -> int:
         return 0  # enough drains on this endpoint already
     deadline = time.monotonic() + DRAIN_BUDGET
     attempts = failures_in_a_row = 0
+    answered = False  # a 2xx in this drain: the receiver is up
     try:
         secret = endpoint.get_secret()
-        while endpoint.enabled and failures_in_a_row < PAUSE_AFTER_FAILURES and time.monotonic() < deadline:
+        while endpoint.enabled and not _paused(failures_in_a_row, answered) and time.monotonic() < deadline:
             rows, lease = _claim(endpoint.pk)
             if not rows:
                 break
@@ -135,7 +138,7 @@ def drain_endpoint(endpoint_id: Any) -> int:
             for index, dispatch in enumerate(rows):
                 if (
                     not endpoint.enabled
-                    or failures_in_a_row >= PAUSE_AFTER_FAILURES
+                    or _paused(failures_in_a_row, answered)
                     or time.monotonic() >= deadline
                 ):
                     _unlease(rows[index:], lease)  # left for the next drain
@@ -143,15 +146,20 @@ def drain_endpoint(endpoint_id: Any) -> int:
                 ok, endpoint = _attempt(endpoint, secret, dispatch, lease)
                 attempts += 1
                 failures_in_a_row = 0 if ok else failures_in_a_row + 1
+                answered = answered or ok
     finally:
         cache.delete(slot)
-    if not endpoint.enabled or failures_in_a_row >= PAUSE_AFTER_FAILURES:
+    if not endpoint.enabled or _paused(failures_in_a_row, answered):
         return attempts  # the sweep comes back for it
     if time.monotonic() >= deadline or _due(endpoint.pk, timezone.now()).exists():
         # Out of time, or events recorded while this drain held the last slot (their own drain found no
         # slot free): drain again at once rather than at the next sweep.
         queue.drain_soon([endpoint.pk])
     return attempts
+
+
+def _paused(failures_in_a_row: int, answered: bool) -> bool:
+    return failures_in_a_row >= PAUSE_AFTER_FAILURES and not answered
 
 
 def _unlease(rows: list[EventDispatch], lease: datetime) -> None:

@@ -290,3 +290,15 @@ def test_an_endpoint_deleted_while_its_event_is_in_flight(endpoint, receiver, dr
     assert dispatch.drain_endpoint(endpoint.pk) == 1
     assert len(receiver.received) == 1
     assert not WebhookAttempt.objects.exists() and not EventDispatch.objects.exists()
+
+
+def test_a_receiver_that_answered_keeps_its_drain_going_through_refusals(endpoint, receiver, drains):
+    """Five refusals in a row from a receiver that answered 2xx in this drain are the events' to retry, not
+    a reason to leave the endpoint idle until the sweep (at 50 % refused, a run of five every ~60 attempts)."""
+    receiver.answers.extend([200] + [500] * 6)  # then 200s
+    outbox.record(
+        endpoint.tenant_id, outbox.WEBHOOK_TEST, [{"n": n} for n in range(12)], endpoint_ids=[endpoint.pk]
+    )
+    assert drains.run() == 12
+    assert EventDispatch.objects.filter(endpoint=endpoint, status="succeeded").count() == 6
+    assert EventDispatch.objects.filter(endpoint=endpoint, status="pending", retries=1).count() == 6
