@@ -49,8 +49,9 @@ js-tooling:
 		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; fi
 
 # Fault injection (tests/faults): 20,000-user broadcasts on the real stack (gunicorn, two Celery workers, beat,
-# a Redis of its own, PostgreSQL, the fake WeChat) while WeChat errs, answers time out, the token is reset, a
-# worker is SIGKILLed, Redis restarts and PostgreSQL drops its connections. Needs PostgreSQL and redis-server.
+# a Redis of its own, PostgreSQL, the fake WeChat, the webhook worker) while WeChat errs, answers time out, the
+# token is reset, a worker is SIGKILLed, Redis restarts, PostgreSQL drops its connections, and a webhook receiver
+# refuses half its events (the webhook worker SIGKILLed too). Needs PostgreSQL and redis-server.
 test-faults: install
 	flock /tmp/pushhub-bench.lock $(BIN)/python -m tests.faults
 
