@@ -11,15 +11,16 @@ A tenant with no endpoint wanting a type pays one small query (``interest``) and
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from webhooks import queue
-from webhooks.models import EventDispatch, WebhookEndpoint, WebhookEvent
+from webhooks.models import EventDispatch, WebhookEndpoint, WebhookEvent, new_event_id
 
 PUSH_FINISHED = "push.finished"
 DELIVERIES_FAILED = "deliveries.failed"
@@ -81,19 +82,53 @@ def record(
         return []
     now = timezone.now()
     events = [
-        WebhookEvent(tenant_id=tenant_id, type=event_type, data=data, created_at=now) for data in payloads
+        WebhookEvent(id=new_event_id(), tenant_id=tenant_id, type=event_type, data=data, created_at=now)
+        for data in payloads
     ]
-    with transaction.atomic():
-        WebhookEvent.objects.bulk_create(events)
-        EventDispatch.objects.bulk_create(
-            [
-                EventDispatch(event=event, endpoint_id=endpoint_id, next_attempt_at=now, created_at=now)
-                for event in events
-                for endpoint_id in targets
-            ]
-        )
+    if connection.vendor == "postgresql":
+        _insert_postgresql(events, targets, now)
+    else:
+        with transaction.atomic():
+            WebhookEvent.objects.bulk_create(events)
+            EventDispatch.objects.bulk_create(
+                [
+                    EventDispatch(event=event, endpoint_id=endpoint_id, next_attempt_at=now, created_at=now)
+                    for event in events
+                    for endpoint_id in targets
+                ]
+            )
     queue.drain_after_commit(targets)
     return events
+
+
+def _insert_postgresql(events: list[WebhookEvent], targets: list[Any], now) -> None:
+    """The events and their dispatches in one statement. A broadcast's flush records up to 500 events
+    (``user.unreachable``) inside the sending worker's transaction, where the ORM's two bulk inserts of model
+    instances cost about a fifth of the worker's CPU per delivery."""
+    event_table, dispatch_table = WebhookEvent._meta.db_table, EventDispatch._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH recorded AS (
+                INSERT INTO {event_table} (id, tenant_id, type, data, created_at)
+                SELECT v.id, %(tenant)s, %(type)s, v.data::jsonb, %(now)s
+                FROM unnest(%(ids)s::text[], %(data)s::text[]) AS v(id, data)
+                RETURNING id
+            )
+            INSERT INTO {dispatch_table} (event_id, endpoint_id, status, attempts, retries, next_attempt_at,
+                                          created_at)
+            SELECT recorded.id, endpoint.id, 'pending', 0, 0, %(now)s, %(now)s
+            FROM recorded CROSS JOIN unnest(%(endpoints)s::uuid[]) AS endpoint(id)
+            """,
+            {
+                "tenant": events[0].tenant_id,
+                "type": events[0].type,
+                "now": now,
+                "ids": [event.pk for event in events],
+                "data": [json.dumps(event.data, ensure_ascii=False) for event in events],
+                "endpoints": [str(pk) for pk in targets],
+            },
+        )
 
 
 def in_batches(items: list, size: int = FAILED_PER_EVENT) -> list[list]:

@@ -196,3 +196,14 @@ def test_a_crash_after_the_state_change_still_delivers(app, endpoint, receiver, 
         dispatch.drain_endpoint(endpoint_id)
     (finished,) = events_of(receiver, "push.finished")
     assert finished["data"]["push_id"] == str(push.pk)
+
+
+def test_every_event_goes_to_every_endpoint_that_wants_it(tenant, endpoint, receiver, drains):
+    second, _ = services.create_endpoint(tenant, url=receiver.url + "?second", events=["user.unreachable"])
+    payloads = [{"openid": f"o{n}", "alias": "用户", "template_id": "T"} for n in range(3)]
+    with transaction.atomic():
+        events = outbox.record(tenant.pk, outbox.USER_UNREACHABLE, payloads)
+    assert [event.data for event in WebhookEvent.objects.order_by("data__openid")] == payloads
+    pairs = set(EventDispatch.objects.values_list("event_id", "endpoint_id"))
+    assert pairs == {(event.pk, e.pk) for event in events for e in (endpoint, second)}
+    assert all(d.status == "pending" and d.next_attempt_at for d in EventDispatch.objects.all())
