@@ -217,6 +217,14 @@ def procfile_webhook_concurrency() -> int:
     return int(match.group(1)) if match else 8
 
 
+def procfile_webhook_nice() -> int:
+    """The webhook worker's default niceness, as the Procfile's ``webhooks`` line has it (0: none)."""
+    import re
+
+    match = re.search(r"webhooks: nice -n \$\{WEBHOOK_NICE:-(\d+)\}", PROCFILE.read_text())
+    return int(match.group(1)) if match else 0
+
+
 def start_webhook_worker(
     processes: Processes,
     env: dict[str, str],
@@ -224,14 +232,15 @@ def start_webhook_worker(
     concurrency: int | None = None,
     name: str = "webhooks",
 ) -> subprocess.Popen:
-    """The webhook worker as the Procfile starts it (threads pool, WEBHOOK_CONCURRENCY threads) on the
-    process's WEBHOOK_QUEUE (its settings'), waited for until ready."""
+    """The webhook worker as the Procfile starts it (niced, threads pool, WEBHOOK_CONCURRENCY threads) on
+    the process's WEBHOOK_QUEUE (its settings'), waited for until ready."""
     from django.conf import settings
 
     celery = str(Path(PYTHON).parent / "celery")
     log.unlink(missing_ok=True)
+    nice = procfile_webhook_nice()
     worker = processes.start(
-        [celery, "-A", "pushhub", "worker", "--loglevel", "INFO", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+        [*(["nice", "-n", str(nice)] if nice else []), celery, "-A", "pushhub", "worker", "--loglevel", "INFO", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
          "-Q", settings.WEBHOOK_QUEUE, "--pool", "threads",
          "--concurrency", str(concurrency or procfile_webhook_concurrency())],
         env, log,

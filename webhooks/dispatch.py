@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -135,6 +135,7 @@ def drain_endpoint(endpoint_id: Any) -> int:
                 break
             # Once per batch: a person may have disabled it or changed its URL meanwhile.
             endpoint.refresh_from_db(fields=["enabled", "failing_since", "url"])
+            results: list[tuple[EventDispatch, transport.Answer]] = []
             for index, dispatch in enumerate(rows):
                 if (
                     not endpoint.enabled
@@ -143,10 +144,13 @@ def drain_endpoint(endpoint_id: Any) -> int:
                 ):
                     _unlease(rows[index:], lease)  # left for the next drain
                     break
-                ok, endpoint = _attempt(endpoint, secret, dispatch, lease)
+                answer = _post(endpoint, secret, dispatch)
+                results.append((dispatch, answer))
                 attempts += 1
-                failures_in_a_row = 0 if ok else failures_in_a_row + 1
-                answered = answered or ok
+                failures_in_a_row = 0 if answer.ok else failures_in_a_row + 1
+                answered = answered or answer.ok
+            # One transaction per batch (a killed worker sends at most this batch again: at least once).
+            endpoint = record_attempts(endpoint, results, lease)
     finally:
         cache.delete(slot)
     if not endpoint.enabled or _paused(failures_in_a_row, answered):
@@ -169,61 +173,88 @@ def _unlease(rows: list[EventDispatch], lease: datetime) -> None:
         )
 
 
-def _attempt(
-    endpoint: WebhookEndpoint, secret: str, dispatch: EventDispatch, lease: datetime
-) -> tuple[bool, WebhookEndpoint]:
-    """POST one event; record the attempt and what comes next. (succeeded, the endpoint as it is now)."""
+def _post(endpoint: WebhookEndpoint, secret: str, dispatch: EventDispatch) -> transport.Answer:
+    """POST one event, signed now, to the address the SSRF guard approves now."""
     event = dispatch.event
     body = body_of(event)
-    now = timezone.now()
     try:
         target = guard.check(endpoint.url)
     except guard.BlockedUrl as exc:
-        answer = transport.Answer(None, "", f"refused: {exc}"[:255], 0)
-    else:
-        answer = transport.post(target, body, signed_headers(secret, event.pk, body, now))
-    return answer.ok, record_attempt(endpoint, dispatch, lease, answer)
+        return transport.Answer(None, "", f"refused: {exc}"[:255], 0)
+    return transport.post(target, body, signed_headers(secret, event.pk, body, timezone.now()))
 
 
 def record_attempt(
     endpoint: WebhookEndpoint, dispatch: EventDispatch, lease: datetime, answer: transport.Answer
 ) -> WebhookEndpoint:
+    return record_attempts(endpoint, [(dispatch, answer)], lease)
+
+
+def record_attempts(
+    endpoint: WebhookEndpoint, results: list[tuple[EventDispatch, transport.Answer]], lease: datetime
+) -> WebhookEndpoint:
+    """Write a batch of answers (attempts log, each dispatch's next step, the endpoint's failing state) in one
+    transaction; the endpoint as it is now."""
+    if not results:
+        return endpoint
     now = timezone.now()
-    number = dispatch.attempts + 1
-    next_at: datetime | None = None
+    succeeded = [dispatch.pk for dispatch, answer in results if answer.ok]
+    log: list[WebhookAttempt] = []
     with transaction.atomic():
-        if answer.ok:
-            changes = {"status": EventDispatch.Status.SUCCEEDED, "finished_at": now}
-            if endpoint.failing_since is not None:
-                WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
-                endpoint.failing_since = None
-        else:
+        updated = 0
+        if succeeded:
+            updated += EventDispatch.objects.filter(pk__in=succeeded, leased_until=lease).update(
+                status=EventDispatch.Status.SUCCEEDED,
+                finished_at=now,
+                attempts=F("attempts") + 1,
+                leased_until=None,
+            )
+        next_steps: dict[int, datetime | None] = {}
+        for dispatch, answer in results:
+            if answer.ok:
+                continue
             retries = dispatch.retries + 1
             delay = backoff(retries)
             if delay is None:
                 changes = {"status": EventDispatch.Status.FAILED, "finished_at": now, "retries": retries}
+                next_steps[dispatch.pk] = None
             else:
-                next_at = now + timedelta(seconds=delay)
-                changes = {"retries": retries, "next_attempt_at": next_at}
+                next_steps[dispatch.pk] = now + timedelta(seconds=delay)
+                changes = {"retries": retries, "next_attempt_at": next_steps[dispatch.pk]}
+            updated += EventDispatch.objects.filter(pk=dispatch.pk, leased_until=lease).update(
+                attempts=F("attempts") + 1, leased_until=None, **changes
+            )
+        kept = {dispatch.pk for dispatch, _ in results}
+        if updated < len(results):
+            # Leases lost (a resend meanwhile) still log their attempt; dispatches deleted with their endpoint
+            # while in flight have nothing to log to.
+            kept = set(EventDispatch.objects.filter(pk__in=kept).values_list("pk", flat=True))
+        for dispatch, answer in results:
+            if dispatch.pk in kept:
+                log.append(
+                    WebhookAttempt(
+                        dispatch_id=dispatch.pk,
+                        endpoint_id=endpoint.pk,
+                        event_id=dispatch.event_id,
+                        attempt=dispatch.attempts + 1,
+                        status_code=answer.status_code,
+                        error=answer.error[:255],
+                        response_body=answer.body,
+                        duration_ms=answer.duration_ms,
+                        next_attempt_at=next_steps.get(dispatch.pk),
+                        created_at=now,
+                    )
+                )
+        WebhookAttempt.objects.bulk_create(log)
+        if not kept:
+            return endpoint
+        last_success = max((i for i, (_, answer) in enumerate(results) if answer.ok), default=-1)
+        if last_success >= 0 and endpoint.failing_since is not None:
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
+            endpoint.failing_since = None
+        if any(not answer.ok for _, answer in results[last_success + 1 :]):
             _note_failure(endpoint, now)
-        updated = EventDispatch.objects.filter(pk=dispatch.pk, leased_until=lease).update(
-            attempts=number, leased_until=None, **changes
-        )
-        if not updated and not EventDispatch.objects.filter(pk=dispatch.pk).exists():
-            return endpoint  # the endpoint was deleted while its event was in flight: nothing to log
-        WebhookAttempt.objects.create(
-            dispatch=dispatch,
-            endpoint_id=endpoint.pk,
-            event_id=dispatch.event_id,
-            attempt=number,
-            status_code=answer.status_code,
-            error=answer.error[:255],
-            response_body=answer.body,
-            duration_ms=answer.duration_ms,
-            next_attempt_at=next_at,
-        )
-    if not answer.ok:
-        endpoint.refresh_from_db(fields=["enabled", "failing_since", "disabled_reason", "url"])
+            endpoint.refresh_from_db(fields=["enabled", "failing_since", "disabled_reason", "url"])
     return endpoint
 
 
