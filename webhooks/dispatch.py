@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 # 10 h, 10 h; the event fails after the 8th.
 RETRY_SCHEDULE = (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600)
 JITTER = 0.2
-CLAIM_BATCH = 10  # dispatches a drain leases at a time
+CLAIM_BATCH = 50  # dispatches a drain leases at a time
+RECORD_BATCH = 10  # answers written per transaction (a killed worker sends at most these again)
 DRAIN_BUDGET = 30.0  # seconds a drain runs before it queues itself again (keeps tasks short)
 # A drain that sees this many failures in a row, and no success, stops until the next sweep: a dead receiver
 # is probed, not hammered, and its slot is free for the rest of the time. A receiver that answered 2xx in this
@@ -56,8 +57,15 @@ def _slot_key(endpoint_id: Any, slot: int) -> str:
     return f"webhooks:drain:{endpoint_id}:{slot}"
 
 
+def _hold_seconds() -> float:
+    """How long a drain can hold a slot or a leased dispatch: it starts no POST after DRAIN_BUDGET, the last
+    one ends within WEBHOOK_TIMEOUT, and everything it holds is let go right after (margin: 30 s). A killed
+    worker's leases and slot expire after this."""
+    return DRAIN_BUDGET + settings.WEBHOOK_TIMEOUT + 30
+
+
 def _slot_lease() -> int:
-    return int(DRAIN_BUDGET + settings.WEBHOOK_TIMEOUT * (CLAIM_BATCH + 1) + 30)
+    return int(_hold_seconds()) + 1
 
 
 def _take_slot(endpoint_id: Any) -> str | None:
@@ -85,7 +93,7 @@ def _due(endpoint_id: Any, now: datetime):
 def _claim(endpoint_id: Any) -> tuple[list[EventDispatch], datetime]:
     """Lease up to CLAIM_BATCH due dispatches of the endpoint; the lease time is this drain's token."""
     now = timezone.now()
-    lease = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT * (CLAIM_BATCH + 1) + 30)
+    lease = now + timedelta(seconds=_hold_seconds())
     with transaction.atomic():
         ids = list(
             _due(endpoint_id, now)
@@ -149,7 +157,8 @@ def drain_endpoint(endpoint_id: Any) -> int:
                 attempts += 1
                 failures_in_a_row = 0 if answer.ok else failures_in_a_row + 1
                 answered = answered or answer.ok
-            # One transaction per batch (a killed worker sends at most this batch again: at least once).
+                if len(results) >= RECORD_BATCH:
+                    endpoint, results = record_attempts(endpoint, results, lease), []
             endpoint = record_attempts(endpoint, results, lease)
     finally:
         cache.delete(slot)
