@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from formids.models import Credit
+from pushhub.admin import ReadOnlyAdmin
 from templates_app import catalogue
 from templates_app.models import Delivery, Push, Template
 from tenants.admin import MiniProgramAdmin
@@ -165,19 +166,6 @@ class MiniProgramQuotaAdmin(MiniProgramAdmin):
 
 
 # --- pushes and their delivery log (history: read-only) ------------------------------------------------
-class ReadOnlyAdmin(admin.ModelAdmin):
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Push)
 class PushAdmin(ReadOnlyAdmin):
     list_display = [

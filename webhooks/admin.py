@@ -8,6 +8,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html
 
+from pushhub.admin import ReadOnlyAdmin
 from pushhub.api import ApiError
 from webhooks import services
 from webhooks.models import EventDispatch, WebhookAttempt, WebhookEndpoint, WebhookEvent
@@ -25,19 +26,16 @@ def _filtered(changelist: str, lookup: str, pk, text: str) -> str:
     return format_html('<a href="{}?{}={}">{}</a>', reverse(changelist), lookup, pk, text)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History: looked at, never written here (the workers and the services write it)."""
+class EventLinks:
+    """Links from a dispatch or an attempt to its event and its endpoint."""
 
-    show_full_result_count = False
+    @admin.display(description="event", ordering="event_id")
+    def event_link(self, obj):
+        return _link("admin:webhooks_webhookevent_change", obj.event_id, f"{obj.event.type} {obj.event_id}")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    @admin.display(description="endpoint", ordering="endpoint__url")
+    def endpoint_link(self, obj):
+        return _link("admin:webhooks_webhookendpoint_change", obj.endpoint_id, obj.endpoint.url)
 
 
 @admin.register(WebhookEndpoint)
@@ -133,7 +131,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(EventDispatch)
-class EventDispatchAdmin(ReadOnlyAdmin):
+class EventDispatchAdmin(EventLinks, ReadOnlyAdmin):
     list_display = [
         "id",
         "event_link",
@@ -163,14 +161,6 @@ class EventDispatchAdmin(ReadOnlyAdmin):
     ]
     readonly_fields = fields
     actions = ["resend_now"]
-
-    @admin.display(description="event", ordering="event_id")
-    def event_link(self, obj):
-        return _link("admin:webhooks_webhookevent_change", obj.event_id, f"{obj.event.type} {obj.event_id}")
-
-    @admin.display(description="endpoint", ordering="endpoint__url")
-    def endpoint_link(self, obj):
-        return _link("admin:webhooks_webhookendpoint_change", obj.endpoint_id, obj.endpoint.url)
 
     @admin.display(description="attempts log")
     def attempts_link(self, obj):
@@ -213,7 +203,7 @@ class OutcomeFilter(admin.SimpleListFilter):
 
 
 @admin.register(WebhookAttempt)
-class WebhookAttemptAdmin(ReadOnlyAdmin):
+class WebhookAttemptAdmin(EventLinks, ReadOnlyAdmin):
     list_display = [
         "created_at",
         "event_link",
@@ -240,14 +230,6 @@ class WebhookAttemptAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     readonly_fields = fields
-
-    @admin.display(description="event", ordering="event_id")
-    def event_link(self, obj):
-        return _link("admin:webhooks_webhookevent_change", obj.event_id, f"{obj.event.type} {obj.event_id}")
-
-    @admin.display(description="endpoint", ordering="endpoint__url")
-    def endpoint_link(self, obj):
-        return _link("admin:webhooks_webhookendpoint_change", obj.endpoint_id, obj.endpoint.url)
 
     @admin.display(description="dispatch")
     def dispatch_link(self, obj):
