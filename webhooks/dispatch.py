@@ -2,8 +2,9 @@
 
 A drain (``drain_endpoint``) holds one of the endpoint's few slots (``WEBHOOK_ENDPOINT_CONCURRENCY``, a cache
 key with a lease), so one slow or dead receiver occupies at most that many of the webhook worker's threads and
-every other endpoint keeps its pace. It claims due dispatches by a guarded lease (``leased_until``), POSTs
-each (``transport``), and records the attempt and the next step in one transaction:
+every other endpoint keeps its pace. It claims up to CLAIM_BATCH due dispatches by a guarded lease
+(``leased_until``), POSTs each in turn (``transport``), and records every RECORD_BATCH answers (the attempts and
+each dispatch's next step) in one transaction:
 
 - a 2xx answer within ``WEBHOOK_TIMEOUT``: succeeded; the endpoint is no longer failing;
 - anything else: again after ``RETRY_SCHEDULE[n]`` seconds (±20 % jitter), failed after the last; an endpoint
@@ -11,8 +12,8 @@ each (``transport``), and records the attempt and the next step in one transacti
 
 ``sweep`` (beat, every ``WEBHOOK_SWEEP_SECONDS``) queues a drain for each endpoint with due events: retries
 whose time has come, and events whose queued drain was lost (a worker killed after the state change commit).
-Delivery is at least once: a worker killed after the POST and before the record sends the event again, with
-the same ``webhook-id``.
+Delivery is at least once: a worker killed between POSTs and their record sends those events again (at most
+RECORD_BATCH), with the same ``webhook-id``.
 """
 
 from __future__ import annotations
