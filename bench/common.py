@@ -198,7 +198,7 @@ def start_workers(
             processes.start(
                 [celery, "-A", "pushhub", "worker", "--pool", "threads", "--concurrency", str(concurrency),
                  "-Q", env["BENCH_QUEUE"], "-n", f"{env['BENCH_QUEUE']}-{n}@%h", "--loglevel", "INFO",
-                 "--without-mingle", "--without-gossip", "--without-heartbeat"],
+                 *procfile_worker_flags("worker")],
                 env, log,
             )
         )  # fmt: skip
@@ -215,6 +215,18 @@ def procfile_webhook_concurrency() -> int:
 
     match = re.search(r"WEBHOOK_CONCURRENCY:-(\d+)", PROCFILE.read_text())
     return int(match.group(1)) if match else 8
+
+
+# Celery's mingle, gossip and event heartbeats: a Redis broker that restarts can leave a worker connected but
+# consuming nothing (celery/celery#8030, #8091; seen here: the fault suite's webhook worker after its Redis
+# restart). PushHub uses none of them (no remote control, no event monitor), so the Procfile turns them off.
+WORKER_FLAGS = ("--without-mingle", "--without-gossip", "--without-heartbeat")
+
+
+def procfile_worker_flags(process: str) -> list[str]:
+    """The ``--without-*`` switches of the Procfile's ``process`` line, in WORKER_FLAGS order."""
+    line = next((ln for ln in PROCFILE.read_text().splitlines() if ln.startswith(f"{process}:")), "")
+    return [flag for flag in WORKER_FLAGS if flag in line.split()]
 
 
 def procfile_webhook_nice() -> int:
@@ -242,7 +254,7 @@ def start_webhook_worker(
     worker = processes.start(
         [*(["nice", "-n", str(nice)] if nice else []), celery, "-A", "pushhub", "worker", "--loglevel", "INFO", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
          "-Q", settings.WEBHOOK_QUEUE, "--pool", "threads",
-         "--concurrency", str(concurrency or procfile_webhook_concurrency())],
+         "--concurrency", str(concurrency or procfile_webhook_concurrency()), *procfile_worker_flags("webhooks")],
         env, log,
     )  # fmt: skip
     wait_until(lambda: _worker_ready(log), 60, "the webhook worker")

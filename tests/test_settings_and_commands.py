@@ -225,3 +225,14 @@ def test_the_pages_speak_chinese_when_asked(client):
     chinese = client.get("/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
     assert "the push channel for WeChat mini-programs" in english
     assert "微信小程序的消息推送通道" in chinese and 'lang="zh-hans"' in chinese
+
+
+def test_the_procfile_workers_run_without_mingle_gossip_and_heartbeat():
+    """With them on, a worker whose Redis broker restarts can stay connected and consume nothing again
+    (celery/celery#8030, #8091); CI's fault suite saw the webhook worker do exactly that. The fault suite and the
+    benchmarks read the switches from the Procfile, so this is what they run too."""
+    from bench.common import WORKER_FLAGS, procfile_worker_flags
+
+    for process in ("worker", "webhooks"):
+        assert procfile_worker_flags(process) == list(WORKER_FLAGS), process
+    assert procfile_worker_flags("web") == []

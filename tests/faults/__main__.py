@@ -541,10 +541,14 @@ def print_table(outcomes: list[Outcome], users: int) -> None:
 def _webhook_note(w: dict) -> str:
     types = ", ".join(f"{t} {n:,}" for t, n in w["types"].items())
     resent = f"; {w['resent']} failed after all 8 attempts and were resent" if w["resent"] else ""
+    settled = (
+        f"all settled {w['settled_seconds']:.0f} s after the pushes were done"
+        if w["settled_seconds"] is not None
+        else f"NOT settled {w['seconds']:.0f} s after the pushes were done"
+    )
     return (
         f"{w['events']:,} events ({types}); {w['requests']:,} requests, {w['answered_500']:,} answered 500 "
-        f"({w['attempts']:,} attempts logged); all settled {w['settled_seconds']:.0f} s after the pushes were "
-        f"done{resent}; {w['lost']} lost"
+        f"({w['attempts']:,} attempts logged); {settled}{resent}; {w['lost']} lost"
     )
 
 

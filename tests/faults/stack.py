@@ -186,7 +186,7 @@ class Stack:
         worker = self.processes.start(
             [str(BIN / "celery"), "-A", "pushhub", "worker", "--pool", "threads",
              "--concurrency", str(self.concurrency), "-Q", self.queue, "-n", f"{self.queue}-{n}@%h",
-             "--loglevel", "INFO", "--without-mingle", "--without-gossip", "--without-heartbeat"],
+             "--loglevel", "INFO", *common.procfile_worker_flags("worker")],
             self.env(), log,
         )  # fmt: skip
         wait_until(lambda: " ready." in _read(log), 60, f"Celery worker {n}")
