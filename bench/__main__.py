@@ -13,7 +13,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks")
+BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds")
 
 
 def main() -> None:

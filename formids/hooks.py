@@ -6,6 +6,7 @@ registers itself in its AppConfig.ready() (templates_app/apps.py):
 
 - the subscribe template catalogue: which subscribe template ids an app has;
 - claim owners: records that own a credit's claim, which the stale-claim sweep leaves alone;
+- credit arrivals: users gained credits (held deliveries wait for them);
 - the ``subscribe_message_sent`` signal: WeChat reported the outcome of a subscribe send.
 
 Without templates_app installed formids still works: every subscribe template id is known, every stale
@@ -51,6 +52,24 @@ def register_claim_owner(owner: Callable[[], Exists]) -> None:
 def claim_owners() -> list[Callable[[], Exists]]:
     """The registered claim owners, for formids.services.release_stale."""
     return list(_claim_owners)
+
+
+# --- credits arriving ---------------------------------------------------------------------------------
+# Told, inside the transaction that stored them, that users of an app gained credits: templates_app's held
+# deliveries wait for exactly that. Each listener gets (app id, openids).
+_arrival_listeners: list[Callable[[int, list[str]], None]] = []
+
+
+def register_credit_arrival_listener(listener: Callable[[int, list[str]], None]) -> None:
+    if listener not in _arrival_listeners:
+        _arrival_listeners.append(listener)
+
+
+def credits_arrived(app_id: int, openids: list[str]) -> None:
+    """Called by formids.services wherever usable credits are stored (formIds, prepay_ids, subscribe
+    accepts from the SDK or WeChat's events)."""
+    for listener in _arrival_listeners:
+        listener(app_id, openids)
 
 
 # --- signals -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from formids.hooks import claim_owners, known_subscribe_template_ids
+from formids.hooks import claim_owners, credits_arrived, known_subscribe_template_ids
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
 from formids.webhook_events import subscriptions_changed
 from pushhub.sql import ids_in
@@ -133,6 +133,8 @@ def add_formids(
     if connection.vendor == "postgresql":
         stored = _insert_formids_postgresql(app, user, fresh, kind, uses, now + FORMID_LIFETIME, source)
         result.accepted, result.duplicates = stored, result.duplicates + len(fresh) - stored
+        if stored:
+            credits_arrived(app.pk, [user.openid])
         if count_in_stats:
             bump_daily_stat(app, now.date(), formids_collected=stored)
         return result
@@ -155,6 +157,8 @@ def add_formids(
         ignore_conflicts=True,  # a concurrent upload of the same value: stored once
     )
     result.accepted = len(new)
+    if new:
+        credits_arrived(app.pk, [user.openid])
     if count_in_stats:
         bump_daily_stat(app, now.date(), formids_collected=len(new))
     return result
@@ -200,6 +204,8 @@ def add_subscribe_credits(
         ]
     )
     bump_daily_stat(app, now.date(), subscribe_collected=sum(counts.values()))
+    if counts:
+        credits_arrived(app.pk, [user.openid])
     return dict(counts)
 
 

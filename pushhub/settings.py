@@ -177,6 +177,12 @@ CELERY_BEAT_SCHEDULE = {
     "release-stale-claims": {"task": "formids.release_stale_claims", "schedule": 60.0},
     "run-scheduled-pushes": {"task": "templates_app.run_scheduled_pushes", "schedule": 15.0},
 }
+# Held deliveries (templates_app/delivery/holds.py): a hold ends, and a release lost with its task is redone,
+# within this many seconds (API.md: within 5 s); every held delivery is retried every HOLD_RECHECK_SECONDS
+# for credits no upload reported (a canceled push's claims given back).
+HOLD_SWEEP_SECONDS = env.float("HOLD_SWEEP_SECONDS", default=2.0)
+HOLD_RECHECK_SECONDS = env.float("HOLD_RECHECK_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["sweep-holds"] = {"task": "templates_app.sweep_holds", "schedule": HOLD_SWEEP_SECONDS}
 
 # --- WeChat ----------------------------------------------------------------------------------
 WECHAT_API_BASE = env.str("WECHAT_API_BASE", default="https://api.weixin.qq.com").rstrip("/")

@@ -8,14 +8,21 @@ class TemplatesAppConfig(AppConfig):
     def ready(self) -> None:
         # templates_app plugs into formids through formids.hooks only, so the dependency keeps pointing
         # templates_app → formids.
-        from formids.hooks import register_claim_owner, register_subscribe_template_provider
+        from formids.hooks import (
+            register_claim_owner,
+            register_credit_arrival_listener,
+            register_subscribe_template_provider,
+        )
         from templates_app import receivers
         from templates_app.catalogue import active_subscribe_template_ids
+        from templates_app.delivery.holds import credits_arrived
         from templates_app.delivery.ledger import pending_delivery_holds_credit
 
         # formids asks "which subscribe templates does this app have?"
         register_subscribe_template_provider(active_subscribe_template_ids)
         # A pending delivery owns its credit's claim: the stale-claim sweep leaves it alone.
         register_claim_owner(pending_delivery_holds_credit)
+        # Held deliveries wait for their users' next credit.
+        register_credit_arrival_listener(credits_arrived)
         # The delivery log listens to formids' subscribe_message_sent signal (subscribe_msg_sent_event).
         receivers.connect()

@@ -119,6 +119,11 @@ class Push(models.Model):
     miniprogram_state = models.CharField(max_length=10, blank=True, default="")
     lang = models.CharField(max_length=5, blank=True, default="")
     force = models.BooleanField(default=False)
+    # "hold": recipients without a credit wait this long for one (../shared/API.md "Hold until a credit
+    # arrives"); the hold ends at hold_until, set when the recipients are prepared (a scheduled push's hold
+    # starts when it runs).
+    hold_seconds = models.PositiveIntegerField(null=True, blank=True)
+    hold_until = models.DateTimeField(null=True, blank=True)
     send_at = models.DateTimeField(null=True, blank=True)
     created_by = models.CharField(max_length=100, blank=True, default="")  # "trigger", "key:phk_…"
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -131,6 +136,7 @@ class Push(models.Model):
     no_credit = models.IntegerField(null=True)
     opted_out = models.IntegerField(null=True)
     pending = models.IntegerField(default=0)
+    held = models.IntegerField(default=0)  # deliveries waiting for a credit (status held)
     # Every recipient has a Delivery row (or was counted as opted out): the push is done once nothing is
     # pending. Set by the request for explicit recipients, by the last chunk for @all.
     enumerated = models.BooleanField(default=False)
@@ -145,6 +151,8 @@ class Push(models.Model):
             models.Index(
                 fields=["status"], condition=Q(status__in=["queued", "running"]), name="push_active"
             ),
+            # the hold sweep: pushes with deliveries waiting for a credit, by the end of their hold
+            models.Index(fields=["hold_until"], condition=Q(held__gt=0), name="push_holding"),
         ]
 
     def __str__(self) -> str:
@@ -184,6 +192,7 @@ class Delivery(models.Model):
         SENT = "sent", "sent"
         FAILED = "failed", "failed"
         NO_CREDIT = "no_credit", "no credit"
+        HELD = "held", "held"  # no credit yet: waits until the push's hold_until for one
 
     push = models.ForeignKey(Push, on_delete=models.CASCADE, related_name="deliveries")
     openid = models.CharField(max_length=64)
@@ -197,6 +206,8 @@ class Delivery(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     msgid = models.BigIntegerField(null=True, blank=True, db_index=True)  # subscribe sends: WeChat's MsgID
     sent_at = models.DateTimeField(null=True, blank=True)
+    # A held delivery's user gained a credit at this time: the next release (templates_app.holds) tries it.
+    credit_arrived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -204,6 +215,9 @@ class Delivery(models.Model):
         constraints = [models.UniqueConstraint(fields=["push", "openid"], name="delivery_unique_recipient")]
         indexes = [
             models.Index(fields=["push", "status"], name="delivery_push_status"),
+            # A credit arriving for a user finds their held deliveries by openid: a probe of this small
+            # index (held rows only) on every credit upload, never a scan.
+            models.Index(fields=["openid"], condition=Q(status="held"), name="delivery_held_openid"),
         ]
 
     def __str__(self) -> str:

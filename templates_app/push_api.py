@@ -26,7 +26,7 @@ COUNTS = inline_serializer(
     "PushCounts",
     {
         name: serializers.IntegerField(allow_null=True)
-        for name in ("recipients", "sent", "failed", "no_credit", "opted_out", "pending")
+        for name in ("recipients", "sent", "failed", "no_credit", "opted_out", "pending", "held")
     },
 )
 
@@ -94,6 +94,13 @@ class SendSerializer(serializers.Serializer):
     lang = serializers.ChoiceField(LANGS, required=False)
     send_at = serializers.DateTimeField(required=False)
     force = serializers.BooleanField(required=False)
+    hold = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=604800,
+        help_text="listed recipients only: those without a credit wait up to this many seconds for one "
+        "(status held) and are sent to within 5 s of gaining one",
+    )
 
 
 class AcceptedSerializer(serializers.Serializer):
@@ -108,6 +115,13 @@ class AcceptedSerializer(serializers.Serializer):
         required=False,
         help_text="alias requests only: the aliases no user holds (not attempted); null until a scheduled "
         "push runs",
+    )
+    held = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        required=False,
+        help_text="requests with hold only: the recipients waiting for a credit; null until a scheduled push "
+        "runs",
     )
     send_at = serializers.CharField(allow_null=True)
     status_url = serializers.CharField()

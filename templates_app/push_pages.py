@@ -109,6 +109,7 @@ def _segments(push: Push) -> list[dict]:
         "failed": push.failed,
         "no_credit": push.no_credit or 0,
         "pending": push.pending,
+        "held": push.held,
     }
     total = max(push.recipients or 0, sum(counts.values()), 1)
     return [{"name": name, "count": n, "percent": round(100 * n / total, 2)} for name, n in counts.items()]

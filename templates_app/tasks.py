@@ -11,7 +11,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from templates_app.delivery import chunk, start, sweeps
+from templates_app.delivery import chunk, holds, start, sweeps
 
 RETRY_ON_DATABASE = {
     "autoretry_for": (OperationalError, InterfaceError),
@@ -41,3 +41,15 @@ def run_scheduled_pushes(stall_seconds: float | None = None) -> dict[str, int]:
         "started": sweeps.start_due_pushes(),
         "resumed": sweeps.resume_stalled_pushes(stall_seconds),
     }
+
+
+@shared_task(name="templates_app.release_holds", acks_late=True, ignore_result=True, **RETRY_ON_DATABASE)
+def release_holds(app_id: int) -> int:
+    """Send to the app's held users who gained a credit."""
+    return holds.release_app(app_id)
+
+
+@shared_task(name="templates_app.sweep_holds", acks_late=True, ignore_result=True)
+def sweep_holds() -> dict[str, int]:
+    """Beat, every HOLD_SWEEP_SECONDS: end due holds, release what arrivals marked, recheck now and then."""
+    return holds.sweep()

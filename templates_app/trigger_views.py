@@ -49,6 +49,11 @@ def _form_body(template: Template, form: QueryDict) -> dict:
                 ) from None
         elif name == "force":
             body["force"] = form["force"].lower() in {"1", "true", "yes", "on"}
+        elif name == "hold":
+            # A form has only text: whole seconds as digits become the number the JSON body would give.
+            body["hold"] = (
+                int(form["hold"]) if form["hold"].isascii() and form["hold"].isdigit() else form["hold"]
+            )
         elif name in template.keys:
             body.setdefault("data", {})[name] = form[name]
         else:

@@ -62,9 +62,12 @@ def mark_running(push_id: Any, now: datetime) -> None:
 
 
 def maybe_finish(push_id: Any) -> bool:
-    """running → done once every recipient is enumerated and nothing is pending (a conditional UPDATE:
+    """running → done once every recipient is enumerated and nothing is pending or held (a conditional UPDATE:
     whichever of the last chunk and the enumerator comes second does it)."""
-    pending = Delivery.objects.filter(push_id=OuterRef("pk"), status=Delivery.Status.PENDING)
+    # Held deliveries are unfinished too: they wait for a credit until the push's hold ends.
+    pending = Delivery.objects.filter(
+        push_id=OuterRef("pk"), status__in=[Delivery.Status.PENDING, Delivery.Status.HELD]
+    )
     with transaction.atomic():
         finished = bool(
             Push.objects.filter(pk=push_id, status__in=ACTIVE, enumerated=True)
@@ -318,6 +321,7 @@ def reconcile_counters(push_id: Any) -> bool:
         "failed": counts["failed"],
         "no_credit": counts["no_credit"],
         "pending": counts["pending"],
+        "held": counts["held"],
         "recipients": sum(counts.values()) + (push.opted_out or 0),
     }
     if all(getattr(push, name) == value for name, value in wanted.items()):

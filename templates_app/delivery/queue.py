@@ -22,6 +22,7 @@ TASKS = {
     "deliver_push": "templates_app.deliver_push",
     "deliver_chunk": "templates_app.deliver_chunk",
     "run_scheduled_pushes": "templates_app.run_scheduled_pushes",
+    "release_holds": "templates_app.release_holds",
 }
 
 

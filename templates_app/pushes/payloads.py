@@ -25,6 +25,7 @@ def push_payload(push: Push) -> dict:
             "no_credit": push.no_credit,
             "opted_out": push.opted_out,
             "pending": push.pending,
+            "held": push.held,
         },
         "send_at": iso_utc(push.send_at),
         "created_at": iso_utc(push.created_at),

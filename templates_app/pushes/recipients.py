@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
@@ -122,6 +122,7 @@ def dry_run(template: Template, request: SendRequest) -> dict:
 class Prepared:
     pending: list[int] = field(default_factory=list)  # ids of the deliveries that claimed a credit, to send
     no_credit: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # a push with a hold: no credit yet, waiting for one
     opted_out: list[str] = field(default_factory=list)
     unknown_aliases: list[str] | None = None  # an alias push: the aliases no user holds (not attempted)
 
@@ -136,6 +137,7 @@ def prepare_listed(push: Push) -> Prepared:
     prepared = prepare_recipients(push, list(openid_of.values()))
     alias_of = {openid: alias for alias, openid in openid_of.items()}  # an alias is one user's, and back
     prepared.no_credit = [alias_of[openid] for openid in prepared.no_credit]
+    prepared.held = [alias_of[openid] for openid in prepared.held]
     prepared.opted_out = [alias_of[openid] for openid in prepared.opted_out]
     prepared.unknown_aliases = [alias for alias in to.names if alias not in openid_of]
     return prepared
@@ -146,12 +148,20 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
 
     Idempotent: recipients that already have a Delivery row for this push are skipped, so a chunk
     redelivered after a worker died claims nothing twice. Users who turned pushes off are skipped
-    (counted as opted out, no row) unless the push is forced. Unknown openids have no credit.
+    (counted as opted out, no row) unless the push is forced. Unknown openids have no credit. A push with
+    a hold keeps the recipients without a credit ``held`` (they may log in and gain one) until its
+    hold_until, set here at its first preparation.
     """
     result = Prepared()
     with transaction.atomic():
         # One preparation per push at a time: the row lock serialises redelivered chunks.
-        Push.objects.select_for_update().filter(pk=push.pk).first()
+        locked = (
+            Push.objects.select_for_update().filter(pk=push.pk).only("hold_seconds", "hold_until").first()
+        )
+        if locked is not None and locked.hold_seconds and locked.hold_until is None:
+            hold_until = timezone.now() + timedelta(seconds=locked.hold_seconds)
+            Push.objects.filter(pk=push.pk).update(hold_until=hold_until)
+            push.hold_until = hold_until
         wanted = list(dict.fromkeys(openids))
         done = set(
             Delivery.objects.filter(push=push, openid__in=texts_in(wanted)).values_list("openid", flat=True)
@@ -167,13 +177,19 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
             )
         eligible = [o for o in wanted if o not in set(result.opted_out)]
         claimed = claim_for_push(push, eligible)
-        result.no_credit = [o for o in eligible if o not in claimed]
-        result.pending = _insert_deliveries(push, eligible, claimed)
+        without = [o for o in eligible if o not in claimed]
+        holding = bool(locked and locked.hold_seconds)
+        if holding:
+            result.held = without
+        else:
+            result.no_credit = without
+        result.pending = _insert_deliveries(push, eligible, claimed, holding=holding)
         Push.objects.filter(pk=push.pk).update(
             recipients=_plus("recipients", len(wanted)),
             no_credit=_plus("no_credit", len(result.no_credit)),
             opted_out=_plus("opted_out", len(result.opted_out)),
             pending=F("pending") + len(result.pending),
+            held=F("held") + len(result.held),
         )
     return result
 
@@ -190,12 +206,14 @@ def claim_for_push(push: Push, openids: Sequence[str]) -> dict[str, Credit]:
     )
 
 
-def _insert_deliveries(push: Push, openids: list[str], claimed: dict) -> list[int]:
-    """One Delivery row per recipient (pending with its credit, or no_credit); returns the pending ids.
+def _insert_deliveries(push: Push, openids: list[str], claimed: dict, *, holding: bool = False) -> list[int]:
+    """One Delivery row per recipient (pending with its credit, else no_credit, or held for a push with a
+    hold); returns the pending ids.
 
     On PostgreSQL one ``INSERT … SELECT FROM unnest(…)``: the ORM's bulk_create of 500 model instances was
     a tenth of a broadcast worker's CPU. Elsewhere (SQLite in development) bulk_create."""
-    pending, no_credit = Delivery.Status.PENDING, Delivery.Status.NO_CREDIT
+    pending = Delivery.Status.PENDING
+    no_credit = Delivery.Status.HELD if holding else Delivery.Status.NO_CREDIT
     statuses = [pending if o in claimed else no_credit for o in openids]
     credit_ids = [claimed[o].id if o in claimed else None for o in openids]
     if connection.vendor == "postgresql":

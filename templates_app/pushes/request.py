@@ -27,7 +27,18 @@ MINIPROGRAM_STATES = ("developer", "trial", "formal")
 LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
 SEND_AT_MAX_AHEAD = timedelta(days=90)
 SEND_AT_SKEW = timedelta(seconds=5)  # "now" from a client with a slightly fast clock is not "the past"
-REQUEST_FIELDS = ("to", "data", "page", "emphasis_keyword", "miniprogram_state", "lang", "send_at", "force")
+REQUEST_FIELDS = (
+    "to",
+    "data",
+    "page",
+    "emphasis_keyword",
+    "miniprogram_state",
+    "lang",
+    "send_at",
+    "force",
+    "hold",
+)
+HOLD_MAX_SECONDS = 7 * 24 * 3600  # API.md: 1..604800 (a week, a formId's whole life)
 
 
 @dataclass
@@ -40,6 +51,7 @@ class SendRequest:
     lang: str
     send_at: datetime | None
     force: bool
+    hold: int | None = None  # seconds recipients without a credit wait for one
 
 
 def _bad(code: str, message: str, field: str | None = None):
@@ -65,6 +77,7 @@ def parse_send_request(template: Template, body, now: datetime | None = None) ->
         lang=_parse_choice(body, "lang", LANGS, subscribe),
         send_at=_parse_send_at(body.get("send_at"), now),
         force=_parse_bool(body.get("force", False), "force"),
+        hold=_parse_hold(body.get("hold"), to),
     )
 
 
@@ -157,6 +170,24 @@ def _parse_send_at(value, now: datetime) -> datetime | None:
     if when > now + SEND_AT_MAX_AHEAD:
         _bad("validation_error", "send_at is more than 90 days ahead.", "send_at")
     return when if when > now else None
+
+
+def _parse_hold(value, to: Addressing) -> int | None:
+    """``hold``: whole seconds, 1..604800, for listed recipients only. A broadcast reaches the users who
+    have a credit when it runs; who else it would wait for is not a list anyone gave."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        _bad("validation_error", "hold must be a whole number of seconds.", "hold")
+    if not 1 <= value <= HOLD_MAX_SECONDS:
+        _bad("validation_error", f"hold must be 1..{HOLD_MAX_SECONDS} seconds (7 days).", "hold")
+    if to.is_broadcast:
+        _bad(
+            "validation_error",
+            "hold is for listed recipients (openids or aliases), not @all or a segment.",
+            "hold",
+        )
+    return value
 
 
 def _parse_bool(value, name: str) -> bool:

@@ -106,6 +106,7 @@ def _new_push(template: Template, request: SendRequest, created_by: str) -> Push
         miniprogram_state=request.miniprogram_state,
         lang=request.lang,
         force=request.force,
+        hold_seconds=request.hold,
         send_at=request.send_at,
         created_by=created_by,
         recipients=None if unknown else 0,
@@ -119,7 +120,7 @@ def _prepare_now(push: Push, request: SendRequest) -> Prepared | None:
     if request.to.is_broadcast or push.status == Push.Status.SCHEDULED:
         return None
     prepared = prepare_listed(push)
-    finished = not prepared.pending
+    finished = not prepared.pending and not prepared.held
     Push.objects.filter(pk=push.pk).update(
         enumerated=True,
         **(
@@ -154,6 +155,8 @@ def _accepted_body(push: Push, request: SendRequest, prepared: Prepared | None, 
     }
     if to.audience == Push.Audience.ALIASES:
         body["unknown_aliases"] = prepared.unknown_aliases if explicit_now else None
+    if request.hold is not None:
+        body["held"] = prepared.held if explicit_now else None
     return body | {"send_at": iso_utc(push.send_at), "status_url": status_url}
 
 
@@ -173,13 +176,18 @@ def cancel_push(push: Push, actor: str = "system") -> Push:
         credit_ids = [cid for cid in unsent.values_list("credit_id", flat=True) if cid]
         canceled = unsent.update(status=Delivery.Status.FAILED, errcode="canceled", errmsg="push canceled")
         credits.release(credit_ids, locked.claim_holder)
+        # Held deliveries hold no credit: they are dropped, failed as canceled like the unsent ones.
+        dropped = Delivery.objects.filter(push=locked, status=Delivery.Status.HELD).update(
+            status=Delivery.Status.FAILED, errcode="canceled", errmsg="push canceled", credit_arrived_at=None
+        )
         Push.objects.filter(pk=locked.pk).update(
             status=Push.Status.CANCELED,
             finished_at=now,
-            failed=F("failed") + canceled,
+            failed=F("failed") + canceled + dropped,
             pending=F("pending") - canceled,
+            held=F("held") - dropped,
         )
-        audit(locked.tenant, actor, "push.cancel", "push", locked.pk, canceled=canceled)
+        audit(locked.tenant, actor, "push.cancel", "push", locked.pk, canceled=canceled + dropped)
         webhook_events.push_finished(locked.pk)
     locked.refresh_from_db()
     return locked

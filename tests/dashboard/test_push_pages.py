@@ -99,6 +99,7 @@ def test_progress_json_returns_the_counts(owner_client, push):
         "no_credit": 1,
         "opted_out": 0,
         "pending": 2,
+        "held": 0,
     }
 
 
@@ -238,3 +239,28 @@ def test_the_push_page_says_who_the_push_addresses(owner_client, template, to, e
         assert page.context["audience"] == chinese
     if push.audience == "tags":  # the list marks segment pushes, as it marks @all ones
         assert "segment …" in owner_client.get(reverse("push-list-page")).content.decode()
+
+
+@pytest.mark.django_db
+def test_push_page_shows_who_is_held_and_until_when(owner_client, sandbox_app, template):
+    credits.touch_user(sandbox_app, "o-waiting")
+    request = SendRequest(
+        to=parse_to(["o-waiting"]),
+        data={"thing1": {"value": "socks"}},
+        page="",
+        emphasis_keyword="",
+        miniprogram_state="",
+        lang="",
+        send_at=None,
+        force=False,
+        hold=3600,
+    )
+    push = start_push(template, request, created_by="test", status_url=lambda p: f"/x/{p.pk}").push
+
+    response = owner_client.get(reverse("push-page", args=[push.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans")
+
+    page = response.content.decode()
+    assert 'data-count="held">1<' in page and "等待额度" in page
+    assert push.hold_until.strftime("%Y-%m-%d %H:%M") in page
+    held = owner_client.get(reverse("push-page", args=[push.pk]), {"status": "held"})
+    assert [r["delivery"].openid for r in held.context["rows"]] == ["o-waiting"]

@@ -16,9 +16,10 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from formids import services as credits
-from formids.models import Credit
+from formids.models import Credit, MiniUser
 from pushhub.celery import app as celery_app
 from templates_app import tasks
 from templates_app.models import Push
@@ -198,4 +199,68 @@ def test_a_worker_killed_mid_broadcast_leaves_every_user_exactly_one_message(
     assert Credit.objects.filter(app=app, state="available").count() == 1000  # everyone's second formId
     push.refresh_from_db()
     assert (push.recipients, push.sent, push.failed, push.pending) == (1000, 1000, 0, 0)
+    assert_counters_match_rows(push)
+
+
+def test_a_worker_killed_while_holds_are_released_sends_each_held_message_once(
+    app, formid_template, broker, start_worker, monkeypatch
+):
+    """1,000 held users gain a formId each; the worker dies while their messages go out. Once another worker
+    and the sweeps are done, every user has exactly one message and no hold is left."""
+    from pushhub.wechat.sandbox.models import SandboxApp, SandboxFormId
+    from templates_app.delivery import holds
+    from templates_app.delivery import queue as delivery_queue
+
+    users = seed_users(app, 1000)  # known to both sides, no credit
+    push = make_push(formid_template, users, hold_seconds=600)
+    assert (push.held, push.pending) == (1000, 0)
+    leases = {"DELIVERY_IN_FLIGHT_LEASE": "1", "DELIVERY_ENUMERATION_LEASE": "2"}
+    first = start_worker("prefork", **leases)
+    # The release task goes to this test's own queue, as the uploads' after-commit hook would queue it.
+    monkeypatch.setattr(
+        delivery_queue,
+        "enqueue",
+        lambda task, *args, countdown=None: broker.send(getattr(tasks, task), *args),
+    )
+
+    # Each user's new formId, on both sides, announced as an upload announces it.
+    wechat_app, now = SandboxApp.objects.get(appid=app.appid), timezone.now()
+    user_ids = dict(MiniUser.objects.filter(app=app).values_list("openid", "pk"))
+    SandboxFormId.objects.bulk_create(
+        [
+            SandboxFormId(app=wechat_app, openid=o, value=f"held-{o}", kind="formid", uses_left=1)
+            for o in users
+        ]
+    )
+    Credit.objects.bulk_create(
+        [
+            Credit(
+                app=app,
+                user_id=user_ids[o],
+                kind="formid",
+                value=f"held-{o}",
+                expires_at=now + timedelta(days=7),
+            )
+            for o in users
+        ]
+    )
+    assert holds.mark_arrivals(app.pk, users) == 1000
+    wait_for(lambda: push_state(push.pk).sent >= 150, 30, "some held messages to be sent")
+
+    kill(first)  # mid-release: the chunk of released rows dies with it
+    assert push_state(push.pk).sent < 1000
+    start_worker("prefork", **leases)
+
+    def finished():
+        # What beat does: resume pushes without progress (1 s here), release what is still marked.
+        broker.send(tasks.run_scheduled_pushes, 1.0)
+        broker.send(tasks.sweep_holds)
+        return push_state(push.pk).status == "done"
+
+    wait_for(finished, 60, "another worker to send the rest", interval=0.5)
+
+    assert inbox_counts(app.appid) == {openid: 1 for openid in users}
+    push.refresh_from_db()
+    assert (push.sent, push.held, push.pending, push.failed, push.no_credit) == (1000, 0, 0, 0, 0)
+    assert not Credit.objects.filter(app=app, state="claimed").exists()
     assert_counters_match_rows(push)

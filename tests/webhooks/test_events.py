@@ -38,7 +38,15 @@ def test_push_finished_when_a_broadcast_is_done(app, endpoint, receiver, task_qu
         "app": app.appid,
         "template": str(template.pk),
         "status": "done",
-        "counts": {"recipients": 3, "sent": 3, "failed": 0, "no_credit": 0, "opted_out": 0, "pending": 0},
+        "counts": {
+            "recipients": 3,
+            "sent": 3,
+            "failed": 0,
+            "no_credit": 0,
+            "opted_out": 0,
+            "pending": 0,
+            "held": 0,
+        },
         "finished_at": finished["data"]["finished_at"],
     }
     assert events_of(receiver, "user.unreachable") == [], "every user still has a formId"

@@ -1,0 +1,209 @@
+"""Held deliveries (../shared/API.md "Hold until a credit arrives"): a push sent with ``hold`` keeps the
+recipients who have no credit ``held`` until its ``hold_until``; they are sent to once they gain one.
+
+- ``credits_arrived`` (formids' credit-arrival hook, called in the transaction that stored the credits): after
+  the commit, one UPDATE over the (held) openid index marks the users' held deliveries, and only if it marked
+  some, a release of the app is queued. An upload for a user with no hold costs that one index probe.
+- ``release_app`` (the ``release_holds`` task, and beat's ``sweep_holds``): for each of the app's pushes with
+  marked deliveries, oldest push first, claim one credit per user for the push's template and turn those rows
+  pending (their chunk is queued after the commit). A user with several holds gains them oldest first, one
+  credit each: the pushes are claimed for one after another. Rows whose user still has no credit for the
+  push's template lose the mark.
+- ``expire_due`` (beat): holds past their end become ``no_credit``; a credit arriving later sends nothing.
+- ``recheck`` (beat, every HOLD_RECHECK_SECONDS): marks every held delivery again, for credits that came
+  back by another way (a canceled push gave its claims back, a lost release task).
+
+Lock order, as in the ledger: the push row, then its delivery rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Case, F, Min, Value, When
+from django.utils import timezone
+
+from pushhub.sql import ids_in, texts_in
+from templates_app.delivery import ledger, progress, queue
+from templates_app.models import Delivery, Push
+from templates_app.pushes.recipients import claim_for_push
+
+log = logging.getLogger(__name__)
+
+HELD = Delivery.Status.HELD
+BATCH = 500  # held deliveries claimed for in one statement (a chunk's worth)
+
+
+# --- a credit arrived ----------------------------------------------------------------------------------
+def credits_arrived(app_id: int, openids: Iterable[str]) -> None:
+    """formids stored usable credits for these users of the app: once that commits, mark their held
+    deliveries and queue a release if there were any."""
+    wanted = list(dict.fromkeys(o for o in openids if o))
+    if wanted:
+        transaction.on_commit(lambda: mark_arrivals(app_id, wanted))
+
+
+def mark_arrivals(app_id: int, openids: list[str], now: datetime | None = None) -> int:
+    """Mark the users' held deliveries (the ``delivery_held_openid`` index) and queue the app's release;
+    how many were marked. Never raises: the credit is stored whatever happens here, and the recheck finds
+    what a failure here missed."""
+    try:
+        marked = Delivery.objects.filter(
+            status=HELD, openid__in=texts_in(openids), push__app_id=app_id, push__held__gt=0
+        ).update(credit_arrived_at=now or timezone.now())
+        if marked:
+            release_soon(app_id)
+        return marked
+    except Exception:
+        log.exception("could not mark the held deliveries of app %s; the hold recheck will", app_id)
+        return 0
+
+
+def _queued_key(app_id: Any) -> str:
+    return f"holds:release:{app_id}"
+
+
+def release_soon(app_id: int) -> None:
+    """Queue ``release_holds`` for the app unless one is queued and has not started yet: a release takes
+    every row marked before it starts (it drops the mark first), so arrivals in a burst share one, and an
+    arrival marked after a release started queues the next. The key's timeout covers a lost task (the
+    sweep releases meanwhile)."""
+    if cache.add(_queued_key(app_id), 1, timeout=30):
+        queue.enqueue("release_holds", app_id)
+
+
+# --- releasing -----------------------------------------------------------------------------------------
+def release_app(app_id: Any, now: datetime | None = None) -> int:
+    """Send to the app's held users who gained a credit (marked rows), oldest push first; how many
+    deliveries became pending."""
+    cache.delete(_queued_key(app_id))  # from here on, a new arrival queues another release
+    started = now or timezone.now()
+    pushes = (
+        Delivery.objects.filter(
+            status=HELD, credit_arrived_at__isnull=False, push__app_id=app_id, push__held__gt=0
+        )
+        .values("push_id")
+        .annotate(first=Min("pk"))
+        .order_by("first")
+    )
+    released = 0
+    for row in list(pushes):
+        released += release_push(row["push_id"], started)
+    return released
+
+
+def release_push(push_id: Any, started: datetime) -> int:
+    """Claim for the push's marked held deliveries, BATCH at a time; how many became pending."""
+    released = 0
+    cursor = 0
+    while True:
+        with transaction.atomic():
+            push = (
+                Push.objects.select_for_update()
+                .select_related("app", "template")
+                .filter(pk=push_id, status__in=ledger.ACTIVE)
+                .first()
+            )
+            if push is None:
+                return released
+            rows = list(
+                Delivery.objects.filter(
+                    push_id=push_id, status=HELD, credit_arrived_at__isnull=False, pk__gt=cursor
+                )
+                .order_by("pk")
+                .values_list("pk", "openid", "credit_arrived_at")[:BATCH]
+            )
+            if not rows:
+                return released
+            cursor = rows[-1][0]
+            if push.hold_until is not None and push.hold_until <= timezone.now():
+                return released  # ended: expire_due makes them no_credit
+            claimed = claim_for_push(push, [openid for _, openid, _ in rows])
+            ids = _turn_pending(rows, claimed)
+            # Rows marked before this release began and still without a credit lose the mark; a row
+            # marked since keeps it for the next release.
+            Delivery.objects.filter(
+                pk__in=ids_in([pk for pk, openid, at in rows if openid not in claimed and at <= started]),
+                status=HELD,
+            ).update(credit_arrived_at=None)
+            if ids:
+                Push.objects.filter(pk=push_id).update(
+                    held=F("held") - len(ids), pending=F("pending") + len(ids)
+                )
+                ledger.mark_running(push_id, timezone.now())
+                transaction.on_commit(lambda ids=ids: _queue_chunk(push_id, ids))
+            released += len(ids)
+
+
+def _turn_pending(rows: list[tuple], claimed: dict) -> list[int]:
+    """held → pending with its claimed credit, for the rows whose user got one (one UPDATE); their ids."""
+    credit_of = {pk: claimed[openid].id for pk, openid, _ in rows if openid in claimed}
+    if not credit_of:
+        return []
+    Delivery.objects.filter(pk__in=ids_in(list(credit_of)), status=HELD).update(
+        status=Delivery.Status.PENDING,
+        credit_id=Case(*(When(pk=pk, then=Value(cid)) for pk, cid in credit_of.items())),
+        credit_arrived_at=None,
+    )
+    return sorted(credit_of)
+
+
+def _queue_chunk(push_id: Any, ids: list[int]) -> None:
+    progress.touch_progress(push_id, force=True)
+    try:
+        queue.enqueue_chunk(push_id, ids)
+    except Exception:  # a broker outage: the rows are pending, the stall sweep queues them
+        log.exception("could not queue released holds of push %s; the stall sweep will", push_id)
+
+
+# --- the end of a hold, and the beat -------------------------------------------------------------------
+def expire_due(now: datetime | None = None) -> int:
+    """Pushes whose hold has ended: their held deliveries become no_credit, and the push may finish."""
+    now = now or timezone.now()
+    expired = 0
+    for push_id in list(
+        Push.objects.filter(held__gt=0, hold_until__lte=now).values_list("pk", flat=True)[:1000]
+    ):
+        with transaction.atomic():
+            push = Push.objects.select_for_update().filter(pk=push_id, held__gt=0).first()
+            if push is None:
+                continue
+            n = Delivery.objects.filter(push_id=push_id, status=HELD).update(
+                status=Delivery.Status.NO_CREDIT, credit_arrived_at=None
+            )
+            Push.objects.filter(pk=push_id).update(held=0, no_credit=F("no_credit") + n)
+            expired += n
+        ledger.maybe_finish(push_id)
+    return expired
+
+
+def recheck(now: datetime | None = None) -> int:
+    """Mark every held delivery of pushes still holding, so the next release tries them all: the catch-all
+    for credits no arrival reported. At most once per HOLD_RECHECK_SECONDS (a cache mark)."""
+    if not cache.add("holds:recheck", 1, timeout=max(1, int(settings.HOLD_RECHECK_SECONDS))):
+        return 0
+    now = now or timezone.now()
+    return Delivery.objects.filter(
+        status=HELD, credit_arrived_at__isnull=True, push__held__gt=0, push__hold_until__gt=now
+    ).update(credit_arrived_at=now)
+
+
+def sweep(now: datetime | None = None) -> dict[str, int]:
+    """Beat (every HOLD_SWEEP_SECONDS): end the holds that are due, recheck now and then, release what is
+    marked in every app (what a lost ``release_holds`` task left)."""
+    now = now or timezone.now()
+    expired = expire_due(now)
+    rechecked = recheck(now)
+    apps = list(
+        Delivery.objects.filter(status=HELD, credit_arrived_at__isnull=False, push__held__gt=0)
+        .values_list("push__app_id", flat=True)
+        .distinct()
+    )
+    released = sum(release_app(app_id) for app_id in apps)
+    return {"expired": expired, "rechecked": rechecked, "released": released}

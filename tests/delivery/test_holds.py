@@ -1,0 +1,330 @@
+"""Hold until a credit arrives (../shared/API.md): a push with ``hold`` keeps recipients without a credit
+``held``; each credit source releases them (SDK formId upload, SDK subscription report, WeChat's popup event);
+the end of the hold makes them ``no_credit``; cancel drops them; several holds of a user go oldest first."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from formids.models import Credit, MiniUser
+from pushhub.wechat.sandbox import services as sandbox
+from pushhub.wechat.sandbox.models import SandboxApp, SandboxFormId
+from templates_app import tasks
+from templates_app.delivery import holds
+from templates_app.models import Delivery, Push
+from tenants import services as tenant_services
+from tests.sdk_helpers import sdk_client
+
+from .helpers import assert_counters_match_rows, inbox_counts, seed_users
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def send(api, template, body):
+    return api.post(f"/api/v1/templates/{template.pk}/pushes", body, format="json")
+
+
+def new_user(app) -> str:
+    """A user both WeChat (the sandbox) and PushHub know, with no credit at all."""
+    return seed_users(app, 1)[0]
+
+
+def statuses(push) -> dict[str, str]:
+    return dict(Delivery.objects.filter(push=push).values_list("openid", "status"))
+
+
+def upload_formid(app, openid) -> None:
+    """The SDK's upload of a fresh form submit's formId, over the SDK endpoint."""
+    value = sandbox.issue_formids(app.appid, openid)[0]
+    response = sdk_client(app, openid).post(
+        f"/sdk/v1/{app.appid}/formids", {"formids": [value]}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["accepted"] == 1
+
+
+# --- the request ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("to", "hold"),
+    [
+        ("@all", 60),
+        ({"tags": {"any": ["vip"]}}, 60),
+        (["o1"], 0),
+        (["o1"], 604801),
+        (["o1"], "60"),
+        (["o1"], 1.5),
+        (["o1"], True),
+    ],
+)
+def test_a_bad_hold_is_a_400_naming_hold(api, app, formid_template, task_queue, to, hold):
+    response = send(
+        api, formid_template, {"to": to, "data": {"keyword1": "A", "keyword2": "B"}, "hold": hold}
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"]["field"] == "hold"
+    assert not Push.objects.exists()
+
+
+def test_recipients_without_a_credit_are_held_and_the_push_keeps_running(
+    api, app, formid_template, task_queue
+):
+    (ready,) = seed_users(app, 1, formids=1)
+    waiting, stranger = new_user(app), "oNeverSeen000000000000000001"
+
+    response = send(
+        api,
+        formid_template,
+        {"to": [ready, waiting, stranger], "data": {"keyword1": "A", "keyword2": "B"}, "hold": 600},
+    )
+
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["no_credit"], body["held"]) == ([], [waiting, stranger])
+    task_queue.run()
+    push = Push.objects.get(pk=body["push_id"])
+    assert inbox_counts(app.appid) == {ready: 1}
+    assert push.status == "running"
+    assert statuses(push) == {ready: "sent", waiting: "held", stranger: "held"}
+    counts = api.get(f"/api/v1/pushes/{push.pk}").json()["counts"]
+    assert (counts["sent"], counts["held"], counts["no_credit"], counts["pending"]) == (1, 2, 0, 0)
+    assert push.hold_until == pytest.approx(
+        push.created_at + timedelta(seconds=600), abs=timedelta(seconds=5)
+    )
+    assert_counters_match_rows(push)
+
+
+def test_without_hold_nobody_is_held(api, app, formid_template, task_queue):
+    waiting = new_user(app)
+
+    body = send(api, formid_template, {"to": [waiting], "data": {"keyword1": "A", "keyword2": "B"}}).json()
+
+    assert "held" not in body and body["no_credit"] == [waiting]
+    assert Push.objects.get(pk=body["push_id"]).status == "done"
+
+
+# --- each credit source releases a hold --------------------------------------------------------------
+def test_an_sdk_formid_upload_sends_the_held_message(api, app, formid_template, task_queue):
+    waiting = new_user(app)
+    push_id = send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 600}).json()["push_id"]
+    task_queue.run()
+    assert inbox_counts(app.appid) == {}
+
+    upload_formid(app, waiting)
+
+    assert task_queue.names() == ["release_holds"]  # queued by the upload itself, not left to the sweep
+    task_queue.run()
+    push = Push.objects.get(pk=push_id)
+    assert inbox_counts(app.appid) == {waiting: 1}
+    assert (push.status, push.sent, push.held) == ("done", 1, 0)
+    assert_counters_match_rows(push)
+
+
+def test_an_sdk_subscription_report_sends_the_held_message(api, app, subscribe_template, task_queue):
+    waiting = new_user(app)
+    tid = subscribe_template.template_id
+    push_id = send(api, subscribe_template, {"to": [waiting], "data": ["A123", "键盘"], "hold": 600}).json()[
+        "push_id"
+    ]
+
+    sandbox.accept_subscriptions(app.appid, waiting, {tid: "accept"})  # the user taps accept in WeChat
+    response = sdk_client(app, waiting).post(
+        f"/sdk/v1/{app.appid}/subscriptions", {"results": {tid: "accept"}}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    task_queue.run()
+
+    assert inbox_counts(app.appid) == {waiting: 1}
+    assert Push.objects.get(pk=push_id).status == "done"
+
+
+def test_wechats_popup_event_sends_the_held_message(api, app, subscribe_template, task_queue):
+    app = tenant_services.update_app(app, credit_source="events")
+    waiting = new_user(app)
+    tid = subscribe_template.template_id
+    push_id = send(api, subscribe_template, {"to": [waiting], "data": ["A123", "键盘"], "hold": 600}).json()[
+        "push_id"
+    ]
+
+    # WeChat (the sandbox) pushes subscribe_msg_popup_event to PushHub over HTTP once the user accepts.
+    sandbox.accept_subscriptions(app.appid, waiting, {tid: "accept"})
+    task_queue.run()
+
+    assert inbox_counts(app.appid) == {waiting: 1}
+    assert Push.objects.get(pk=push_id).status == "done"
+
+
+def test_an_alias_push_holds_by_alias_and_a_user_logging_in_later_is_reached(
+    api, app, formid_template, task_queue
+):
+    body = send(
+        api, formid_template, {"to": {"aliases": ["member-7"]}, "data": ["A", "B"], "hold": 600}
+    ).json()
+    assert body["unknown_aliases"] == ["member-7"] and body["held"] == []  # nobody holds the alias yet
+
+    waiting = new_user(app)
+    MiniUser.objects.filter(app=app, openid=waiting).update(alias="member-8")
+    body = send(
+        api, formid_template, {"to": {"aliases": ["member-8"]}, "data": ["A", "B"], "hold": 600}
+    ).json()
+    assert body["held"] == ["member-8"]
+
+    upload_formid(app, waiting)
+    task_queue.run()
+    assert inbox_counts(app.appid) == {waiting: 1}
+
+
+# --- order, end, cancel ------------------------------------------------------------------------------
+def test_several_holds_of_one_user_go_oldest_first_one_credit_each(api, app, formid_template, task_queue):
+    waiting = new_user(app)
+    first = send(api, formid_template, {"to": [waiting], "data": ["first", "1"], "hold": 600}).json()
+    second = send(api, formid_template, {"to": [waiting], "data": ["second", "2"], "hold": 600}).json()
+    task_queue.run()
+
+    upload_formid(app, waiting)
+    task_queue.run()
+
+    assert statuses(Push.objects.get(pk=first["push_id"])) == {waiting: "sent"}
+    assert statuses(Push.objects.get(pk=second["push_id"])) == {waiting: "held"}
+    assert [m.data["keyword1"]["value"] for m in sandbox.inbox(app.appid, waiting)] == ["first"]
+
+    upload_formid(app, waiting)
+    task_queue.run()
+    assert statuses(Push.objects.get(pk=second["push_id"])) == {waiting: "sent"}
+    assert inbox_counts(app.appid) == {waiting: 2}
+
+
+def test_a_credit_for_another_template_leaves_a_subscribe_hold_waiting(
+    api, app, subscribe_template, task_queue
+):
+    waiting = new_user(app)
+    push_id = send(api, subscribe_template, {"to": [waiting], "data": ["A123", "键盘"], "hold": 600}).json()[
+        "push_id"
+    ]
+
+    upload_formid(app, waiting)  # a formId is no credit for a subscribe template
+    task_queue.run()
+
+    push = Push.objects.get(pk=push_id)
+    assert statuses(push) == {waiting: "held"} and push.held == 1
+    assert Delivery.objects.get(push=push).credit_arrived_at is None  # tried once, not again and again
+
+
+def test_when_the_hold_ends_the_held_become_no_credit_and_a_later_credit_sends_nothing(
+    api, app, formid_template, task_queue
+):
+    waiting = new_user(app)
+    push_id = send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 60}).json()["push_id"]
+    task_queue.run()
+
+    holds.sweep(now=timezone.now() + timedelta(seconds=61))
+
+    push = Push.objects.get(pk=push_id)
+    assert (push.status, push.held, push.no_credit) == ("done", 0, 1)
+    assert statuses(push) == {waiting: "no_credit"}
+    upload_formid(app, waiting)
+    task_queue.run()
+    assert inbox_counts(app.appid) == {}
+    assert_counters_match_rows(push)
+
+
+def test_cancel_drops_the_holds(api, app, formid_template, task_queue):
+    waiting = new_user(app)
+    push_id = send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 600}).json()["push_id"]
+    task_queue.run()
+
+    response = api.post(f"/api/v1/pushes/{push_id}/cancel")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["counts"]["held"] == 0
+    push = Push.objects.get(pk=push_id)
+    assert statuses(push) == {waiting: "failed"} and push.status == "canceled"
+    upload_formid(app, waiting)
+    task_queue.run()
+    assert inbox_counts(app.appid) == {}
+    assert_counters_match_rows(push)
+
+
+def test_a_scheduled_push_holds_from_when_it_runs(api, app, formid_template, task_queue):
+    waiting = new_user(app)
+    send_at = timezone.now() + timedelta(minutes=5)
+    body = send(
+        api,
+        formid_template,
+        {"to": [waiting], "data": ["A", "B"], "hold": 60, "send_at": send_at.isoformat()},
+    ).json()
+    assert body["held"] is None and body["status"] == "scheduled"
+    push = Push.objects.get(pk=body["push_id"])
+    Push.objects.filter(pk=push.pk).update(send_at=timezone.now())
+
+    tasks.run_scheduled_pushes()
+    task_queue.run()
+
+    push.refresh_from_db()
+    assert statuses(push) == {waiting: "held"} and push.status == "running"
+    assert push.hold_until > timezone.now() + timedelta(seconds=50)
+
+
+# --- what a lost task or another way back leaves -----------------------------------------------------
+def test_the_sweep_releases_what_a_lost_release_task_left(api, app, formid_template, task_queue):
+    waiting = new_user(app)
+    push_id = send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 600}).json()["push_id"]
+    task_queue.run()
+    upload_formid(app, waiting)
+    task_queue.pending.clear()  # the release_holds task is lost with its worker
+
+    result = holds.sweep()
+    task_queue.run()
+
+    assert result["released"] == 1
+    assert inbox_counts(app.appid) == {waiting: 1}
+    assert Push.objects.get(pk=push_id).status == "done"
+
+
+def test_the_recheck_finds_a_credit_no_upload_announced(api, app, formid_template, task_queue, settings):
+    waiting = new_user(app)
+    push_id = send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 600}).json()["push_id"]
+    task_queue.run()
+    # A credit written straight to both sides, as a canceled push's released claim would come back: no
+    # upload announces it.
+    value = "released-" + waiting[-12:]
+    SandboxFormId.objects.create(
+        app=SandboxApp.objects.get(appid=app.appid), openid=waiting, value=value, kind="formid", uses_left=1
+    )
+    Credit.objects.create(
+        app=app,
+        user=MiniUser.objects.get(app=app, openid=waiting),
+        kind="formid",
+        value=value,
+        expires_at=timezone.now() + timedelta(days=6),
+    )
+
+    holds.sweep()
+    task_queue.run()
+
+    assert inbox_counts(app.appid) == {waiting: 1}
+    assert Push.objects.get(pk=push_id).status == "done"
+
+
+def test_an_upload_for_a_user_without_holds_queues_nothing(app, formid_template, task_queue):
+    user = new_user(app)
+
+    upload_formid(app, user)
+
+    assert task_queue.names() == []
+
+
+def test_a_form_encoded_trigger_takes_hold_as_digits(client, app, formid_template, task_queue):
+    waiting = new_user(app)
+    url = f"/t/{formid_template.get_trigger_token()}"
+
+    response = client.post(url, {"to": waiting, "keyword1": "A", "keyword2": "B", "hold": "600"})
+    refused = client.post(url, {"to": waiting, "keyword1": "A", "keyword2": "B", "hold": "ten minutes"})
+
+    assert response.status_code == 202, response.content
+    assert response.json()["held"] == [waiting]
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "hold"
