@@ -32,7 +32,10 @@ pytestmark = [
 ]
 
 
-def run_phone(live_server, appid: str, openid: str, steps: list[dict], **options) -> dict:
+def run_phone(
+    live_server, appid: str, openid: str, steps: list[dict], setting: dict | None = None, **options
+) -> dict:
+    """Runs phone.js; `setting` is the phone's wx.getSetting subscriptionsSetting, `options` the SDK's."""
     plan = {
         "server": live_server.url,
         "appid": appid,
@@ -41,6 +44,7 @@ def run_phone(live_server, appid: str, openid: str, steps: list[dict], **options
         "openid": openid,
         "options": options,
         "steps": steps,
+        "setting": setting,
     }
     done = subprocess.run(
         [NODE, str(PHONE)], input=json.dumps(plan), capture_output=True, text=True, timeout=60, check=False
@@ -217,3 +221,47 @@ def test_identify_binds_the_alias_only_with_the_hash_the_tenants_server_computed
     unbound = run_phone(live_server, app.appid, openid, [{"op": "identify", "alias": None}])
     assert step(unbound, "identify")["result"] == {"ok": True, "data": {"alias": None}}
     assert api.get(f"/api/v1/apps/{app.appid}/users/{openid}").json()["alias"] is None
+
+
+def test_a_silent_top_up_in_a_tap_reaches_the_quota_as_credits(live_server, shop, api):
+    """pushhub.tap() on a phone whose user always accepts one of two topUp templates: each tap asks WeChat (the
+    sandbox) for that one only, the report credits it, and the cap (topUpMax) stops it; /quota and me() agree."""
+    app, (order, arrival), openid = shop
+    report = run_phone(
+        live_server,
+        app.appid,
+        openid,
+        [{"op": "me"}, {"op": "tap"}, {"op": "tap"}, {"op": "tap"}, {"op": "me"}],
+        topUp=[order, arrival],
+        topUpMax=2,
+        setting={"mainSwitch": True, "itemSettings": {order: "accept", arrival: "reject"}},
+    )
+    before = step(report, "me", 0)["result"]["data"]
+    assert before["templates"][order] == {"left": 0, "always": "accept", "long_term": False, "top_up": True}
+    assert before["templates"][arrival] == {
+        "left": 0,
+        "always": "reject",
+        "long_term": False,
+        "top_up": False,
+    }
+    for n in (0, 1):
+        assert step(report, "tap", n)["result"] == {
+            "ok": True,
+            "data": {
+                "requested": [order],
+                "results": {order: "accept"},
+                "credited": {order: 1},
+                "ignored": [],
+                "skipped": {arrival: "not_always"},
+            },
+        }
+    assert step(report, "tap", 2)["result"]["data"]["requested"] == []
+    assert step(report, "tap", 2)["result"]["data"]["skipped"] == {order: "at_cap", arrival: "not_always"}
+
+    assert quota(api, app.appid)["credits"]["subscribe"] == {order: 2}
+    after = step(report, "me", 1)["result"]["data"]
+    assert after["subscribe_credits"] == {order: 2}
+    assert after["templates"][order] == {"left": 2, "always": "accept", "long_term": False, "top_up": False}
+    reports = [r for r in report["requests"] if r["path"].endswith("/subscriptions")]
+    assert [r["body"] for r in reports] == [{"results": {order: "accept"}}] * 2
+    assert [r["status"] for r in report["requests"]] == [200] * len(report["requests"])

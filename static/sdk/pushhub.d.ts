@@ -57,6 +57,14 @@ declare class PushHub {
   subscribe(
     tmplIds: string | readonly string[]
   ): Promise<PushHub.PushHubResult<PushHub.PushHubSubscribeData, PushHub.PushHubSubscribeData>>;
+  /**
+   * The silent top-up (options.topUp), now: call it from a tap handler (after your own subscribe(), if any).
+   * Asks wx.requestSubscribeMessage, without a dialog, only for listed templates the user always accepts.
+   * Works unbound too (then on PushHub.shared()); never throws.
+   */
+  tap(): Promise<PushHub.PushHubResult<PushHub.PushHubTopUpData, PushHub.PushHubTopUpData>>;
+  /** A tap handler running yours (same `this` and arguments, its return value), then the top-up. */
+  tap<H extends (this: any, ...args: any[]) => any>(handler: H): H;
   /** Stops timers and listeners; buffered ids stay in storage for the next instance. */
   destroy(): void;
 }
@@ -77,6 +85,7 @@ declare namespace PushHub {
     | 'login_failed'
     | 'subscribe_failed'
     | 'bad_response'
+    | 'no_instance'
     | 'internal_error';
 
   /** Codes the SDK gives an HTTP error answer whose body carries no `error.code` of its own. */
@@ -135,7 +144,7 @@ declare namespace PushHub {
   export interface PushHubFailure<D = never> {
     ok: false;
     error: PushHubError;
-    /** Only `flush()` and `subscribe()` carry what was done before the failure. */
+    /** Only `flush()`, `subscribe()` and `tap()` carry what was done before the failure. */
     data?: D;
   }
 
@@ -173,6 +182,48 @@ declare namespace PushHub {
     subscribe_credits: Record<string, number>;
     /** UTC ISO-8601: when the soonest-expiring usable formId / prepay_id expires; null if none */
     next_expiry: string | null;
+    /** template ids this user subscribes to long-term (sends do not use them up); absent on older servers */
+    long_term?: string[];
+    /** wx.getSetting's subscriptions main switch on this phone; null when it could not be read */
+    main_switch: boolean | null;
+    /**
+     * Per template (those with credits, in options.topUp, long-term, or chosen "always" by the user): what is
+     * left and what the user chose, so the app can ask at the right moment (left 0, not topped up).
+     */
+    templates: Record<string, PushHubTemplateStatus>;
+  }
+
+  export interface PushHubTemplateStatus {
+    /** one-time sends left (as the server counted at this me(); 0 if none) */
+    left: number;
+    /** the user's "always" choice (总是保持以上选择) from wx.getSetting; null: none, or unknown */
+    always: 'accept' | 'reject' | 'ban' | null;
+    /** a long-term subscription: sends do not use it up, so `left` does not matter */
+    long_term: boolean;
+    /** the SDK will top it up silently at the next tap (listed in topUp, always accepted, below topUpMax) */
+    top_up: boolean;
+  }
+
+  /** Why tap() did not ask for a topUp template. */
+  export type PushHubTopUpSkipReason =
+    | 'long_term'
+    | 'not_logged_in'
+    | 'setting_unknown'
+    | 'main_switch_off'
+    | 'not_always'
+    | 'credits_unknown'
+    | 'at_cap'
+    | 'next_tap'
+    | 'tap_used';
+
+  /** `tap()`: every topUp template is either requested or skipped. */
+  export interface PushHubTopUpData {
+    /** template ids asked for (at most 3, all one-time, no dialog shown) */
+    requested: string[];
+    results: Record<string, PushHubSubscribeAnswer>;
+    credited: Record<string, number>;
+    ignored: string[];
+    skipped: Record<string, PushHubTopUpSkipReason>;
   }
 
   export interface PushHubSettingsData {
@@ -234,6 +285,16 @@ declare namespace PushHub {
     removeStorageSync?(key: string): void;
     onAppHide?(listener: (result: any) => void): void;
     offAppHide?(listener: (result: any) => void): void;
+    /** Read for the silent top-up: `subscriptionsSetting` says which templates the user always accepts. */
+    getSetting?(option: {
+      withSubscriptions?: boolean;
+      success?(result: {
+        subscriptionsSetting?: { mainSwitch?: boolean; itemSettings?: Record<string, string> };
+      }): void;
+      fail?(error: { errMsg: string }): void;
+    }): unknown;
+    onAppShow?(listener: (result: any) => void): void;
+    offAppShow?(listener: (result: any) => void): void;
   }
 
   // --- options
@@ -259,6 +320,13 @@ declare namespace PushHub {
     timeout?: number;
     /** The host API to use instead of the global `wx` (uni-app: `uni`, Taro: `Taro`, tests: a stand-in). */
     wx?: PushHubWx;
+    /**
+     * Subscribe template ids the SDK may top up silently in the user's taps (tap(), pushhub-form): only those
+     * the user chose "always accept" for, so WeChat shows no dialog. Default none.
+     */
+    topUp?: readonly string[];
+    /** No top-up for a template once the user has this many sends of it, 1..1000. Default 10. */
+    topUpMax?: number;
     /** Test seam: the clock, ms since the epoch. */
     now?: () => number;
     /** Test seam: Math.random for the backoff jitter. */

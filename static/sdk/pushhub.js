@@ -22,6 +22,9 @@ var MAX_QUEUE = 1000; // bound on buffered ids per kind (storage is small: 1 MB 
 var MAX_ID_LENGTH = 128;
 var SUBSCRIBE_GROUP = 3; // ids per wx.requestSubscribeMessage call that WeChat accepts everywhere
 var SUBSCRIBE_VALUES = { accept: 1, reject: 1, ban: 1, filter: 1 };
+var ALWAYS_VALUES = { accept: 1, reject: 1, ban: 1 }; // wx.getSetting's itemSettings: the user's "always" choice
+var TOP_UP_MAX = 10; // default cap: known sends per template above which the SDK stops topping up
+var TOP_UP_MAX_LIMIT = 1000;
 var KINDS = ['formids', 'prepay_ids'];
 
 var firstInstance = null;
@@ -133,6 +136,45 @@ function statusCode(status) {
   return 'http_error';
 }
 
+/**
+ * options.topUp / options.topUpMax, checked: {ids, max, error}. A mistake disables the top-up only (with a
+ * console error): the rest of the SDK does not depend on it.
+ */
+function topUpOptions(topUp, topUpMax) {
+  var out = { ids: [], max: TOP_UP_MAX, error: '' };
+  if (topUp !== undefined && topUp !== null) {
+    var valid = Array.isArray(topUp) && topUp.every(function (id) { return typeof id === 'string' && id.trim(); });
+    if (!valid) {
+      out.error = 'options.topUp must be an array of subscribe template ids';
+      return out;
+    }
+    topUp.forEach(function (id) {
+      if (out.ids.indexOf(id.trim()) === -1) out.ids.push(id.trim());
+    });
+  }
+  if (topUpMax !== undefined && topUpMax !== null) {
+    if (typeof topUpMax !== 'number' || Math.floor(topUpMax) !== topUpMax || topUpMax < 1 || topUpMax > TOP_UP_MAX_LIMIT) {
+      out.error = 'options.topUpMax must be a whole number from 1 to ' + TOP_UP_MAX_LIMIT;
+      out.ids = [];
+      return out;
+    }
+    out.max = topUpMax;
+  }
+  return out;
+}
+
+/** wx.getSetting's subscriptionsSetting as {mainSwitch, items}, or null when it is not there (never guess). */
+function subscriptionSetting(res) {
+  var s = res && res.subscriptionsSetting;
+  if (!s || typeof s !== 'object') return null;
+  var items = {};
+  var given = s.itemSettings && typeof s.itemSettings === 'object' ? s.itemSettings : {};
+  Object.keys(given).forEach(function (id) {
+    if (typeof given[id] === 'string' && ALWAYS_VALUES[given[id]]) items[id] = given[id];
+  });
+  return { mainSwitch: s.mainSwitch !== false, items: items };
+}
+
 // ---------------------------------------------------------------------------------------------
 // the client
 
@@ -147,6 +189,8 @@ function statusCode(status) {
  * @param {number} [options.retryDelay=1000] base of the exponential backoff, ms
  * @param {number} [options.maxRetryAfter=60000] a 429 asking to wait longer than this is not waited for
  * @param {number} [options.timeout=10000] wx.request timeout, ms
+ * @param {string[]} [options.topUp]      subscribe template ids to top up silently in the user's taps
+ * @param {number} [options.topUpMax=10]  no top-up for a template once the user has this many sends of it
  */
 function PushHub(options) {
   if (!(this instanceof PushHub)) return new PushHub(options);
@@ -160,6 +204,14 @@ function PushHub(options) {
   this._destroyed = false;
   this._hideHandler = null;
   this._warned404 = false;
+  this._showHandler = null;
+  // Silent top-up (see the section of that name below).
+  this._setting = null; // {mainSwitch, items: {TID: 'accept'|'reject'|'ban'}} from wx.getSetting; null: unknown
+  this._settingSeq = 0;
+  this._knownCredits = null; // {TID: sends}: me's subscribe_credits plus what reports added since; null: unknown
+  this._longTerm = []; // me's optional long_term: templates this user is a standing subscriber of
+  this._meInFlight = null;
+  this._tapUsed = false; // the SDK called wx.requestSubscribeMessage in the current tap (synchronous turn)
   try {
     this._configure(options || {});
   } catch (e) {
@@ -176,6 +228,7 @@ function PushHub(options) {
   if (!firstInstance) firstInstance = this;
   this._restoreQueue();
   this._listenAppHide();
+  this._startTopUp();
 }
 
 PushHub.VERSION = VERSION;
@@ -204,6 +257,10 @@ proto._configure = function (o) {
   this._retryDelay = toInt(o.retryDelay, 1000, 0, 60000);
   this._maxRetryAfter = toInt(o.maxRetryAfter, 60000, 0, 24 * 60 * 60 * 1000);
   this._timeout = toInt(o.timeout, 10000, 1000, 120000);
+  var topUp = topUpOptions(o.topUp, o.topUpMax);
+  this._topUp = topUp.ids;
+  this._topUpMax = topUp.max;
+  this._topUpError = topUp.error;
   // Seams for tests and unusual hosts; not needed in a mini-program.
   this._wxOverride = o.wx || null;
   this._now = typeof o.now === 'function' ? o.now : function () { return Date.now(); };
@@ -552,6 +609,8 @@ proto._storeSession = function (body) {
   this._session = record;
   this._write(this._sessionKey, record);
   this._log('logged in as', record.openid);
+  // The top-up's cap needs this user's counts: the first session is the first chance to read them.
+  if (this._topUp.length && !this._topUpError && !this._knownCredits && !this._meInFlight) this._fetchMe();
   return ok(record);
 };
 
@@ -810,6 +869,262 @@ proto._doFlush = function () {
 };
 
 // ---------------------------------------------------------------------------------------------
+// silent top-up
+//
+// When a user ticked "always" (总是保持以上选择) with accept for a template, wx.requestSubscribeMessage shows
+// no dialog for it and still adds one send. For the templates listed in options.topUp, the SDK makes such a
+// call inside the user's own taps (tap(), pushhub-form), so users who always accept do not run dry. It must
+// never show a dialog the user did not ask for, so it asks only for what wx.getSetting says is accepted
+// always (and the main switch is not off), never when it does not know, at most once per tap, and not for
+// templates this user holds topUpMax sends of or subscribes to long-term (those are never used up).
+
+proto._startTopUp = function () {
+  if (this._topUpError) {
+    try {
+      console.error('[pushhub] ' + this._topUpError + ': silent top-up is off');
+    } catch (ignored) {
+      // nothing to do
+    }
+    return;
+  }
+  if (!this._topUp.length) return;
+  this._refreshSetting();
+  this._listenAppShow();
+  if (this._hasSession()) this._fetchMe(); // the counts; without a session they come after the first login
+};
+
+/** The user may change the setting in WeChat's settings while the app is in the background. */
+proto._listenAppShow = function () {
+  var self = this;
+  try {
+    var w = this._wx();
+    if (!w || typeof w.onAppShow !== 'function') return;
+    this._showHandler = function () {
+      try {
+        if (!self._destroyed) self._refreshSetting();
+      } catch (ignored) {
+        // never throw into WeChat's event loop
+      }
+    };
+    w.onAppShow(this._showHandler);
+  } catch (e) {
+    this._log('wx.onAppShow failed', errText(e));
+  }
+};
+
+/**
+ * Reads wx.getSetting({withSubscriptions: true}) into this._setting; resolves to it. A failure (or no
+ * getSetting, or no answer) leaves it null: no top-up until a later read succeeds. The latest read wins.
+ */
+proto._refreshSetting = function () {
+  var self = this;
+  var seq = ++this._settingSeq;
+  return new Promise(function (resolve) {
+    var done = false;
+    var guardTimer = null;
+    var finish = function (setting) {
+      if (done) return;
+      done = true;
+      if (guardTimer !== null) clearTimeout(guardTimer);
+      if (seq === self._settingSeq) self._setting = setting;
+      resolve(self._setting);
+    };
+    var w = self._wx();
+    if (!w || typeof w.getSetting !== 'function') {
+      finish(null);
+      return;
+    }
+    guardTimer = setTimeout(function () {
+      self._log('wx.getSetting gave no answer');
+      finish(null);
+    }, self._timeout);
+    try {
+      settleQuietly(w.getSetting({
+        withSubscriptions: true,
+        success: function (res) {
+          finish(subscriptionSetting(res));
+        },
+        fail: function (err) {
+          self._log('wx.getSetting failed:', (err && err.errMsg) || 'getSetting:fail');
+          finish(null);
+        },
+      }));
+    } catch (e) {
+      self._log('wx.getSetting threw', errText(e));
+      finish(null);
+    }
+  });
+};
+
+proto._hasSession = function () {
+  return this._sessionUsable(this._session) || this._sessionUsable(this._read(this._sessionKey));
+};
+
+/** GET me, shared by concurrent callers; a success refreshes the counts the top-up's cap uses. */
+proto._fetchMe = function () {
+  var self = this;
+  if (this._meInFlight) return this._meInFlight;
+  var p = this._authed('GET', 'me').then(function (r) {
+    self._meInFlight = null;
+    if (r.ok && r.data && typeof r.data === 'object') self._learnCredits(r.data);
+    return r;
+  }, function (e) {
+    self._meInFlight = null;
+    return fail('internal_error', errText(e));
+  });
+  this._meInFlight = p;
+  return p;
+};
+
+proto._learnCredits = function (body) {
+  var credits = {};
+  var given = body.subscribe_credits && typeof body.subscribe_credits === 'object' ? body.subscribe_credits : {};
+  Object.keys(given).forEach(function (id) {
+    var n = Number(given[id]);
+    credits[id] = isFinite(n) && n > 0 ? n : 0;
+  });
+  this._knownCredits = credits;
+  // Optional: a server without long-term subscriptions does not send it.
+  this._longTerm = Array.isArray(body.long_term)
+    ? body.long_term.filter(function (id) { return typeof id === 'string'; })
+    : [];
+};
+
+/**
+ * An answer from wx.requestSubscribeMessage: keeps the remembered setting and counts right until the
+ * next wx.getSetting and me. Anything but accept for a template remembered as always accepted means the
+ * user changed it: remember the new choice (a filter answer is no choice: forget it).
+ */
+proto._rememberAnswers = function (results) {
+  var setting = this._setting;
+  if (!setting) return;
+  Object.keys(results).forEach(function (id) {
+    if (setting.items[id] !== 'accept' || results[id] === 'accept') return;
+    if (ALWAYS_VALUES[results[id]]) setting.items[id] = results[id];
+    else delete setting.items[id];
+  });
+};
+
+/**
+ * What a report added, in the counts: an accept the server did not ignore is one more send, credited by
+ * the report (credit_source "sdk") or soon by WeChat's own event (credit_source "events", where the
+ * report credits nothing); counting it either way keeps the cap from being overrun.
+ */
+proto._countAnswers = function (results, credited, ignored) {
+  var credits = this._knownCredits;
+  if (!credits) return;
+  Object.keys(results).forEach(function (id) {
+    if (results[id] !== 'accept' || ignored.indexOf(id) !== -1) return;
+    var n = Number(credited[id]);
+    credits[id] = (credits[id] || 0) + (isFinite(n) && n > 0 ? n : 1);
+  });
+};
+
+/**
+ * Why a topUp template is not asked for now ('' when it is due): the first of these that holds.
+ * Asking without a reason to believe the user always accepts would show the user a dialog: never.
+ */
+proto._topUpBlocker = function (id, loggedIn) {
+  var setting = this._setting;
+  var credits = this._knownCredits;
+  var blockers = [
+    ['long_term', this._longTerm.indexOf(id) !== -1], // sends do not use it up: nothing to top up
+    ['not_logged_in', !loggedIn],
+    ['setting_unknown', !setting],
+    ['main_switch_off', setting && !setting.mainSwitch],
+    ['not_always', setting && setting.items[id] !== 'accept'],
+    ['credits_unknown', !credits],
+    ['at_cap', credits && (credits[id] || 0) >= this._topUpMax],
+  ];
+  for (var i = 0; i < blockers.length; i++) if (blockers[i][1]) return blockers[i][0];
+  return '';
+};
+
+/**
+ * The topUp templates due now ({due, skipped: {TID: reason}}), the emptiest first: one call takes
+ * SUBSCRIBE_GROUP ids, the rest wait for the next tap.
+ */
+proto._planTopUp = function () {
+  var self = this;
+  var loggedIn = this._hasSession();
+  var due = [];
+  var skipped = {};
+  this._topUp.forEach(function (id) {
+    var why = self._topUpBlocker(id, loggedIn);
+    if (why) skipped[id] = why;
+    else due.push(id);
+  });
+  var credits = this._knownCredits || {};
+  var order = this._topUp;
+  due.sort(function (a, b) {
+    return (credits[a] || 0) - (credits[b] || 0) || order.indexOf(a) - order.indexOf(b);
+  });
+  return { due: due, skipped: skipped };
+};
+
+/**
+ * The top-up itself; its wx.requestSubscribeMessage call (if any) is made synchronously, i.e. inside the
+ * caller's tap. data: {requested, results, credited, ignored, skipped}.
+ */
+proto._topUpNow = function () {
+  var self = this;
+  if (this._topUpError) return fail('invalid_config', this._topUpError);
+  var plan = this._planTopUp();
+  var data = { requested: [], results: {}, credited: {}, ignored: [], skipped: plan.skipped };
+  if (this._topUp.length && !this._knownCredits && this._hasSession()) {
+    this._fetchMe(); // the counts were not loaded (or failed to): have them for the next tap
+  }
+  if (this._tapUsed) {
+    // One wx.requestSubscribeMessage per tap: a second one may be refused, or cost the developer's dialog.
+    plan.due.forEach(function (id) { data.skipped[id] = 'tap_used'; });
+    return ok(data);
+  }
+  plan.due.slice(SUBSCRIBE_GROUP).forEach(function (id) { data.skipped[id] = 'next_tap'; });
+  data.requested = plan.due.slice(0, SUBSCRIBE_GROUP);
+  if (!data.requested.length) return ok(data);
+  var w = this._wx();
+  if (!w || typeof w.requestSubscribeMessage !== 'function') {
+    return fail('wx_unavailable', 'wx.requestSubscribeMessage is not available');
+  }
+  this._log('topping up', data.requested.join(', '));
+  return this._askSubscribe(w, data.requested).then(function (r) {
+    if (!r.ok) return { ok: false, error: r.error, data: data };
+    data.results = r.data;
+    if (!Object.keys(r.data).length) return ok(data);
+    return self._reportSubscriptions(r.data).then(function (reported) {
+      if (!reported.ok) return { ok: false, error: reported.error, data: data };
+      data.credited = reported.data.credited;
+      data.ignored = reported.data.ignored;
+      return ok(data);
+    });
+  });
+};
+
+/** me()'s per-template view: {TID: {left, always, long_term, top_up}}. */
+proto._describeTemplates = function () {
+  var self = this;
+  var credits = this._knownCredits || {};
+  var items = this._setting ? this._setting.items : {};
+  var ids = [];
+  [Object.keys(credits), this._topUp, this._longTerm, Object.keys(items)].forEach(function (list) {
+    list.forEach(function (id) {
+      if (ids.indexOf(id) === -1) ids.push(id);
+    });
+  });
+  var loggedIn = this._hasSession();
+  var out = {};
+  ids.forEach(function (id) {
+    out[id] = {
+      left: credits[id] || 0,
+      always: items[id] || null,
+      long_term: self._longTerm.indexOf(id) !== -1,
+      top_up: !self._topUpError && self._topUp.indexOf(id) !== -1 && !self._topUpBlocker(id, loggedIn),
+    };
+  });
+  return out;
+};
+
+// ---------------------------------------------------------------------------------------------
 // public API
 
 /** Buffers a formId (e.detail.formId of a `<form report-submit>`). Returns true if it was buffered. */
@@ -850,10 +1165,23 @@ proto.login = function (opts) {
   });
 };
 
-/** This user's credits and push setting: {openid, push_enabled, formid_credits, subscribe_credits, next_expiry}. */
+/**
+ * This user's credits and push setting: the server's {openid, push_enabled, formid_credits, subscribe_credits,
+ * next_expiry, ...}, plus what the phone knows: main_switch (wx.getSetting's, null if unknown) and
+ * templates: {TID: {left, always, long_term, top_up}}, so the app can ask for a subscription when it is needed.
+ */
 proto.me = function () {
   return this._guard(function () {
-    return this._authed('GET', 'me');
+    var self = this;
+    return Promise.all([this._fetchMe(), this._refreshSetting()]).then(function (both) {
+      var r = both[0];
+      if (!r.ok) return r;
+      var data = {};
+      Object.keys(r.data).forEach(function (k) { data[k] = r.data[k]; });
+      data.main_switch = self._setting ? self._setting.mainSwitch : null;
+      data.templates = self._describeTemplates();
+      return ok(data);
+    });
   });
 };
 
@@ -910,7 +1238,14 @@ proto.subscribe = function (tmplIds) {
   });
 };
 
+/**
+ * One wx.requestSubscribeMessage. It marks the current tap as used (cleared once the tap's synchronous turn
+ * ends) and, with top-up on, reads wx.getSetting again afterwards: the user may have ticked "always".
+ */
 proto._askSubscribe = function (w, ids) {
+  var self = this;
+  this._tapUsed = true;
+  Promise.resolve().then(function () { self._tapUsed = false; });
   return new Promise(function (resolve) {
     var returned;
     try {
@@ -922,6 +1257,7 @@ proto._askSubscribe = function (w, ids) {
             var v = res && res[id];
             if (typeof v === 'string' && SUBSCRIBE_VALUES[v]) results[id] = v;
           });
+          self._rememberAnswers(results);
           resolve(ok(results));
         },
         fail: function (err) {
@@ -933,6 +1269,9 @@ proto._askSubscribe = function (w, ids) {
       resolve(fail('wx_error', errText(e)));
     }
     settleQuietly(returned);
+  }).then(function (r) {
+    if (self._topUp.length && !self._topUpError) self._refreshSetting();
+    return r;
   });
 };
 
@@ -965,18 +1304,56 @@ proto._subscribeGroups = function (w, groups) {
     var data = { results: results, credited: {}, ignored: [], unrequested: unrequested };
     if (wxError) data.error = wxError;
     if (!Object.keys(results).length) return ok(data);
-    // One key per report so a server that honours Idempotency-Key does not credit a retry twice.
-    return self._authed('POST', 'subscriptions', { results: results }, { 'Idempotency-Key': randomId() })
-      .then(function (r) {
-        if (!r.ok) return { ok: false, error: r.error, data: data };
-        var d = r.data && typeof r.data === 'object' ? r.data : {};
-        data.credited = d.credited && typeof d.credited === 'object' ? d.credited : {};
-        data.ignored = Array.isArray(d.ignored) ? d.ignored : [];
-        return ok(data);
-      });
+    return self._reportSubscriptions(results).then(function (r) {
+      if (!r.ok) return { ok: false, error: r.error, data: data };
+      data.credited = r.data.credited;
+      data.ignored = r.data.ignored;
+      return ok(data);
+    });
   };
 
   return next();
+};
+
+/** POST subscriptions (retried like every call); data: {credited, ignored}. Keeps the top-up's counts. */
+proto._reportSubscriptions = function (results) {
+  var self = this;
+  // One key per report so a server that honours Idempotency-Key does not credit a retry twice.
+  return this._authed('POST', 'subscriptions', { results: results }, { 'Idempotency-Key': randomId() })
+    .then(function (r) {
+      if (!r.ok) return r;
+      var d = r.data && typeof r.data === 'object' ? r.data : {};
+      var credited = d.credited && typeof d.credited === 'object' ? d.credited : {};
+      var ignored = Array.isArray(d.ignored) ? d.ignored : [];
+      self._countAnswers(results, credited, ignored);
+      return ok({ credited: credited, ignored: ignored });
+    });
+};
+
+/**
+ * The silent top-up, in a tap. tap() tops up now (call it from your tap handler; resolves to {requested,
+ * results, credited, ignored, skipped}); tap(handler) returns a tap handler that runs yours first, then the
+ * top-up unless your handler already asked through subscribe() (one wx.requestSubscribeMessage per tap).
+ * Never throws; without options.topUp, a session or the counts it does nothing.
+ */
+proto.tap = function (handler) {
+  var bound = this instanceof PushHub ? this : null; // unbound (tap passed around as a function): the shared one
+  if (typeof handler === 'function') {
+    return function () {
+      try {
+        return handler.apply(this, arguments);
+      } finally {
+        var target = bound || firstInstance;
+        if (target) target.tap();
+      }
+    };
+  }
+  // Anything else (a tap event, when tap is itself the handler) is no argument of ours.
+  var self = bound || firstInstance;
+  if (!self) return Promise.resolve(fail('no_instance', 'create a PushHub instance in app.js first'));
+  return self._guard(function () {
+    return self._topUpNow();
+  });
 };
 
 /** Stops timers and listeners (the buffer stays in storage). Mostly for tests and hot reload. */
@@ -987,10 +1364,12 @@ proto.destroy = function () {
   try {
     var w = this._wx();
     if (this._hideHandler && w && typeof w.offAppHide === 'function') w.offAppHide(this._hideHandler);
+    if (this._showHandler && w && typeof w.offAppShow === 'function') w.offAppShow(this._showHandler);
   } catch (ignored) {
     // a broken wx must not make destroy() throw
   }
   this._hideHandler = null;
+  this._showHandler = null;
 };
 
 module.exports = PushHub;

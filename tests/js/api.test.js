@@ -36,7 +36,12 @@ describe('me and settings', () => {
     const r = await h.make().me();
     assert.deepEqual(r, {
       ok: true,
-      data: { openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, next_expiry: null },
+      data: {
+        openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, next_expiry: null,
+        // what the phone adds: wx.getSetting's main switch and "always" choices (the fake: on, none ticked)
+        main_switch: true,
+        templates: { T1: { left: 2, always: null, long_term: false, top_up: false } },
+      },
     });
     const req = h.wx.requestsTo('me')[0];
     assert.equal(req.method, 'GET');

@@ -97,6 +97,11 @@ function createFakeWx() {
     subscribeCalls: [], // {tmplIds}
     subscribeQueue: [], // {success: {...}} | {fail: {errMsg, errCode}} | function(tmplIds)
     hideHandlers: [],
+    showHandlers: [],
+    // wx.getSetting's answer: {success: {subscriptionsSetting: {...}}} | {fail: {errMsg}} | {hang: true};
+    // null: a device where the user never ticked "always" (mainSwitch on, no itemSettings).
+    setting: null,
+    getSettingCalls: [], // the options of each call, without callbacks
     routes: new Map(), // "METHOD path" -> {responses: [], index}
     violations: [], // what the SDK sent that PushHub would refuse, or scripted answers it could never give
     expectViolations: false,
@@ -189,6 +194,19 @@ function createFakeWx() {
     });
   };
 
+  fake.getSetting = function (opts) {
+    fake.getSettingCalls.push({ withSubscriptions: opts.withSubscriptions });
+    const next = clone(fake.setting) || { success: { subscriptionsSetting: { mainSwitch: true } } };
+    const res = next.success && Object.assign({ errMsg: 'getSetting:ok', authSetting: {} }, next.success);
+    queueMicrotask(() => {
+      if (next.hang) return;
+      if (next.fail) opts.fail && opts.fail(next.fail);
+      // Without withSubscriptions WeChat leaves subscriptionsSetting out.
+      else if (!opts.withSubscriptions) opts.success && opts.success({ errMsg: res.errMsg, authSetting: {} });
+      else opts.success && opts.success(res);
+    });
+  };
+
   // Storage behaves like WeChat's: values are copied, a missing key reads as ''.
   fake.getStorageSync = function (key) {
     return fake.storage.has(key) ? clone(fake.storage.get(key)) : '';
@@ -205,6 +223,15 @@ function createFakeWx() {
   };
   fake.offAppHide = function (fn) {
     fake.hideHandlers = fake.hideHandlers.filter((h) => h !== fn);
+  };
+  fake.onAppShow = function (fn) {
+    fake.showHandlers.push(fn);
+  };
+  fake.offAppShow = function (fn) {
+    fake.showHandlers = fake.showHandlers.filter((h) => h !== fn);
+  };
+  fake.show = function () {
+    fake.showHandlers.slice().forEach((h) => h({ scene: 1001, path: 'pages/index/index', query: {} }));
   };
   fake.hide = function () {
     fake.hideHandlers.slice().forEach((h) => h({}));

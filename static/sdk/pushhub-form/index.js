@@ -6,6 +6,8 @@
  * normally made in app.js). The host page gets the tap back as a `submit` event whose detail is
  * {formId, value}; data-* attributes on <pushhub-form> are in e.currentTarget.dataset.
  * Inner bindtap handlers do not fire (the button covers them): bind `submit` on pushhub-form instead.
+ * After the host page's handler, the tap also serves the SDK's silent top-up (options.topUp), unless that
+ * handler already asked for a subscription with pushhub.subscribe() (one request per tap).
  */
 const PushHub = require('../pushhub.js');
 
@@ -14,7 +16,7 @@ const PushHub = require('../pushhub.js');
  * app's instance comes from another copy (uni-app and Taro bundle the app's import, while this component
  * runs from its own folder), it is found where the README says to put it: getApp().pushhub (native App(),
  * Taro's taroGlobalData) or getApp().globalData.pushhub (uni-app's App.vue globalData).
- * @returns {{collect(id: unknown): boolean, collectPrepayId(id: unknown): boolean} | null}
+ * @returns {{collect(id: unknown): boolean, collectPrepayId(id: unknown): boolean, tap?: () => unknown} | null}
  */
 function findPushHub() {
   const shared = PushHub.shared();
@@ -49,8 +51,10 @@ Component({
     onSubmit(e) {
       const detail = (e && e.detail) || {};
       const formId = detail.formId;
+      /** @type {ReturnType<typeof findPushHub>} */
+      let pushhub = null;
       try {
-        const pushhub = findPushHub();
+        pushhub = findPushHub();
         if (pushhub) {
           if (this.data && this.data.kind === 'prepay') pushhub.collectPrepayId(formId);
           else pushhub.collect(formId);
@@ -61,6 +65,13 @@ Component({
         // collecting must never break the host page's tap
       }
       this.triggerEvent('submit', { formId: formId, value: detail.value || {} });
+      // The top-up comes after the page's handler, still inside the tap, so a dialog the page asks for goes
+      // first. An instance from an older copy of the SDK has no tap().
+      try {
+        if (pushhub && typeof pushhub.tap === 'function') pushhub.tap();
+      } catch (err) {
+        // the top-up must never break the host page's tap
+      }
     },
   },
 });

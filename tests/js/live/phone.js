@@ -13,7 +13,10 @@
 //       {op: 'collect', values}         raw values to collect() (what a page might hand over)
 //       {op: 'subscribe', tmplIds, answer}  pushhub.subscribe(); the user answers `answer` (default accept)
 //       {op: 'identify', alias, user_hash}  pushhub.identify(alias, user_hash) (alias null: unbind)
+//       {op: 'tap'}                     a tap whose handler calls pushhub.tap() (the silent top-up)
 //       {op: 'flush'} | {op: 'me'} | {op: 'login'}
+// plan.setting: wx.getSetting's subscriptionsSetting on this phone (which templates the user always accepts);
+// absent: the user never ticked "always".
 // report: {steps: [what each step returned], requests: [{method, path, status, body}], queue, warnings, logs}
 // Not a test file (node --test tests/js/ does not pick it up): the Python test asserts on the report.
 
@@ -84,6 +87,10 @@ function makeWx(plan, report) {
         (err) => opts.fail({ errMsg: 'requestSubscribeMessage:fail ' + err.message })
       );
     },
+    getSetting(opts) {
+      const subscriptionsSetting = plan.setting || { mainSwitch: true };
+      queueMicrotask(() => opts.success({ errMsg: 'getSetting:ok', authSetting: {}, subscriptionsSetting }));
+    },
     getStorageSync: (key) => (storage.has(key) ? copy(storage.get(key)) : ''),
     setStorageSync: (key, value) => storage.set(key, copy(value)),
     removeStorageSync: (key) => storage.delete(key),
@@ -114,6 +121,9 @@ async function main() {
     } else if (step.op === 'identify') {
       const args = step.alias === null ? [null] : [step.alias, step.user_hash];
       report.steps.push({ op: step.op, result: await pushhub.identify(...args) });
+    } else if (step.op === 'tap') {
+      plan.answer = 'accept'; // an "always accept" template answers accept, without a dialog
+      report.steps.push({ op: step.op, result: await pushhub.tap() });
     } else if (['flush', 'me', 'login'].includes(step.op)) {
       report.steps.push({ op: step.op, result: await pushhub[step.op]() });
     } else {

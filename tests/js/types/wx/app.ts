@@ -9,6 +9,8 @@ const pushhub = new PushHub({
   flushInterval: 5000,
   maxRetries: 3,
   timeout: 10000,
+  topUp: ['TEMPLATE_ID_1', 'TEMPLATE_ID_2'],
+  topUpMax: 10,
   wx,
 });
 

@@ -14,6 +14,7 @@ function explain(error: PushHubError): string {
   switch (error.code) {
     case 'invalid_config':
     case 'invalid_argument':
+    case 'no_instance':
     case 'internal_error':
       return 'bug: ' + error.message;
     case 'wx_unavailable':
@@ -87,6 +88,23 @@ Page({
       }
     });
     void app.pushhub.subscribe('TEMPLATE_ID_3');
+  },
+
+  // A plain bindtap handler wrapped for the silent top-up (options.topUp): WeChat's event type goes through.
+  onPlainTap: app.pushhub.tap(function (e: WechatMiniprogram.TouchEvent<Record<string, never>, { id: string }>) {
+    console.log('tapped', e.currentTarget.dataset.id);
+  }),
+
+  async onTapAndTopUp() {
+    const r = await app.pushhub.tap();
+    if (r.ok) console.log(r.data.requested, r.data.credited, r.data.skipped['TEMPLATE_ID_1'] === 'at_cap');
+    else console.log(explain(r.error), r.data?.requested);
+    const me = await app.pushhub.me();
+    if (me.ok) {
+      const status = me.data.templates['TEMPLATE_ID_1'];
+      const runningDry = !!status && status.left === 0 && !status.long_term && !status.top_up;
+      console.log(runningDry, status?.always === 'accept', me.data.main_switch, me.data.long_term ?? []);
+    }
   },
 
   async onSignedIn(alias: string, userHash: string) {
