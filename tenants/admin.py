@@ -8,7 +8,13 @@ from tenants.models import ApiKey, AuditEvent, Membership, MiniProgram, Tenant
 
 
 def _members(tenant: Tenant) -> dict[int, tuple[str, str]]:
-    rows = Membership.objects.filter(tenant=tenant).values_list("pk", "user__email", "user__username", "role")
+    # In pk order: the audit log then lists the changes in the order the members appear (without it,
+    # PostgreSQL returns an updated row after the others and the log's order depended on that).
+    rows = (
+        Membership.objects.filter(tenant=tenant)
+        .order_by("pk")
+        .values_list("pk", "user__email", "user__username", "role")
+    )
     return {pk: (email or username, role) for pk, email, username, role in rows}
 
 
