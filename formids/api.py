@@ -49,6 +49,10 @@ class AppUserSerializer(serializers.Serializer):
     next_expiry = serializers.CharField(
         allow_null=True, help_text="UTC ISO-8601 of the soonest-expiring formId"
     )
+    last_credit = serializers.BooleanField(
+        help_text="one send left for some way of reaching the user: one formId use in all, or one credit of a "
+        "subscribe template (user.unreachable fires when it is used)"
+    )
     first_seen = serializers.CharField()
     last_seen = serializers.CharField()
 
@@ -136,15 +140,15 @@ class UserPagination(CursorPagination):
     ordering = "-id"
 
 
-def _reachable_param(request) -> bool | None:
-    value = request.query_params.get("reachable")
+def _bool_param(request, name: str) -> bool | None:
+    value = request.query_params.get(name)
     if value in (None, ""):
         return None
     if value.lower() in {"true", "1"}:
         return True
     if value.lower() in {"false", "0"}:
         return False
-    raise ApiError(400, "validation_error", "reachable must be true or false.", field="reachable")
+    raise ApiError(400, "validation_error", f"{name} must be true or false.", field=name)
 
 
 def _query_value(request, name: str, check) -> str:
@@ -157,7 +161,12 @@ def users_payload(users: list[MiniUser]) -> list[dict]:
     """The user objects of a page: its credits and its tags in one grouped query each, whatever its size."""
     summaries, tags = quotas.credit_summaries(users), audience.tags_by_user(users)
     return [
-        {**quotas.user_payload(user, summaries[user.pk]), "alias": user.alias, "tags": tags[user.pk]}
+        {
+            **quotas.user_payload(user, summaries[user.pk]),
+            "last_credit": quotas.has_last_credit(summaries[user.pk]),
+            "alias": user.alias,
+            "tags": tags[user.pk],
+        }
         for user in users
     ]
 
@@ -180,6 +189,11 @@ class AppQuotaViewSet(TenantScopedViewSet):
                 OpenApiTypes.BOOL,
                 description="only users with (true) or without (false) a usable credit",
             ),
+            OpenApiParameter(
+                "last_credit",
+                OpenApiTypes.BOOL,
+                description="only users down to their last send for some way of reaching them (true), or not",
+            ),
             OpenApiParameter("search", OpenApiTypes.STR, description="openid prefix"),
             OpenApiParameter(
                 "tag", {**TAG_SCHEMA}, description="only users carrying this tag (a malformed tag is a 400)"
@@ -192,7 +206,8 @@ class AppQuotaViewSet(TenantScopedViewSet):
         app = self.get_object()
         users = quotas.app_users(
             app,
-            reachable=_reachable_param(request),
+            reachable=_bool_param(request, "reachable"),
+            last_credit=_bool_param(request, "last_credit"),
             search=request.query_params.get("search", "")[:64],
             tag=_query_value(request, "tag", audience.check_tag),
             alias=_query_value(request, "alias", audience.check_alias),

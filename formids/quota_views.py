@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 
 from formids import audience
 from formids.models import DailyStat
-from formids.quotas import app_quota, app_users, credit_summaries
+from formids.quotas import app_quota, app_users, credit_summaries, has_last_credit
 from pushhub.api import ApiError
 from tenants.dashboard_scope import get_app_for, tenant_required
 
@@ -74,8 +74,13 @@ def quota_chart(request: HttpRequest, appid: str) -> JsonResponse:
     return JsonResponse(chart_series(app))
 
 
-def _reachable_filter(value: str) -> bool | None:
-    return {"yes": True, "no": False}.get(value)
+def _reachable_filter(value: str) -> dict:
+    """The "Reachable" select: with a usable credit, without one, or down to the last one."""
+    return {
+        "yes": {"reachable": True},
+        "no": {"reachable": False},
+        "last": {"last_credit": True},
+    }.get(value, {})
 
 
 def _audience_filter(request: HttpRequest, name: str, check, errors: dict) -> str:
@@ -98,9 +103,9 @@ def users(request: HttpRequest, appid: str) -> HttpResponse:
     errors: dict[str, str] = {}
     tag = _audience_filter(request, "tag", audience.check_tag, errors)
     alias = _audience_filter(request, "alias", audience.check_alias, errors)
-    queryset = app_users(
-        app, reachable=_reachable_filter(reachable), search=search, tag=tag, alias=alias
-    ).order_by("openid")
+    queryset = app_users(app, **_reachable_filter(reachable), search=search, tag=tag, alias=alias).order_by(
+        "openid"
+    )
     if errors:
         queryset = queryset.none()
     page = Paginator(queryset, USERS_PAGE_SIZE).get_page(request.GET.get("page"))
@@ -114,6 +119,7 @@ def users(request: HttpRequest, appid: str) -> HttpResponse:
             "formid_credits": summaries[user.pk]["formid_credits"],
             "subscribe_credits": sorted(summaries[user.pk]["subscribe_credits"].items()),
             "next_expiry": summaries[user.pk]["next_expiry"],
+            "last_credit": has_last_credit(summaries[user.pk]),
         }
         for user in page_users
     ]
@@ -127,7 +133,7 @@ def users(request: HttpRequest, appid: str) -> HttpResponse:
             "page": page,
             "rows": rows,
             "search": search,
-            "reachable": reachable if reachable in ("yes", "no") else "",
+            "reachable": reachable if reachable in ("yes", "no", "last") else "",
             "tag": tag,
             "alias": alias,
             "errors": errors,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Sum
+from django.db.models import Case, CharField, Count, Exists, F, Min, OuterRef, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from formids.models import Credit, DailyStat, MiniUser
@@ -47,16 +47,43 @@ def has_usable_credit(now: datetime, user: str = "pk") -> Exists:
     return Exists(Credit.objects.filter(usable_q(now), user=OuterRef(user)))
 
 
+def down_to_last_credit(now: datetime, user: str = "pk") -> Exists:
+    """Whether the user (the outer query's ``user`` column) has exactly one send left for some way of being
+    reached: one formId/prepay_id use in all (they serve every formId template), or one credit of a subscribe
+    template. The moment to ask them for more (``user.unreachable`` fires when it is used)."""
+    per_pool = (
+        Credit.objects.filter(usable_q(now), user=OuterRef(user))
+        .annotate(
+            pool=Case(
+                When(kind__in=FORMID_KINDS, then=Value("")),
+                default=F("template_id"),
+                output_field=CharField(),
+            )
+        )
+        .values("pool")
+        .annotate(left=Sum("uses_left"))
+        .filter(left=1)
+    )
+    return Exists(per_pool)
+
+
+def has_last_credit(summary: dict) -> bool:
+    """:func:`down_to_last_credit` for a summary of :func:`credit_summaries`."""
+    return summary["formid_credits"] == 1 or 1 in summary["subscribe_credits"].values()
+
+
 def app_users(
     app: MiniProgram,
     *,
     reachable: bool | None = None,
+    last_credit: bool | None = None,
     search: str = "",
     tag: str = "",
     alias: str = "",
     now=None,
 ) -> QuerySet:
-    """The app's users, optionally only those with (or without) a usable credit, by openid prefix, carrying
+    """The app's users, optionally only those with (or without) a usable credit, down to their last credit
+    (or not), by openid prefix, carrying
     a tag (the (app, tag, user) index) or holding an alias (exact, the (app, alias) index)."""
     now = now or timezone.now()
     users = MiniUser.objects.filter(app=app)
@@ -69,6 +96,9 @@ def app_users(
     if reachable is not None:
         has_credit = has_usable_credit(now)
         users = users.filter(has_credit if reachable else ~has_credit)
+    if last_credit is not None:
+        last = down_to_last_credit(now)
+        users = users.filter(last if last_credit else ~last)
     return users
 
 

@@ -142,3 +142,33 @@ def test_the_periodic_tasks_run_the_sweeps(pool):
     )
     assert claimed
     assert tasks.release_stale_claims.apply().get() == 1
+
+
+def test_the_users_list_shows_and_filters_who_is_down_to_their_last_credit(api, sandbox_app):
+    """One send left for some way of reaching the user (formIds and prepay_ids pooled, a subscribe template
+    on its own): the moment to ask for more. A used credit moves a user into the list."""
+    now = timezone.now()
+    dave, erin, frank = (services.touch_user(sandbox_app, f"o{name}".ljust(28, "0")) for name in "DEF")
+    services.add_formids(
+        sandbox_app, dave, ["formidDDDDDDDDDDDDDDDDDDDDDDDDD1", "formidDDDDDDDDDDDDDDDDDDDDDDDDD2"]
+    )
+    services.add_formids(sandbox_app, erin, ["wx20261205000000eeeeeeeeeeeeeeeeeeee"], kind="prepay", now=now)
+    services.add_formids(sandbox_app, frank, ["formidFFFFFFFFFFFFFFFFFFFFFFFFF1"], now=now)
+    services.add_subscribe_credits(sandbox_app, frank, ["TPL_A", "TPL_A"], source="sdk")
+    url = f"/api/v1/apps/{sandbox_app.appid}/users"
+
+    def last(query: str = "") -> dict[str, bool]:
+        return {u["openid"][:2]: u["last_credit"] for u in api.get(url + query).json()["results"]}
+
+    assert last() == {"oD": False, "oE": False, "oF": True}
+    assert set(last("?last_credit=true")) == {"oF"}
+    assert set(last("?last_credit=false")) == {"oD", "oE"}
+
+    claimed = services.claim_credits(
+        sandbox_app, template_kind="formid", template_id="", openids=[dave.openid], claimed_by="x"
+    )
+    services.consume([claimed[dave.openid].id], "x")
+    assert last("?last_credit=true") == {"oD": True, "oF": True}
+    assert api.get(f"{url}/{dave.openid}").json()["last_credit"] is True
+    response = api.get(url + "?last_credit=soon")
+    assert response.status_code == 400 and response.json()["error"]["field"] == "last_credit"

@@ -99,6 +99,28 @@ def test_users_table_searches_and_filters(owner_client, stocked_app):
 
 
 @pytest.mark.django_db
+def test_users_table_marks_and_filters_who_is_down_to_their_last_credit(owner_client, stocked_app):
+    carol = credits.touch_user(stocked_app, "o-carol")
+    credits.add_formids(stocked_app, carol, ["formid-0004", "formid-0005"])
+    credits.add_subscribe_credits(stocked_app, carol, ["TPL-B"], source=Credit.Source.SDK)
+    url = reverse("app-users", args=[stocked_app.appid])
+    everyone = owner_client.get(url)
+    assert {row["user"].openid: row["last_credit"] for row in everyone.context["rows"]} == {
+        "o-alice": False,
+        "o-bob": False,
+        "o-carol": True,
+    }
+    last = owner_client.get(url, {"reachable": "last"})
+    assert [row["user"].openid for row in last.context["rows"]] == ["o-carol"]
+    page = last.content.decode()
+    assert '<option value="last" selected>Down to their last credit</option>' in page
+    assert '<code>TPL-B</code>: 1 <span class="badge last-credit">last one</span>' in page
+    owner_client.cookies["django_language"] = "zh-hans"
+    page = owner_client.get(url, {"reachable": "last"}).content.decode()
+    assert "只剩最后一次额度" in page and "最后一次</span>" in page
+
+
+@pytest.mark.django_db
 def test_users_table_pages_by_50_with_one_summary_query(
     owner_client, sandbox_app, django_assert_max_num_queries
 ):
