@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -173,6 +174,10 @@ class Processes:
                 child.wait()
 
     def __enter__(self) -> Processes:
+        # A SIGTERM (timeout, pkill) ends the benchmark through __exit__, which kills the children: they run in
+        # sessions of their own, and left behind they would load the machine for the next measurement.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -16,7 +16,7 @@ from formids import services as credits
 from pushhub import idempotency
 from pushhub.api import iso_utc
 from templates_app import webhook_events
-from templates_app.delivery import queue
+from templates_app.delivery import holds, queue
 from templates_app.models import Delivery, IdempotencyRecord, Push, Template
 from templates_app.pushes.recipients import Prepared, prepare_listed
 from templates_app.pushes.request import SendRequest
@@ -177,8 +177,12 @@ def cancel_push(push: Push, actor: str = "system") -> Push:
         canceled = unsent.update(status=Delivery.Status.FAILED, errcode="canceled", errmsg="push canceled")
         credits.release(credit_ids, locked.claim_holder)
         # Held deliveries hold no credit: they are dropped, failed as canceled like the unsent ones.
-        dropped = Delivery.objects.filter(push=locked, status=Delivery.Status.HELD).update(
-            status=Delivery.Status.FAILED, errcode="canceled", errmsg="push canceled", credit_arrived_at=None
+        dropped = holds.update_in_pk_order(
+            Delivery.objects.filter(push=locked, status=Delivery.Status.HELD),
+            status=Delivery.Status.FAILED,
+            errcode="canceled",
+            errmsg="push canceled",
+            credit_arrived_at=None,
         )
         Push.objects.filter(pk=locked.pk).update(
             status=Push.Status.CANCELED,
