@@ -80,6 +80,8 @@ def test_add_an_endpoint_and_see_a_test_event_arrive(
     assert secret.startswith("whsec_")
     receiver.secret = secret
     page.get_by_role("button", name="Send a test event").click()
+    # The POST's redirect lands first: a reload while it is still navigating loses the page (seen once).
+    expect(page.get_by_text(re.compile(r"Test event \S+ queued"))).to_be_visible()
     receiver.wait_for(lambda: receiver.ids_succeeded(), timeout=10)
     assert receiver.received[0].verified and receiver.received[0].event["type"] == "webhook.test"
 
