@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from formids.models import Credit, MiniUser
@@ -308,6 +309,59 @@ def test_the_recheck_finds_a_credit_no_upload_announced(api, app, formid_templat
 
     assert inbox_counts(app.appid) == {waiting: 1}
     assert Push.objects.get(pk=push_id).status == "done"
+
+
+def test_one_release_of_an_app_at_a_time_and_the_running_one_takes_what_arrived_meanwhile(
+    api, app, formid_template, task_queue
+):
+    first, second = new_user(app), new_user(app)
+    push_id = send(api, formid_template, {"to": [first, second], "data": ["A", "B"], "hold": 600}).json()[
+        "push_id"
+    ]
+    task_queue.run()
+    upload_formid(app, first)
+    task_queue.pending.clear()
+    running = holds._running_key(app.pk)
+    cache.add(running, 1)  # another worker is releasing this app
+
+    assert holds.release_app(app.pk) == 0  # leaves the marked row to the running release
+    assert statuses(Push.objects.get(pk=push_id))[first] == "held"
+
+    # The running release lets go; it looks once more and goes on with what arrived while it ran.
+    upload_formid(app, second)
+    task_queue.pending.clear()
+    cache.delete(running)
+    assert holds.release_app(app.pk) == 2
+    task_queue.run()
+    assert inbox_counts(app.appid) == {first: 1, second: 1}
+    assert Push.objects.get(pk=push_id).status == "done"
+
+
+def test_a_marked_row_of_an_ended_hold_is_left_to_the_expiry(
+    api, app, formid_template, task_queue, django_assert_max_num_queries
+):
+    waiting = new_user(app)
+    push_id = send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 600}).json()["push_id"]
+    task_queue.run()
+    Push.objects.filter(pk=push_id).update(hold_until=timezone.now() - timedelta(seconds=1))
+    Delivery.objects.filter(push_id=push_id).update(credit_arrived_at=timezone.now())
+
+    # One look (a few more queries where the cache is the database), no round after round on a row it cannot
+    # send.
+    with django_assert_max_num_queries(12):
+        assert holds.release_app(app.pk) == 0
+    assert holds.sweep()["expired"] == 1
+    assert statuses(Push.objects.get(pk=push_id)) == {waiting: "no_credit"}
+
+
+def test_the_recheck_marks_only_held_users_who_have_a_credit(api, app, formid_template, task_queue):
+    waiting = new_user(app)
+    send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 600})
+    task_queue.run()
+    cache.delete("holds:recheck")
+
+    assert holds.recheck() == 0  # nobody to try: the release does not claim for 10,000 users in vain
+    assert not Delivery.objects.filter(credit_arrived_at__isnull=False).exists()
 
 
 def test_an_upload_for_a_user_without_holds_queues_nothing(app, formid_template, task_queue):
