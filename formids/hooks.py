@@ -4,7 +4,7 @@ Dependencies point templates_app → formids: formids never imports templates_ap
 templates_app something, or tell it something, it goes through a hook defined here, and templates_app
 registers itself in its AppConfig.ready() (templates_app/apps.py):
 
-- the subscribe template catalogue: which subscribe template ids an app has;
+- the subscribe template catalogue: which subscribe template ids an app has, one-time or long-term;
 - claim owners: records that own a credit's claim, which the stale-claim sweep leaves alone;
 - credit arrivals: users gained credits (held deliveries wait for them);
 - the ``subscribe_message_sent`` signal: WeChat reported the outcome of a subscribe send.
@@ -15,7 +15,7 @@ claim is released and nobody listens to the signal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from django.db.models import Exists
 from django.dispatch import Signal
@@ -23,19 +23,29 @@ from django.dispatch import Signal
 from tenants.models import MiniProgram
 
 # --- the subscribe template catalogue ----------------------------------------------------------------
-# Which subscribe template ids an app has: the catalogue (templates_app) registers itself here and formids
-# asks through this hook. With no catalogue registered, every id is known.
-_provider: Callable[[MiniProgram], set[str]] | None = None
+# Which subscribe template ids an app has, and whether each is one-time or long-term: the catalogue
+# (templates_app) registers itself here and formids asks through this hook. With no catalogue registered,
+# every id is known and one-time.
+ONE_TIME, LONG_TERM = "one_time", "long_term"
+_provider: Callable[[MiniProgram], Mapping[str, str]] | None = None
 
 
-def register_subscribe_template_provider(provider: Callable[[MiniProgram], set[str]]) -> None:
+def register_subscribe_template_provider(provider: Callable[[MiniProgram], Mapping[str, str]]) -> None:
+    """``provider(app)`` → {template id: "one_time" | "long_term"} for the app's active subscribe templates."""
     global _provider
     _provider = provider
 
 
+def subscribe_templates(app: MiniProgram) -> Mapping[str, str] | None:
+    """{template id: "one_time" | "long_term"} of the app's subscribe templates, or None when no catalogue
+    is installed (accept any id, as one-time)."""
+    return _provider(app) if _provider is not None else None
+
+
 def known_subscribe_template_ids(app: MiniProgram) -> set[str] | None:
     """The app's subscribe template ids, or None when no catalogue is installed (accept any)."""
-    return _provider(app) if _provider is not None else None
+    templates = subscribe_templates(app)
+    return set(templates) if templates is not None else None
 
 
 # --- claim owners ------------------------------------------------------------------------------------
@@ -67,7 +77,7 @@ def register_credit_arrival_listener(listener: Callable[[int, list[str]], None])
 
 def credits_arrived(app_id: int, openids: list[str]) -> None:
     """Called by formids.services wherever usable credits are stored (formIds, prepay_ids, subscribe
-    accepts from the SDK or WeChat's events)."""
+    accepts and long-term subscriptions, from the SDK or WeChat's events)."""
     for listener in _arrival_listeners:
         listener(app_id, openids)
 

@@ -44,7 +44,7 @@ def test_the_quota_counts_usable_sends(api, pool):
     assert response.json() == {
         "users": 3,
         "users_reachable": 2,
-        "credits": {"formid": 5, "subscribe": {"TPL_A": 2, "TPL_B": 1}},
+        "credits": {"formid": 5, "subscribe": {"TPL_A": 2, "TPL_B": 1}, "long_term": {}},
         "expiring_24h": 1,
         "sent_today": 5,
         "failed_today": 2,
