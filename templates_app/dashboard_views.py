@@ -439,7 +439,9 @@ def phone_accept(request: HttpRequest, appid: str) -> HttpResponse:
         )
         return _back_to_phone(app, openid)
     result = credits.report_subscriptions(app, user, {template.template_id: "accept"})
-    if result["credited"]:
+    if result["credited"] and template.is_long_term:
+        messages.success(request, _("Long-term subscription accepted: sends do not use it up."))
+    elif result["credited"]:
         messages.success(request, _("Subscription accepted: one subscribe credit."))
     else:
         messages.success(request, _("Subscription accepted: WeChat's event will add the credit."))

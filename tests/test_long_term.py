@@ -399,3 +399,23 @@ def test_the_dashboard_adds_a_long_term_template_and_shows_it(app):
     assert Template.objects.get(template_id="FORM_1").subscription == ""
     page = owner.get(reverse("templates", args=[app.appid])).content.decode()
     assert page.count('class="badge long-term"') == 1
+
+
+def test_the_sandbox_phone_accepts_a_long_term_template(app):
+    sandbox.add_template(
+        app.appid, kind="subscribe", title="预约", content=CONTENT, template_id="LT_PHONE", type=3
+    )
+    template = add(app, "LT_PHONE")
+    user = sandbox.create_user(app.appid)
+    owner = signed_in("owner@acme.test")
+    phone = owner.get(reverse("sandbox-phone", args=[app.appid]), {"openid": user.openid}).content.decode()
+    assert 'class="badge long-term"' in phone
+    for _ in range(2):
+        answer = owner.post(
+            reverse("sandbox-phone-accept", args=[app.appid]),
+            {"openid": user.openid, "template_id": template.template_id},
+            follow=True,
+        )
+        assert "sends do not use it up" in answer.content.decode()
+    assert standing(app, user.openid) == ["LT_PHONE"]
+    assert Credit.objects.count() == 1
