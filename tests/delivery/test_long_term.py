@@ -295,3 +295,20 @@ def test_the_sandbox_sends_a_long_term_template_while_it_is_on_and_answers_43101
     sandbox.accept_subscriptions(app.appid, user, {long_term.template_id: "reject"})
     row.refresh_from_db()
     assert row.credits == 0
+
+
+def test_a_subscription_ended_after_the_push_was_prepared_is_not_sent(app, long_term, task_queue):
+    (user,) = seed_users(app, 1, subscribe=long_term)
+    push = make_push(long_term, [user])
+    assert push.deliveries.get().status == "pending"
+    response = sdk_client(app, user).post(
+        f"/sdk/v1/{app.appid}/subscriptions", {"results": {long_term.template_id: "reject"}}, format="json"
+    )
+    assert response.status_code == 200
+
+    delivery_queue.enqueue_push(push.pk)
+    task_queue.run()
+
+    assert push.deliveries.get().status == "no_credit"
+    assert inbox_counts(app.appid) == {}
+    assert sandbox.stats(app.appid)["sends_ok"] == 0
