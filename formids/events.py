@@ -35,7 +35,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as parse_xml
 from django.db import IntegrityError, transaction
 
-from formids.hooks import LONG_TERM, subscribe_message_sent, subscribe_templates
+from formids.hooks import long_term_ids, subscribe_message_sent, subscribe_templates
 from formids.models import Credit, InboundEvent, MiniUser
 from formids.services import (
     add_subscribe_credits,
@@ -357,8 +357,7 @@ class Processed:
 
 def _on_popup(app: MiniProgram, event: WeChatEvent) -> dict[str, Any]:
     user = touch_user(app, event.openid)
-    templates = subscribe_templates(app) or {}
-    long_term = {tid for tid, subscription in templates.items() if subscription == LONG_TERM}
+    long_term = long_term_ids(subscribe_templates(app))
     accepted = [item["template_id"] for item in event.items if item["status"] == "accept"]
     credited: dict[str, int] = {}
     if app.credit_source == MiniProgram.CreditSource.EVENTS:

@@ -16,6 +16,7 @@ claim is released and nobody listens to the signal.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from django.db.models import Exists
 from django.dispatch import Signal
@@ -23,29 +24,44 @@ from django.dispatch import Signal
 from tenants.models import MiniProgram
 
 # --- the subscribe template catalogue ----------------------------------------------------------------
-# Which subscribe template ids an app has, and whether each is one-time or long-term: the catalogue
-# (templates_app) registers itself here and formids asks through this hook. With no catalogue registered,
-# every id is known and one-time.
+# The app's subscribe templates, one-time or long-term and whether active: the catalogue (templates_app)
+# registers itself here and formids asks through this hook. With no catalogue registered, every id is known,
+# active and one-time.
 ONE_TIME, LONG_TERM = "one_time", "long_term"
-_provider: Callable[[MiniProgram], Mapping[str, str]] | None = None
 
 
-def register_subscribe_template_provider(provider: Callable[[MiniProgram], Mapping[str, str]]) -> None:
-    """``provider(app)`` → {template id: "one_time" | "long_term"} for the app's active subscribe templates."""
+class SubscribeTemplate(NamedTuple):
+    subscription: str  # ONE_TIME or LONG_TERM
+    active: bool  # a disabled template is known (its subscriptions can still end) but credits nothing
+
+
+_provider: Callable[[MiniProgram], Mapping[str, SubscribeTemplate]] | None = None
+
+
+def register_subscribe_template_provider(
+    provider: Callable[[MiniProgram], Mapping[str, SubscribeTemplate]],
+) -> None:
+    """``provider(app)`` → {template id: SubscribeTemplate} for the app's subscribe templates that are not
+    deleted (active and disabled)."""
     global _provider
     _provider = provider
 
 
-def subscribe_templates(app: MiniProgram) -> Mapping[str, str] | None:
-    """{template id: "one_time" | "long_term"} of the app's subscribe templates, or None when no catalogue
-    is installed (accept any id, as one-time)."""
+def subscribe_templates(app: MiniProgram) -> Mapping[str, SubscribeTemplate] | None:
+    """{template id: SubscribeTemplate} of the app's (not deleted) subscribe templates, or None when no
+    catalogue is installed (accept any id, as one-time)."""
     return _provider(app) if _provider is not None else None
 
 
 def known_subscribe_template_ids(app: MiniProgram) -> set[str] | None:
-    """The app's subscribe template ids, or None when no catalogue is installed (accept any)."""
+    """The app's active subscribe template ids, or None when no catalogue is installed (accept any)."""
     templates = subscribe_templates(app)
-    return set(templates) if templates is not None else None
+    return {tid for tid, t in templates.items() if t.active} if templates is not None else None
+
+
+def long_term_ids(templates: Mapping[str, SubscribeTemplate] | None) -> set[str]:
+    """The long-term ones among ``templates`` (active or not)."""
+    return {tid for tid, t in (templates or {}).items() if t.subscription == LONG_TERM}
 
 
 # --- claim owners ------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from formids.hooks import LONG_TERM, claim_owners, credits_arrived, subscribe_templates
+from formids.hooks import claim_owners, credits_arrived, long_term_ids, subscribe_templates
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
 from formids.webhook_events import subscriptions_changed
 from pushhub.sql import ids_in, texts_in
@@ -360,8 +360,10 @@ def report_subscriptions(
     credit_source (it can only take away: nothing is counted twice). Ids the catalogue does not know are
     ignored. The report is stored as an InboundEvent either way."""
     templates = subscribe_templates(app)
-    ignored = [tid for tid in results if templates is not None and tid not in templates]
-    long_term = {tid for tid in results if templates is not None and templates.get(tid) == LONG_TERM}
+    ignored = [
+        tid for tid in results if templates is not None and not (tid in templates and templates[tid].active)
+    ]
+    long_term = long_term_ids(templates)  # a disabled one too: its subscriptions can still end
     accepted = [tid for tid, answer in results.items() if answer == "accept" and tid not in ignored]
     ending = [tid for tid, answer in results.items() if answer in ENDING_ANSWERS and tid in long_term]
     credited: dict[str, int] = {}

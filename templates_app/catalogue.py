@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from formids import services as credit_services
+from formids.hooks import SubscribeTemplate
 from pushhub import crypto
 from pushhub.api import ApiError, absolute_url, wechat_failure
 from pushhub.wechat import rules
@@ -520,12 +521,18 @@ def sync_templates(app: MiniProgram, actor: str) -> dict[str, int]:
     return counts
 
 
-def active_subscribe_templates(app: MiniProgram) -> dict[str, str]:
-    """The catalogue hook for formids (``formids.hooks.register_subscribe_template_provider``): {template id:
-    "one_time" | "long_term"} of the app's active subscribe templates, one query."""
+def subscribe_templates(app: MiniProgram) -> dict[str, SubscribeTemplate]:
+    """The catalogue hook for formids (``formids.hooks.register_subscribe_template_provider``): the app's
+    subscribe templates that are not deleted, one-time or long-term and whether active; one query."""
     rows = (
         Template.objects.for_tenant(app.tenant_id)
-        .filter(app=app, kind=Template.Kind.SUBSCRIBE, status=Template.Status.ACTIVE)
-        .values_list("template_id", "subscription")
+        .visible()
+        .filter(app=app, kind=Template.Kind.SUBSCRIBE)
+        .values_list("template_id", "subscription", "status")
     )
-    return {tid: subscription or Template.Subscription.ONE_TIME for tid, subscription in rows}
+    return {
+        tid: SubscribeTemplate(
+            subscription or Template.Subscription.ONE_TIME, status == Template.Status.ACTIVE
+        )
+        for tid, subscription, status in rows
+    }

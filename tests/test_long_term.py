@@ -203,6 +203,14 @@ def test_filter_ends_nothing_and_accepting_again_starts_a_new_subscription(app, 
     assert list(Credit.objects.order_by("pk").values_list("state", flat=True)) == ["expired", "available"]
 
 
+def test_a_disabled_long_term_template_starts_nothing_but_its_subscriptions_still_end(app, lt):
+    report(app, {lt.template_id: "accept"})
+    catalogue.update_template(lt, actor="t", status="disabled")
+    assert report(app, {lt.template_id: "accept"}).json() == {"credited": {}, "ignored": [lt.template_id]}
+    report(app, {lt.template_id: "ban"})
+    assert standing(app) == []
+
+
 def test_with_events_as_credit_source_a_report_starts_nothing_but_a_reject_still_ends_it(app, lt):
     app = tenant_services.update_app(app, credit_source="events")
     start_long_term(app, touch_user(app, OPENID), [lt.template_id], source="events")

@@ -45,7 +45,8 @@ def templates(monkeypatch):
     """The app's subscribe templates as the catalogue (templates_app) would report them; restored after."""
     monkeypatch.setattr(hooks, "_provider", hooks._provider)  # put back whatever was there
     known = {"TID_ORDER", "TID_SHIP"}
-    hooks.register_subscribe_template_provider(lambda app: dict.fromkeys(known, hooks.ONE_TIME))
+    one_time = hooks.SubscribeTemplate(hooks.ONE_TIME, active=True)
+    hooks.register_subscribe_template_provider(lambda app: dict.fromkeys(known, one_time))
     return known
 
 
