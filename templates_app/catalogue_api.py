@@ -106,11 +106,6 @@ class TemplateUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     """Any of these; kind, template_id and subscription cannot change (create another template instead;
     subscription is WeChat's template type, which the sync reads)."""
 
-    def validate(self, attrs):
-        if isinstance(self.initial_data, dict) and "subscription" in self.initial_data:
-            raise catalogue.subscription_is_fixed()
-        return super().validate(attrs)
-
     title = StrictCharField(max_length=100, required=False)
     fields = TemplateFieldsField(required=False)
     page = StrictCharField(required=False, allow_blank=True, max_length=1025)
@@ -123,6 +118,12 @@ class TemplateUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     trigger_enabled = StrictBooleanField(
         required=False, help_text="false: the trigger URL refuses sends (the API still sends)"
     )
+
+    def validate(self, attrs):
+        # subscription is WeChat's fact about the template: a clear 400 naming it, not "unknown field".
+        if isinstance(self.initial_data, dict) and "subscription" in self.initial_data:
+            raise catalogue.subscription_is_fixed()
+        return super().validate(attrs)
 
 
 class SyncResultSerializer(serializers.Serializer):
