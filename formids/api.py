@@ -21,7 +21,11 @@ from tenants.viewsets import TenantScopedViewSet
 class QuotaCreditsSerializer(serializers.Serializer):
     formid = serializers.IntegerField(help_text="usable formId/prepay_id sends")
     subscribe = serializers.DictField(
-        child=serializers.IntegerField(), help_text="usable sends per template id"
+        child=serializers.IntegerField(), help_text="usable sends per one-time template id"
+    )
+    long_term = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="standing subscribers per long-term template id (sends do not use them up)",
     )
 
 
@@ -45,7 +49,13 @@ class AppUserSerializer(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(), help_text="sorted")
     push_enabled = serializers.BooleanField()
     formid_credits = serializers.IntegerField()
-    subscribe_credits = serializers.DictField(child=serializers.IntegerField())
+    subscribe_credits = serializers.DictField(
+        child=serializers.IntegerField(), help_text="usable sends per one-time template id"
+    )
+    long_term = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="long-term template ids the user stands subscribed to, sorted",
+    )
     next_expiry = serializers.CharField(
         allow_null=True, help_text="UTC ISO-8601 of the soonest-expiring formId"
     )

@@ -11,9 +11,11 @@ JSON and XML, plaintext and encrypted, all become one Python shape (:class:`WeCh
 ints. One transaction per event stores it as an InboundEvent, deduplicated on FromUserName + CreateTime +
 content (WeChat retries an event push after 5 s), and applies it:
 
-- ``subscribe_msg_popup_event``: each ``accept`` is one send credit when the app's credit_source is
-  "events" (with "sdk" the SDK's report credits it and the event is only stored);
-- ``subscribe_msg_change_event``: a ``reject`` (the user turned the template off) drops its credits;
+- ``subscribe_msg_popup_event``: each ``accept`` is one send credit (a long-term template: a standing
+  subscription) when the app's credit_source is "events" (with "sdk" the SDK's report credits it and the
+  event is only stored); a ``reject`` of a long-term template ends its subscription whatever the source;
+- ``subscribe_msg_change_event``: a ``reject`` (the user turned the template off) drops its credits or
+  ends its long-term subscription;
 - ``subscribe_msg_sent_event``: :data:`formids.hooks.subscribe_message_sent` per item;
 - anything else is stored as received.
 """
@@ -33,9 +35,15 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as parse_xml
 from django.db import IntegrityError, transaction
 
-from formids.hooks import subscribe_message_sent
+from formids.hooks import long_term_ids, subscribe_message_sent, subscribe_templates
 from formids.models import Credit, InboundEvent, MiniUser
-from formids.services import add_subscribe_credits, drop_subscribe_credits, touch_user
+from formids.services import (
+    add_subscribe_credits,
+    drop_subscribe_credits,
+    end_long_term,
+    start_long_term,
+    touch_user,
+)
 from formids.webhook_events import subscriptions_changed
 from pushhub.api import ApiError
 from pushhub.wechat import msgcrypto
@@ -349,14 +357,25 @@ class Processed:
 
 def _on_popup(app: MiniProgram, event: WeChatEvent) -> dict[str, Any]:
     user = touch_user(app, event.openid)
+    long_term = long_term_ids(subscribe_templates(app))
     accepted = [item["template_id"] for item in event.items if item["status"] == "accept"]
     credited: dict[str, int] = {}
     if app.credit_source == MiniProgram.CreditSource.EVENTS:
-        if accepted:
-            credited = add_subscribe_credits(app, user, accepted, source=Credit.Source.EVENTS)
+        one_time = [tid for tid in accepted if tid not in long_term]
+        if one_time:
+            credited = add_subscribe_credits(app, user, one_time, source=Credit.Source.EVENTS)
+        standing = [tid for tid in accepted if tid in long_term]
+        if standing:
+            credited.update(start_long_term(app, user, standing, source=Credit.Source.EVENTS))
         # The events are the app's word on subscriptions (with "sdk" the SDK's report is, and tells).
         subscriptions_changed(app, user.openid, user.alias, _answers(event))
-    return {"credited": credited, "credit_source": app.credit_source}
+    outcome: dict[str, Any] = {"credited": credited, "credit_source": app.credit_source}
+    # A reject of a long-term template in the popup turns it off in WeChat: whatever the credit_source.
+    ending = [item["template_id"] for item in event.items if item["status"] == "reject"]
+    ending = [tid for tid in ending if tid in long_term]
+    if ending:
+        outcome["ended"] = end_long_term(app, user, ending)
+    return outcome
 
 
 def _answers(event: WeChatEvent) -> dict[str, str]:

@@ -4,7 +4,7 @@ Dependencies point templates_app → formids: formids never imports templates_ap
 templates_app something, or tell it something, it goes through a hook defined here, and templates_app
 registers itself in its AppConfig.ready() (templates_app/apps.py):
 
-- the subscribe template catalogue: which subscribe template ids an app has;
+- the subscribe template catalogue: which subscribe template ids an app has, one-time or long-term;
 - claim owners: records that own a credit's claim, which the stale-claim sweep leaves alone;
 - credit arrivals: users gained credits (held deliveries wait for them);
 - the ``subscribe_message_sent`` signal: WeChat reported the outcome of a subscribe send.
@@ -15,7 +15,8 @@ claim is released and nobody listens to the signal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from django.db.models import Exists
 from django.dispatch import Signal
@@ -23,19 +24,44 @@ from django.dispatch import Signal
 from tenants.models import MiniProgram
 
 # --- the subscribe template catalogue ----------------------------------------------------------------
-# Which subscribe template ids an app has: the catalogue (templates_app) registers itself here and formids
-# asks through this hook. With no catalogue registered, every id is known.
-_provider: Callable[[MiniProgram], set[str]] | None = None
+# The app's subscribe templates, one-time or long-term and whether active: the catalogue (templates_app)
+# registers itself here and formids asks through this hook. With no catalogue registered, every id is known,
+# active and one-time.
+ONE_TIME, LONG_TERM = "one_time", "long_term"
 
 
-def register_subscribe_template_provider(provider: Callable[[MiniProgram], set[str]]) -> None:
+class SubscribeTemplate(NamedTuple):
+    subscription: str  # ONE_TIME or LONG_TERM
+    active: bool  # a disabled template is known (its subscriptions can still end) but credits nothing
+
+
+_provider: Callable[[MiniProgram], Mapping[str, SubscribeTemplate]] | None = None
+
+
+def register_subscribe_template_provider(
+    provider: Callable[[MiniProgram], Mapping[str, SubscribeTemplate]],
+) -> None:
+    """``provider(app)`` → {template id: SubscribeTemplate} for the app's subscribe templates that are not
+    deleted (active and disabled)."""
     global _provider
     _provider = provider
 
 
-def known_subscribe_template_ids(app: MiniProgram) -> set[str] | None:
-    """The app's subscribe template ids, or None when no catalogue is installed (accept any)."""
+def subscribe_templates(app: MiniProgram) -> Mapping[str, SubscribeTemplate] | None:
+    """{template id: SubscribeTemplate} of the app's (not deleted) subscribe templates, or None when no
+    catalogue is installed (accept any id, as one-time)."""
     return _provider(app) if _provider is not None else None
+
+
+def known_subscribe_template_ids(app: MiniProgram) -> set[str] | None:
+    """The app's active subscribe template ids, or None when no catalogue is installed (accept any)."""
+    templates = subscribe_templates(app)
+    return {tid for tid, t in templates.items() if t.active} if templates is not None else None
+
+
+def long_term_ids(templates: Mapping[str, SubscribeTemplate] | None) -> set[str]:
+    """The long-term ones among ``templates`` (active or not)."""
+    return {tid for tid, t in (templates or {}).items() if t.subscription == LONG_TERM}
 
 
 # --- claim owners ------------------------------------------------------------------------------------
@@ -67,7 +93,7 @@ def register_credit_arrival_listener(listener: Callable[[int, list[str]], None])
 
 def credits_arrived(app_id: int, openids: list[str]) -> None:
     """Called by formids.services wherever usable credits are stored (formIds, prepay_ids, subscribe
-    accepts from the SDK or WeChat's events)."""
+    accepts and long-term subscriptions, from the SDK or WeChat's events)."""
     for listener in _arrival_listeners:
         listener(app_id, openids)
 

@@ -3,6 +3,10 @@
 One Credit table, one lifecycle (../shared/DESIGN.md "Credits"):
 available ──claim──▶ claimed ──ok / 41028 / 41029──▶ consumed ; claimed ──release──▶ available ;
 available past its expiry margin ──sweep──▶ expired. Rows are kept after use for statistics.
+
+A long-term subscription (kind ``long_term``, WeChat's template ``type`` 3) is one row per user and template
+that stays ``available`` while it stands: claims pick it without changing it, sends never use it up, and it
+ends (→ expired) on a reject / ban / change event or WeChat's 43101.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class Credit(models.Model):
         FORMID = "formid", "formId"
         PREPAY = "prepay", "prepay_id"
         SUBSCRIBE = "subscribe", "subscribe"
+        # A standing subscription to a long-term template: not used up by sends (see the module docstring).
+        LONG_TERM = "long_term", "long-term subscription"
 
     class State(models.TextChoices):
         AVAILABLE = "available", "available"
@@ -89,12 +95,12 @@ class Credit(models.Model):
     app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="credits")
     user = models.ForeignKey(MiniUser, on_delete=models.CASCADE, related_name="credits")
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    # formId / prepay_id as WeChat gave it; empty for subscribe credits.
+    # formId / prepay_id as WeChat gave it; empty for subscribe credits and long-term subscriptions.
     value = models.CharField(max_length=128, blank=True, default="")
-    # Subscribe credits are for one template; formIds serve any formId template.
+    # Subscribe credits and long-term subscriptions are for one template; formIds serve any formId template.
     template_id = models.CharField(max_length=128, blank=True, default="")
     uses_left = models.PositiveSmallIntegerField(default=1)
-    expires_at = models.DateTimeField(null=True, blank=True)  # null: no expiry (subscribe)
+    expires_at = models.DateTimeField(null=True, blank=True)  # null: no expiry (subscribe, long_term)
     state = models.CharField(max_length=10, choices=State.choices, default=State.AVAILABLE)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.SDK)
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -107,7 +113,16 @@ class Credit(models.Model):
         constraints = [
             # A formId/prepay_id uploaded twice is stored once (bulk insert ignores the conflict).
             models.UniqueConstraint(
-                fields=["app", "value"], condition=~Q(kind="subscribe"), name="credit_unique_value"
+                fields=["app", "value"],
+                condition=Q(kind__in=["formid", "prepay"]),
+                name="credit_unique_formid_value",
+            ),
+            # One standing long-term subscription per user and template: a second accept adds nothing
+            # (bulk insert ignores the conflict). Also the index a long-term claim probes.
+            models.UniqueConstraint(
+                fields=["user", "template_id"],
+                condition=Q(kind="long_term", state="available"),
+                name="credit_unique_long_term",
             ),
         ]
         indexes = [

@@ -33,10 +33,17 @@ def quota(request: HttpRequest, appid: str) -> HttpResponse:
     app = get_app_for(request, appid)
     figures = app_quota(app)
     subscribe = sorted(figures["credits"]["subscribe"].items())
+    long_term = sorted(figures["credits"]["long_term"].items())
     return render(
         request,
         "formids/quota.html",
-        {"app": app, "quota": figures, "subscribe": subscribe, "chart_days": CHART_DAYS},
+        {
+            "app": app,
+            "quota": figures,
+            "subscribe": subscribe,
+            "long_term": long_term,
+            "chart_days": CHART_DAYS,
+        },
     )
 
 
@@ -118,6 +125,7 @@ def users(request: HttpRequest, appid: str) -> HttpResponse:
             "tags": tags[user.pk],
             "formid_credits": summaries[user.pk]["formid_credits"],
             "subscribe_credits": sorted(summaries[user.pk]["subscribe_credits"].items()),
+            "long_term": summaries[user.pk]["long_term"],
             "next_expiry": summaries[user.pk]["next_expiry"],
             "last_credit": has_last_credit(summaries[user.pk]),
         }
@@ -161,6 +169,7 @@ def user_detail(request: HttpRequest, appid: str, openid: str) -> HttpResponse:
             "tags": audience.tags_by_user([user])[user.pk],
             "formid_credits": summary["formid_credits"],
             "subscribe_credits": sorted(summary["subscribe_credits"].items()),
+            "long_term": summary["long_term"],
             "next_expiry": summary["next_expiry"],
         },
     )

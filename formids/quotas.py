@@ -12,29 +12,35 @@ from django.db.models import Case, CharField, Count, Exists, F, Min, OuterRef, Q
 from django.utils import timezone
 
 from formids.models import Credit, DailyStat, MiniUser
-from formids.services import FORMID_KINDS, usable_q
+from formids.services import FORMID_KINDS, SUBSCRIBE_KINDS, usable_q
 from pushhub.api import iso_utc
 from tenants.models import MiniProgram
 
 
 def app_quota(app: MiniProgram, now: datetime | None = None) -> dict:
-    """Users, reachable users, usable sends by kind and template, what expires within 24 h, today's sends."""
+    """Users, reachable users (a standing long-term subscription makes a user reachable), usable sends by
+    kind and template, standing subscribers per long-term template, what expires within 24 h, today's
+    sends."""
     now = now or timezone.now()
     usable = Credit.objects.filter(usable_q(now), app=app)
     formid = usable.filter(kind__in=FORMID_KINDS).aggregate(
         uses=Sum("uses_left"), expiring=Sum("uses_left", filter=Q(expires_at__lte=now + timedelta(hours=24)))
     )
-    subscribe = dict(
-        usable.filter(kind=Credit.Kind.SUBSCRIBE)
-        .values_list("template_id")
+    by_template = (
+        usable.filter(kind__in=SUBSCRIBE_KINDS)
+        .values_list("kind", "template_id")
         .annotate(n=Count("id"))
-        .order_by("template_id")
+        .order_by("kind", "template_id")
     )
+    subscribe: dict[str, int] = {}
+    long_term: dict[str, int] = {}  # standing subscribers per long-term template (one row per user)
+    for kind, template_id, n in by_template:
+        (long_term if kind == Credit.Kind.LONG_TERM else subscribe)[template_id] = n
     today = DailyStat.objects.filter(app=app, day=now.date()).first()
     return {
         "users": MiniUser.objects.filter(app=app).count(),
         "users_reachable": usable.values("user_id").distinct().count(),
-        "credits": {"formid": formid["uses"] or 0, "subscribe": subscribe},
+        "credits": {"formid": formid["uses"] or 0, "subscribe": subscribe, "long_term": long_term},
         "expiring_24h": formid["expiring"] or 0,
         "sent_today": today.sent if today else 0,
         "failed_today": today.failed if today else 0,
@@ -49,10 +55,11 @@ def has_usable_credit(now: datetime, user: str = "pk") -> Exists:
 
 def down_to_last_credit(now: datetime, user: str = "pk") -> Exists:
     """Whether the user (the outer query's ``user`` column) has exactly one send left for some way of being
-    reached: one formId/prepay_id use in all (they serve every formId template), or one credit of a subscribe
-    template. The moment to ask them for more (``user.unreachable`` fires when it is used)."""
+    reached: one formId/prepay_id use in all (they serve every formId template), or one credit of a one-time
+    subscribe template. The moment to ask them for more (``user.unreachable`` fires when it is used)."""
     per_pool = (
         Credit.objects.filter(usable_q(now), user=OuterRef(user))
+        .exclude(kind=Credit.Kind.LONG_TERM)  # a standing subscription: sends do not use it up
         .annotate(
             pool=Case(
                 When(kind__in=FORMID_KINDS, then=Value("")),
@@ -103,9 +110,13 @@ def app_users(
 
 
 def credit_summaries(users: list[MiniUser], now: datetime | None = None) -> dict[int, dict]:
-    """{user id: {formid_credits, subscribe_credits, next_expiry}} for a page of users, in one query."""
+    """{user id: {formid_credits, subscribe_credits, long_term, next_expiry}} for a page of users, in one
+    query. ``long_term``: the long-term template ids the user stands subscribed to, sorted."""
     now = now or timezone.now()
-    summaries = {u.pk: {"formid_credits": 0, "subscribe_credits": {}, "next_expiry": None} for u in users}
+    summaries = {
+        u.pk: {"formid_credits": 0, "subscribe_credits": {}, "long_term": [], "next_expiry": None}
+        for u in users
+    }
     rows = (
         Credit.objects.filter(usable_q(now), user_id__in=list(summaries))
         .values("user_id", "kind", "template_id")
@@ -116,12 +127,16 @@ def credit_summaries(users: list[MiniUser], now: datetime | None = None) -> dict
         summary = summaries[row["user_id"]]
         if row["kind"] == Credit.Kind.SUBSCRIBE:
             summary["subscribe_credits"][row["template_id"]] = row["n"]
+        elif row["kind"] == Credit.Kind.LONG_TERM:
+            summary["long_term"].append(row["template_id"])
         else:
             summary["formid_credits"] += row["uses"]
             if row["next_expiry"] and (
                 summary["next_expiry"] is None or row["next_expiry"] < summary["next_expiry"]
             ):
                 summary["next_expiry"] = row["next_expiry"]
+    for summary in summaries.values():
+        summary["long_term"].sort()
     return summaries
 
 
@@ -131,6 +146,7 @@ def user_payload(user: MiniUser, summary: dict) -> dict:
         "push_enabled": user.push_enabled,
         "formid_credits": summary["formid_credits"],
         "subscribe_credits": summary["subscribe_credits"],
+        "long_term": summary["long_term"],
         "next_expiry": iso_utc(summary["next_expiry"]),
         "first_seen": iso_utc(user.first_seen),
         "last_seen": iso_utc(user.last_seen),

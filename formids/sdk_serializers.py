@@ -128,7 +128,8 @@ class SdkSubscriptionsSerializer(RejectUnknownFieldsMixin, serializers.Serialize
 class SdkSubscriptionsResultSerializer(serializers.Serializer):
     credited = serializers.DictField(
         child=serializers.IntegerField(),
-        help_text="sends credited per template id (empty when the app's credit_source is 'events')",
+        help_text="sends credited per template id (empty when the app's credit_source is 'events'); for a "
+        "long-term template 1: the user is a standing subscriber (a second accept makes no second one)",
     )
     ignored = serializers.ListField(
         child=serializers.CharField(), help_text="template ids that are not this app's subscribe templates"
@@ -141,7 +142,11 @@ class SdkMeSerializer(serializers.Serializer):
     push_enabled = serializers.BooleanField()
     formid_credits = serializers.IntegerField(help_text="usable formId/prepay_id sends")
     subscribe_credits = serializers.DictField(
-        child=serializers.IntegerField(), help_text="usable sends per subscribe template id"
+        child=serializers.IntegerField(), help_text="usable sends per one-time subscribe template id"
+    )
+    long_term = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="long-term template ids this user stands subscribed to (sends do not use them up), sorted",
     )
     next_expiry = serializers.DateTimeField(
         allow_null=True,

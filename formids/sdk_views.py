@@ -145,7 +145,9 @@ class SubscriptionsView(SdkView):
         operation_id="sdk_subscriptions_create",
         summary="Report wx.requestSubscribeMessage answers",
         description="Accepts become one send each when the app's `credit_source` is `sdk`; with `events` the "
-        "report is recorded only. Ids that are not the app's subscribe templates are returned in `ignored`. "
+        "report is recorded only. An accept of a long-term template makes the user a standing subscriber "
+        "(once: sends do not use it up); a `reject` or `ban` of one ends the subscription, whatever the "
+        "`credit_source`. Ids that are not the app's subscribe templates are returned in `ignored`. "
         "With an `Idempotency-Key` the same report retried within 24 h gets the first answer and credits "
         "nothing more.",
         request=s.SdkSubscriptionsSerializer,
@@ -184,7 +186,8 @@ class MeView(SdkView):
         operation_id="sdk_me_retrieve",
         summary="This user's credits and push setting",
         description='For the mini-program to show "you will be notified": usable formId/prepay_id sends, '
-        "subscribe sends per template, the soonest formId expiry and whether pushes are on.",
+        "one-time subscribe sends per template, the long-term templates the user stands subscribed to, the "
+        "soonest formId expiry and whether pushes are on.",
         responses={200: s.SdkMeSerializer},
     )
     def get(self, request, appid):

@@ -5,6 +5,11 @@ statement per chunk (a LATERAL pick per user with ``FOR UPDATE SKIP LOCKED``, so
 skip each other's rows instead of waiting), elsewhere a guarded ``UPDATE … WHERE state='available'`` per
 user. Both use the partial indexes in formids.models: the cost depends on the number of recipients, not on
 the size of the pool.
+
+Long-term subscriptions (kind ``long_term``) are standing rows, one per user and template: an accept
+starts one (a second accept adds nothing), a claim hands it out without changing it (so concurrent pushes
+to the same subscriber each send), consume / release / refresh leave it standing, and it ends (→ expired)
+on a reject / ban / change event (``end_long_term``) or WeChat's 43101 (``end_subscriptions``).
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from formids.hooks import claim_owners, credits_arrived, known_subscribe_template_ids
+from formids.hooks import claim_owners, credits_arrived, long_term_ids, subscribe_templates
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
 from formids.webhook_events import subscriptions_changed
-from pushhub.sql import ids_in
+from pushhub.sql import ids_in, texts_in
 from tenants.models import MiniProgram
 
 FORMID_LIFETIME = timedelta(days=7)  # WeChat: a formId / prepay_id is valid 7 days
@@ -33,6 +38,9 @@ MOCK_FORMID = "the formId is a mock one"  # what WeChat's developer tools hand o
 FORMID_RE = re.compile(r"^[A-Za-z0-9_\-=+/.:]{6,128}$")
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 FORMID_KINDS = (Credit.Kind.FORMID, Credit.Kind.PREPAY)
+SUBSCRIBE_KINDS = (Credit.Kind.SUBSCRIBE, Credit.Kind.LONG_TERM)  # the credits of one subscribe template
+# SDK answers that turn a long-term template off in WeChat: its standing subscription ends.
+ENDING_ANSWERS = ("reject", "ban")
 
 
 def expiry_margin() -> timedelta:
@@ -210,10 +218,113 @@ def add_subscribe_credits(
 
 
 def drop_subscribe_credits(app: MiniProgram, user: MiniUser, template_id: str) -> int:
-    """The user turned the template off in WeChat: its unused credits are gone (kept as expired)."""
+    """The user turned the template off in WeChat: its unused credits, or its standing long-term
+    subscription, are gone (kept as expired)."""
     return Credit.objects.filter(
-        app=app, user=user, kind=Credit.Kind.SUBSCRIBE, template_id=template_id, state=Credit.State.AVAILABLE
+        app=app, user=user, kind__in=SUBSCRIBE_KINDS, template_id=template_id, state=Credit.State.AVAILABLE
     ).update(state=Credit.State.EXPIRED, finished_at=timezone.now())
+
+
+def start_long_term(
+    app: MiniProgram, user: MiniUser, template_ids: Iterable[str], source: str, now: datetime | None = None
+) -> dict[str, int]:
+    """The user accepted long-term templates: a standing subscription to each, {template id: 1}.
+
+    Idempotent: the partial unique index (user, template_id) of standing rows makes an accept of a template
+    the user already stands on insert nothing (a race of two accepts too). Only new subscriptions count in
+    the day's collected statistics. Held deliveries are told either way (formids.hooks.credits_arrived)."""
+    now = now or timezone.now()
+    wanted = list(dict.fromkeys(template_ids))
+    if not wanted:
+        return {}
+    standing = set(
+        Credit.objects.filter(
+            user=user, kind=Credit.Kind.LONG_TERM, state=Credit.State.AVAILABLE, template_id__in=wanted
+        ).values_list("template_id", flat=True)
+    )
+    new = [tid for tid in wanted if tid not in standing]
+    if new:
+        Credit.objects.bulk_create(
+            [
+                Credit(app=app, user=user, kind=Credit.Kind.LONG_TERM, template_id=tid, source=source)
+                for tid in new
+            ],
+            ignore_conflicts=True,  # started concurrently: one row
+        )
+        bump_daily_stat(app, now.date(), subscribe_collected=len(new))
+    credits_arrived(app.pk, [user.openid])
+    return dict.fromkeys(wanted, 1)
+
+
+def end_long_term(app: MiniProgram, user: MiniUser | None, template_ids: Iterable[str]) -> dict[str, int]:
+    """The user turned long-term templates off (a reject or ban answer): their standing subscriptions end
+    (kept as expired). {template id: 1 if one ended, else 0}."""
+    wanted = list(dict.fromkeys(template_ids))
+    if user is None or not wanted:
+        return dict.fromkeys(wanted, 0)
+    ended = set(
+        Credit.objects.filter(
+            app=app,
+            user=user,
+            kind=Credit.Kind.LONG_TERM,
+            state=Credit.State.AVAILABLE,
+            template_id__in=wanted,
+        ).values_list("template_id", flat=True)
+    )
+    if ended:
+        Credit.objects.filter(
+            app=app,
+            user=user,
+            kind=Credit.Kind.LONG_TERM,
+            state=Credit.State.AVAILABLE,
+            template_id__in=ended,
+        ).update(state=Credit.State.EXPIRED, finished_at=timezone.now())
+    return {tid: int(tid in ended) for tid in wanted}
+
+
+def end_subscriptions(credit_ids: Iterable[int]) -> int:
+    """WeChat answered 43101 to a send that stood on these long-term subscriptions: the user has turned
+    them off, so they end. By id, not by (user, template): a subscription started again since the send
+    (a new row) stands."""
+    return Credit.objects.filter(
+        pk__in=ids_in(credit_ids), kind=Credit.Kind.LONG_TERM, state=Credit.State.AVAILABLE
+    ).update(state=Credit.State.EXPIRED, finished_at=timezone.now())
+
+
+def reclassify_subscribe_credits(app: MiniProgram, template_id: str, *, long_term: bool) -> int:
+    """A subscribe template changed between one-time and long-term (the sync read WeChat's type): the users'
+    accepts follow it, so nobody who could be reached before is lost. To long-term: each user with a usable
+    credit of the template becomes a standing subscriber (their credits end: they were accepts of a
+    long-term template all along). To one-time: each standing subscription becomes one send. Credits
+    claimed by a send in flight are left to it. Returns how many users were moved."""
+    now = timezone.now()
+    if not long_term:
+        return Credit.objects.filter(
+            app=app, kind=Credit.Kind.LONG_TERM, template_id=template_id, state=Credit.State.AVAILABLE
+        ).update(kind=Credit.Kind.SUBSCRIBE)
+    credits = Credit.objects.filter(
+        app=app, kind=Credit.Kind.SUBSCRIBE, template_id=template_id, state=Credit.State.AVAILABLE
+    )
+    users = set(credits.values_list("user_id", flat=True).distinct())
+    standing = set(
+        Credit.objects.filter(
+            app=app,
+            kind=Credit.Kind.LONG_TERM,
+            template_id=template_id,
+            state=Credit.State.AVAILABLE,
+            user_id__in=users,
+        ).values_list("user_id", flat=True)
+    )
+    Credit.objects.bulk_create(
+        [
+            Credit(app=app, user_id=user_id, kind=Credit.Kind.LONG_TERM, template_id=template_id)
+            for user_id in users - standing
+        ],
+        ignore_conflicts=True,
+        batch_size=1000,
+    )
+    credits.update(state=Credit.State.EXPIRED, finished_at=now)
+    return len(users - standing)
 
 
 # --- what the SDK reports ---------------------------------------------------------------------------
@@ -243,30 +354,46 @@ def report_subscriptions(
     app: MiniProgram, user: MiniUser, results: dict[str, str], now: datetime | None = None
 ) -> dict:
     """The user's answers to wx.requestSubscribeMessage. Accepts of the app's subscribe templates become
-    credits when the app counts SDK reports (credit_source "sdk"); with "events" WeChat's own
-    subscribe_msg_popup_event does it and the report is only recorded. Ids the catalogue does not know are
+    credits (one-time templates) or standing subscriptions (long-term templates) when the app counts SDK
+    reports (credit_source "sdk"); with "events" WeChat's own subscribe_msg_popup_event does it and the
+    report is only recorded. A reject or ban of a long-term template ends its subscription whatever the
+    credit_source (it can only take away: nothing is counted twice). Ids the catalogue does not know are
     ignored. The report is stored as an InboundEvent either way."""
-    known = known_subscribe_template_ids(app)
-    ignored = [tid for tid in results if known is not None and tid not in known]
+    templates = subscribe_templates(app)
+    ignored = [
+        tid for tid in results if templates is not None and not (tid in templates and templates[tid].active)
+    ]
+    long_term = long_term_ids(templates)  # a disabled one too: its subscriptions can still end
     accepted = [tid for tid, answer in results.items() if answer == "accept" and tid not in ignored]
+    ending = [tid for tid, answer in results.items() if answer in ENDING_ANSWERS and tid in long_term]
     credited: dict[str, int] = {}
+    ended: dict[str, int] = {}
     with transaction.atomic():
         if app.credit_source == MiniProgram.CreditSource.SDK:
-            if accepted:
-                credited = add_subscribe_credits(app, user, accepted, source=Credit.Source.SDK, now=now)
+            one_time = [tid for tid in accepted if tid not in long_term]
+            if one_time:
+                credited = add_subscribe_credits(app, user, one_time, source=Credit.Source.SDK, now=now)
+            standing = [tid for tid in accepted if tid in long_term]
+            if standing:
+                credited.update(start_long_term(app, user, standing, source=Credit.Source.SDK, now=now))
             subscriptions_changed(
                 app,
                 user.openid,
                 user.alias,
                 {tid: answer for tid, answer in results.items() if tid not in ignored},
             )
+        if ending:
+            ended = end_long_term(app, user, ending)
+        outcome = {"credited": credited, "ignored": ignored, "credit_source": app.credit_source}
+        if ended:
+            outcome["ended"] = ended
         InboundEvent.objects.create(
             app=app,
             source=InboundEvent.Source.SDK,
             event="subscribe_report",
             openid=user.openid,
             payload=results,
-            outcome={"credited": credited, "ignored": ignored, "credit_source": app.credit_source},
+            outcome=outcome,
         )
     return {"credited": credited, "ignored": ignored}
 
@@ -290,15 +417,18 @@ def claim_credits(
     claimed_by: str,
     now: datetime | None = None,
 ) -> dict[str, ClaimedCredit]:
-    """Claim one usable credit per recipient for a template of ``template_kind`` ("formid" or
-    "subscribe"); returns {openid: credit} for those who had one. Atomic and safe under concurrency: a
-    credit is never handed to two claimers."""
+    """Claim one usable credit per recipient for a template of ``template_kind`` ("formid", "subscribe"
+    or "long_term": ``Template.credit_kind``); returns {openid: credit} for those who had one. Atomic and
+    safe under concurrency: a formId or one-time credit is never handed to two claimers. A long-term
+    subscription is handed to every claimer as long as it stands (``_standing``)."""
     now = now or timezone.now()
     wanted = list(dict.fromkeys(o for o in openids if isinstance(o, str)))
     if not wanted:
         return {}
-    if template_kind not in (Credit.Kind.FORMID, Credit.Kind.SUBSCRIBE):
+    if template_kind not in (Credit.Kind.FORMID, Credit.Kind.SUBSCRIBE, Credit.Kind.LONG_TERM):
         raise ValueError(f"unknown template kind {template_kind!r}")
+    if template_kind == Credit.Kind.LONG_TERM:
+        return _standing(app, template_id, wanted)
     if connection.vendor == "postgresql":
         return _claim_postgresql(app, template_kind, template_id, wanted, claimed_by, now)
     return _claim_guarded(app, template_kind, template_id, wanted, claimed_by, now)
@@ -342,6 +472,21 @@ def _claim_postgresql(app, template_kind, template_id, openids, claimed_by, now)
         return {row[1]: ClaimedCredit(*row) for row in cursor.fetchall()}
 
 
+def _standing(app, template_id, openids) -> dict[str, ClaimedCredit]:
+    """The recipients' standing long-term subscriptions to the template, unchanged: a send does not use
+    one up, so there is nothing to take, and every push to a subscriber (concurrent ones too) sends. One
+    query: the (app, openid) index of users, then the (user, template_id) index of standing rows."""
+    rows = Credit.objects.filter(
+        app=app,
+        kind=Credit.Kind.LONG_TERM,
+        state=Credit.State.AVAILABLE,
+        template_id=template_id,
+        user__app=app,
+        user__openid__in=texts_in(openids),
+    ).values_list("id", "user__openid", "kind", "value", "uses_left")
+    return {row[1]: ClaimedCredit(*row) for row in rows}
+
+
 def _claim_guarded(app, template_kind, template_id, openids, claimed_by, now) -> dict[str, ClaimedCredit]:
     """Portable path: pick the best candidate, then take it only if it is still available."""
     users = dict(MiniUser.objects.filter(app=app, openid__in=openids).values_list("id", "openid"))
@@ -369,7 +514,8 @@ def _claim_guarded(app, template_kind, template_id, openids, claimed_by, now) ->
 def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = False) -> int:
     """A send went through: one use is spent, and a prepay_id with uses left goes back to the pool.
     ``exhausted``: WeChat said the formId is invalid or used up (41028/41029): it is spent whatever we
-    counted. Only the claim's holder can settle it."""
+    counted. Only the claim's holder can settle it. A long-term subscription is never claimed, so it is left
+    standing (43101 ends it: ``end_subscriptions``)."""
     now = timezone.now()
     held = Credit.objects.filter(pk__in=ids_in(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
     if exhausted:
@@ -386,24 +532,41 @@ def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = Fal
     )
 
 
+def _held_by(credit_ids: Iterable[int], claimed_by: str):
+    """The credits among ``credit_ids`` the holder may still send with: its claims, and standing long-term
+    subscriptions (never claimed: every push stands on them until they end)."""
+    return Credit.objects.filter(pk__in=ids_in(credit_ids)).filter(
+        Q(state=Credit.State.CLAIMED, claimed_by=claimed_by)
+        | Q(kind=Credit.Kind.LONG_TERM, state=Credit.State.AVAILABLE)
+    )
+
+
+def still_held(credit_ids: Iterable[int], claimed_by: str) -> set[int]:
+    """The ids among ``credit_ids`` that ``claimed_by`` may still send with (see ``_held_by``)."""
+    return set(_held_by(credit_ids, claimed_by).values_list("pk", flat=True))
+
+
 def refresh_claims(
     credit_ids: Iterable[int], claimed_by: str, *, unless_younger_than: timedelta | None = None
 ) -> int:
     """Renew the lease of claims still being worked on (a retry waiting for its backoff), so the stale
-    sweep does not hand them to someone else meanwhile; returns how many are still held by ``claimed_by``.
+    sweep does not hand them to someone else meanwhile; returns how many are still held by ``claimed_by``
+    (standing long-term subscriptions count as held: they have no lease to renew).
     ``unless_younger_than``: claims taken more recently keep their time (a chunk sent right after it was
     prepared writes nothing)."""
     now = timezone.now()
-    held = Credit.objects.filter(pk__in=ids_in(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
-    if unless_younger_than is None:
-        return held.update(claimed_at=now)
-    held_ids = list(held.values_list("pk", "claimed_at"))
-    due = [pk for pk, claimed_at in held_ids if claimed_at is None or claimed_at < now - unless_younger_than]
+    held = list(_held_by(credit_ids, claimed_by).values_list("pk", "state", "claimed_at"))
+    due = [
+        pk
+        for pk, state, claimed_at in held
+        if state == Credit.State.CLAIMED
+        and (unless_younger_than is None or claimed_at is None or claimed_at < now - unless_younger_than)
+    ]
     if due:
         Credit.objects.filter(pk__in=ids_in(due), state=Credit.State.CLAIMED, claimed_by=claimed_by).update(
             claimed_at=now
         )
-    return len(held_ids)
+    return len(held)
 
 
 def _release(queryset) -> int:

@@ -14,12 +14,12 @@ class TemplatesAppConfig(AppConfig):
             register_subscribe_template_provider,
         )
         from templates_app import receivers
-        from templates_app.catalogue import active_subscribe_template_ids
+        from templates_app.catalogue import subscribe_templates
         from templates_app.delivery.holds import credits_arrived
         from templates_app.delivery.ledger import pending_delivery_holds_credit
 
         # formids asks "which subscribe templates does this app have?"
-        register_subscribe_template_provider(active_subscribe_template_ids)
+        register_subscribe_template_provider(subscribe_templates)
         # A pending delivery owns its credit's claim: the stale-claim sweep leaves it alone.
         register_claim_owner(pending_delivery_holds_credit)
         # Held deliveries wait for their users' next credit.

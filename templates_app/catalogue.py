@@ -19,6 +19,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from formids import services as credit_services
+from formids.hooks import SubscribeTemplate
 from pushhub import crypto
 from pushhub.api import ApiError, absolute_url, wechat_failure
 from pushhub.wechat import rules
@@ -168,6 +170,30 @@ def clean_emphasis_keyword(
     return value
 
 
+def clean_subscription(kind: str, subscription) -> str:
+    """A subscribe template's ``one_time`` (the default) or ``long_term``; formId templates have none
+    (stored as ""), so giving one for them is a 400 naming ``subscription``."""
+    if kind != Template.Kind.SUBSCRIBE:
+        if subscription is not None and subscription != "":
+            raise _invalid("subscription", "subscription is for subscribe templates only.")
+        return ""
+    if subscription is None or subscription == "":
+        return Template.Subscription.ONE_TIME
+    if subscription not in Template.Subscription.values:
+        raise _invalid(
+            "subscription", f"subscription must be one of {', '.join(Template.Subscription.values)}."
+        )
+    return subscription
+
+
+def subscription_for_type(wechat_type) -> str:
+    """WeChat's template ``type`` (gettemplate): 3 long-term, anything else (2) one-time. Numbers may
+    arrive as strings."""
+    return (
+        Template.Subscription.LONG_TERM if str(wechat_type).strip() == "3" else Template.Subscription.ONE_TIME
+    )
+
+
 def _conflict() -> ApiError:
     return ApiError(
         409,
@@ -201,11 +227,12 @@ def create_template(
     fields: list[dict[str, str]],
     page: str = "",
     emphasis_keyword: str = "",
+    subscription: str | None = None,
     source: str = Template.Source.MANUAL,
     actor: str,
 ) -> Template:
     """A template with a fresh trigger URL. 409 ``conflict`` when the app already has a live template of
-    that kind and WeChat id."""
+    that kind and WeChat id. ``subscription``: a subscribe template's one_time (default) or long_term."""
     if app.deleted_at is not None:
         raise ApiError(404, "not_found", "Not found.")
     kind = _clean_kind(kind)
@@ -214,6 +241,7 @@ def create_template(
     fields = clean_fields(kind, fields)
     page = clean_page(page)
     emphasis_keyword = clean_emphasis_keyword(kind, fields, emphasis_keyword)
+    subscription = clean_subscription(kind, subscription)
     if source not in Template.Source.values:
         raise ValueError(f"source must be one of {Template.Source.values}")
     if _duplicate_exists(app, kind, template_id):
@@ -226,6 +254,7 @@ def create_template(
         fields=fields,
         page=page,
         emphasis_keyword=emphasis_keyword,
+        subscription=subscription,
         source=source,
     )
     set_trigger_token(template, new_trigger_token())
@@ -241,6 +270,7 @@ def create_template(
                 appid=app.appid,
                 kind=kind,
                 template_id=template_id,
+                **({"subscription": subscription} if subscription else {}),
             )
     except IntegrityError:  # lost a race with another create of the same (app, kind, template_id)
         raise _conflict() from None
@@ -251,12 +281,22 @@ def _gone() -> ApiError:
     return ApiError(404, "not_found", "This template was deleted.")
 
 
+def subscription_is_fixed() -> ApiError:
+    return _invalid(
+        "subscription",
+        "subscription cannot be changed: it is WeChat's template type (the sync reads it). Delete the template "
+        "and create it again, or sync.",
+    )
+
+
 def update_template(template: Template, *, actor: str, **changes: Any) -> Template:
     """Change title, fields, page, emphasis_keyword, status (active|disabled) and/or trigger_enabled.
 
     The result is validated as a whole (new fields must still contain the emphasis keyword). Deleting is
     ``delete_template``; a deleted template cannot be changed.
     """
+    if "subscription" in changes:
+        raise subscription_is_fixed()
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
         raise _invalid(unknown[0], "This attribute cannot be changed.")
@@ -388,7 +428,10 @@ def _remote_templates(app: MiniProgram) -> dict[str, dict[tuple[str, str], dict[
             if not isinstance(template_id, str) or not TEMPLATE_ID_SHAPE.match(template_id):
                 continue  # nothing we could address a send to
             title = str(item.get("title") or template_id).strip()[:MAX_TITLE] or template_id
-            bucket[(kind, template_id)] = {"title": title, "fields": _synced_fields(item.get("content"))}
+            wanted = {"title": title, "fields": _synced_fields(item.get("content"))}
+            if kind == Template.Kind.SUBSCRIBE:
+                wanted["subscription"] = subscription_for_type(item.get("type"))
+            bucket[(kind, template_id)] = wanted
 
     collect(Template.Kind.SUBSCRIBE, subscribe, "priTmplId")
     if formid is not None:
@@ -396,11 +439,20 @@ def _remote_templates(app: MiniProgram) -> dict[str, dict[tuple[str, str], dict[
     return remote
 
 
+def _current(template: Template, name: str):
+    """A template attribute as the sync compares it (a subscribe template without a subscription, from
+    before the field existed, is one-time)."""
+    if name == "subscription" and template.kind == Template.Kind.SUBSCRIBE:
+        return template.subscription or Template.Subscription.ONE_TIME
+    return getattr(template, name)
+
+
 def sync_templates(app: MiniProgram, actor: str) -> dict[str, int]:
     """Pull the app's templates from WeChat (subscribe: gettemplate; formId: wxopen/template/list).
 
-    New ones are created (``source="synced"``, active, with a trigger URL); synced ones whose title or
-    fields changed are updated (their status is left alone: a template disabled here stays disabled);
+    New ones are created (``source="synced"``, active, with a trigger URL; a subscribe template's
+    ``subscription`` from WeChat's ``type``: 2 one_time, 3 long_term); synced ones whose title, fields or
+    subscription changed are updated (their status is left alone: a template disabled here stays disabled);
     synced ones WeChat no longer lists are marked deleted. Manual templates are never touched, even when
     WeChat lists the same id. Returns ``{"created", "updated", "deleted"}``.
     """
@@ -429,16 +481,24 @@ def sync_templates(app: MiniProgram, actor: str) -> dict[str, int]:
                             template_id=key[1],
                             title=wanted["title"],
                             fields=wanted["fields"],
+                            subscription=wanted.get("subscription", ""),
                             source=Template.Source.SYNCED,
                         )
                         set_trigger_token(template, new_trigger_token())
                         template.save()
                         created += 1
                     elif template.source == Template.Source.SYNCED:
-                        changed = [name for name, value in wanted.items() if getattr(template, name) != value]
+                        changed = [
+                            name for name, value in wanted.items() if _current(template, name) != value
+                        ]
                         if changed:
                             for name in changed:
                                 setattr(template, name, wanted[name])
+                            if "subscription" in changed:
+                                # Users' accepts follow the template: standing subscriptions ↔ credits.
+                                credit_services.reclassify_subscribe_credits(
+                                    app, template.template_id, long_term=template.is_long_term
+                                )
                             keys = {f["key"] for f in template.fields}
                             if template.emphasis_keyword.removesuffix(".DATA") not in keys | {""}:
                                 template.emphasis_keyword = ""
@@ -461,10 +521,18 @@ def sync_templates(app: MiniProgram, actor: str) -> dict[str, int]:
     return counts
 
 
-def active_subscribe_template_ids(app: MiniProgram) -> set[str]:
-    """The catalogue hook for formids (``formids.hooks.register_subscribe_template_provider``): one query."""
-    return set(
+def subscribe_templates(app: MiniProgram) -> dict[str, SubscribeTemplate]:
+    """The catalogue hook for formids (``formids.hooks.register_subscribe_template_provider``): the app's
+    subscribe templates that are not deleted, one-time or long-term and whether active; one query."""
+    rows = (
         Template.objects.for_tenant(app.tenant_id)
-        .filter(app=app, kind=Template.Kind.SUBSCRIBE, status=Template.Status.ACTIVE)
-        .values_list("template_id", flat=True)
+        .visible()
+        .filter(app=app, kind=Template.Kind.SUBSCRIBE)
+        .values_list("template_id", "subscription", "status")
     )
+    return {
+        tid: SubscribeTemplate(
+            subscription or Template.Subscription.ONE_TIME, status == Template.Status.ACTIVE
+        )
+        for tid, subscription, status in rows
+    }

@@ -63,6 +63,10 @@ class TemplateSerializer(serializers.Serializer):
     fields = TemplateFieldSerializer(many=True, read_only=True, help_text="in content order")
     page = serializers.CharField(read_only=True, help_text="default page opened by the message")
     emphasis_keyword = serializers.CharField(read_only=True, help_text="formId templates: e.g. keyword1.DATA")
+    subscription = serializers.SerializerMethodField(
+        help_text="subscribe templates: one_time (each accept is one send) or long_term (an accept stands "
+        "until the user turns it off; WeChat's type 3); null for formId templates"
+    )
     status = serializers.ChoiceField(Template.Status.choices, read_only=True)
     source = serializers.ChoiceField(Template.Source.choices, read_only=True)
     trigger_url = serializers.SerializerMethodField()
@@ -71,6 +75,12 @@ class TemplateSerializer(serializers.Serializer):
 
     def get_trigger_url(self, template: Template) -> str:
         return catalogue.trigger_url(self.context["request"], template)
+
+    @extend_schema_field({"type": "string", "enum": Template.Subscription.values, "nullable": True})
+    def get_subscription(self, template: Template) -> str | None:
+        if template.kind != Template.Kind.SUBSCRIBE:
+            return None
+        return template.subscription or Template.Subscription.ONE_TIME
 
 
 class TemplateCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -83,10 +93,18 @@ class TemplateCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     fields = TemplateFieldsField()
     page = StrictCharField(required=False, allow_blank=True, max_length=1025)
     emphasis_keyword = StrictCharField(required=False, allow_blank=True, max_length=64)
+    subscription = StrictChoiceField(
+        Template.Subscription.choices,
+        required=False,
+        allow_null=True,
+        help_text="subscribe templates only: one_time (default) or long_term (WeChat's type 3); a formId "
+        "template with a subscription is a 400",
+    )
 
 
 class TemplateUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    """Any of these; kind and template_id cannot change (create another template instead)."""
+    """Any of these; kind, template_id and subscription cannot change (create another template instead;
+    subscription is WeChat's template type, which the sync reads)."""
 
     title = StrictCharField(max_length=100, required=False)
     fields = TemplateFieldsField(required=False)
@@ -100,6 +118,12 @@ class TemplateUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     trigger_enabled = StrictBooleanField(
         required=False, help_text="false: the trigger URL refuses sends (the API still sends)"
     )
+
+    def validate(self, attrs):
+        # subscription is WeChat's fact about the template: a clear 400 naming it, not "unknown field".
+        if isinstance(self.initial_data, dict) and "subscription" in self.initial_data:
+            raise catalogue.subscription_is_fixed()
+        return super().validate(attrs)
 
 
 class SyncResultSerializer(serializers.Serializer):

@@ -117,7 +117,14 @@ def _catalogue_page(request: HttpRequest, app: MiniProgram, values: dict, errors
 def template_list(request: HttpRequest, appid: str) -> HttpResponse:
     """The catalogue, and the add-by-hand form (POST)."""
     app = get_app_for(request, appid, write=request.method == "POST")
-    values = {"kind": Template.Kind.SUBSCRIBE, "template_id": "", "title": "", "fields": "", "page": ""}
+    values = {
+        "kind": Template.Kind.SUBSCRIBE,
+        "subscription": Template.Subscription.ONE_TIME,
+        "template_id": "",
+        "title": "",
+        "fields": "",
+        "page": "",
+    }
     if request.method == "GET":
         return _catalogue_page(request, app, values, {})
     values = {name: request.POST.get(name, "").strip() for name in values}
@@ -129,6 +136,8 @@ def template_list(request: HttpRequest, appid: str) -> HttpResponse:
             title=values["title"],
             fields=parse_field_lines(values["fields"]),
             page=values["page"],
+            # The form always shows the choice; it means something for subscribe templates only.
+            subscription=values["subscription"] if values["kind"] == Template.Kind.SUBSCRIBE else None,
             actor=actor_for(request),
         )
     except ApiError as exc:
@@ -430,7 +439,9 @@ def phone_accept(request: HttpRequest, appid: str) -> HttpResponse:
         )
         return _back_to_phone(app, openid)
     result = credits.report_subscriptions(app, user, {template.template_id: "accept"})
-    if result["credited"]:
+    if result["credited"] and template.is_long_term:
+        messages.success(request, _("Long-term subscription accepted: sends do not use it up."))
+    elif result["credited"]:
         messages.success(request, _("Subscription accepted: one subscribe credit."))
     else:
         messages.success(request, _("Subscription accepted: WeChat's event will add the credit."))

@@ -35,6 +35,13 @@ class Template(models.Model):
         MANUAL = "manual", "entered by hand"
         SYNCED = "synced", "synced from WeChat"
 
+    class Subscription(models.TextChoices):
+        """A subscribe template's kind of subscription (WeChat's template ``type``: 2 one-time, 3 long-term).
+        formId templates have none (stored as "", shown as null)."""
+
+        ONE_TIME = "one_time", "one-time"
+        LONG_TERM = "long_term", "long-term"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="templates")
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -43,6 +50,9 @@ class Template(models.Model):
     fields = models.JSONField(default=list)  # [{"key": "thing1", "name": "商品名称"}, ...] in content order
     page = models.CharField(max_length=1024, blank=True, default="")
     emphasis_keyword = models.CharField(max_length=64, blank=True, default="")
+    # Subscribe templates: one_time (each accept is one send) or long_term (an accept stands until the user
+    # turns it off); "" for formId templates. Set by the sync from WeChat's type, or on create.
+    subscription = models.CharField(max_length=10, choices=Subscription.choices, blank=True, default="")
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     # The trigger URL's token is the credential: looked up by its SHA-256 (unique index, no scan, nothing
@@ -77,6 +87,18 @@ class Template(models.Model):
     @property
     def keys(self) -> list[str]:
         return [f["key"] for f in self.fields]
+
+    @property
+    def is_long_term(self) -> bool:
+        return self.kind == self.Kind.SUBSCRIBE and self.subscription == self.Subscription.LONG_TERM
+
+    @property
+    def credit_kind(self) -> str:
+        """What a send with this template spends or stands on: formid (formIds and prepay_ids), subscribe
+        (one-time accepts of this template) or long_term (a standing subscription to it)."""
+        if self.kind == self.Kind.FORMID:
+            return Credit.Kind.FORMID
+        return Credit.Kind.LONG_TERM if self.is_long_term else Credit.Kind.SUBSCRIBE
 
 
 class PushQuerySet(models.QuerySet):

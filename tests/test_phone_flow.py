@@ -86,7 +86,7 @@ def test_taps_become_credits_and_follow_the_lifecycle(registered):
     assert quota(base, appid, headers) == {
         "users": 1,
         "users_reachable": 1,
-        "credits": {"formid": 3, "subscribe": {template["template_id"]: 1}},
+        "credits": {"formid": 3, "subscribe": {template["template_id"]: 1}, "long_term": {}},
         "expiring_24h": 0,
         "sent_today": 0,
         "failed_today": 0,

@@ -44,7 +44,7 @@ def test_the_quota_counts_usable_sends(api, pool):
     assert response.json() == {
         "users": 3,
         "users_reachable": 2,
-        "credits": {"formid": 5, "subscribe": {"TPL_A": 2, "TPL_B": 1}},
+        "credits": {"formid": 5, "subscribe": {"TPL_A": 2, "TPL_B": 1}, "long_term": {}},
         "expiring_24h": 1,
         "sent_today": 5,
         "failed_today": 2,
@@ -148,7 +148,8 @@ def test_the_users_list_shows_and_filters_who_is_down_to_their_last_credit(api, 
     """One send left for some way of reaching the user (formIds and prepay_ids pooled, a subscribe template
     on its own): the moment to ask for more. A used credit moves a user into the list."""
     now = timezone.now()
-    dave, erin, frank = (services.touch_user(sandbox_app, f"o{name}".ljust(28, "0")) for name in "DEF")
+    dave, erin, frank, gail = (services.touch_user(sandbox_app, f"o{name}".ljust(28, "0")) for name in "DEFG")
+    services.start_long_term(sandbox_app, gail, ["TPL_LONG"], source="sdk")  # never the last: sends keep it
     services.add_formids(
         sandbox_app, dave, ["formidDDDDDDDDDDDDDDDDDDDDDDDDD1", "formidDDDDDDDDDDDDDDDDDDDDDDDDD2"]
     )
@@ -160,9 +161,9 @@ def test_the_users_list_shows_and_filters_who_is_down_to_their_last_credit(api, 
     def last(query: str = "") -> dict[str, bool]:
         return {u["openid"][:2]: u["last_credit"] for u in api.get(url + query).json()["results"]}
 
-    assert last() == {"oD": False, "oE": False, "oF": True}
+    assert last() == {"oD": False, "oE": False, "oF": True, "oG": False}
     assert set(last("?last_credit=true")) == {"oF"}
-    assert set(last("?last_credit=false")) == {"oD", "oE"}
+    assert set(last("?last_credit=false")) == {"oD", "oE", "oG"}
 
     claimed = services.claim_credits(
         sandbox_app, template_kind="formid", template_id="", openids=[dave.openid], claimed_by="x"

@@ -45,7 +45,8 @@ def templates(monkeypatch):
     """The app's subscribe templates as the catalogue (templates_app) would report them; restored after."""
     monkeypatch.setattr(hooks, "_provider", hooks._provider)  # put back whatever was there
     known = {"TID_ORDER", "TID_SHIP"}
-    hooks.register_subscribe_template_provider(lambda app: set(known))
+    one_time = hooks.SubscribeTemplate(hooks.ONE_TIME, active=True)
+    hooks.register_subscribe_template_provider(lambda app: dict.fromkeys(known, one_time))
     return known
 
 
@@ -363,6 +364,7 @@ def test_me_shows_usable_credits_and_the_soonest_expiry(app, phone, user):
         "push_enabled": True,
         "formid_credits": 1 + 1 + 3,
         "subscribe_credits": {"TID_ORDER": 2, "TID_SHIP": 1},
+        "long_term": [],
         "next_expiry": iso_utc(Credit.objects.get(value=formid(1)).expires_at),
     }
     assert response.json()["next_expiry"].endswith("Z")
@@ -376,6 +378,7 @@ def test_me_for_a_user_without_credits(app, phone):
         "push_enabled": True,
         "formid_credits": 0,
         "subscribe_credits": {},
+        "long_term": [],
         "next_expiry": None,
     }
 

@@ -124,7 +124,11 @@ def test_every_credit_the_sdk_collects_reaches_the_quota(live_server, shop, api)
     assert flushed["ok"] is True and flushed["data"]["pending"] == 0 and flushed["data"]["dropped"] == 0
 
     # Every credit, as the tenant sees it: 25 formIds (1 send each) + 3 prepay_ids (3 sends each).
-    assert quota(api, app.appid)["credits"] == {"formid": 25 + 3 * 3, "subscribe": {order: 2, arrival: 1}}
+    assert quota(api, app.appid)["credits"] == {
+        "formid": 25 + 3 * 3,
+        "subscribe": {order: 2, arrival: 1},
+        "long_term": {},
+    }
     assert quota(api, app.appid)["users"] == 1
     stored = Credit.objects.filter(app=app, user__openid=openid)
     assert sorted(stored.filter(kind="formid").values_list("value", flat=True)) == sorted(formids)

@@ -144,7 +144,11 @@ def test_load_demo_is_repeatable_and_prints_a_key():
     assert [a["appid"] for a in response.json()["results"]] == ["wxdeadbeef00000001"]
     quota = api_client(keys[-1]).get("/api/v1/apps/wxdeadbeef00000001/quota").json()
     assert quota["users_reachable"] == 3
-    assert quota["credits"] == {"formid": 9, "subscribe": {"demo-order-shipped-subscribe-tmpl01": 3}}
+    assert quota["credits"] == {
+        "formid": 9,
+        "subscribe": {"demo-order-shipped-subscribe-tmpl01": 3},
+        "long_term": {"demo-appointment-reminder-longterm-01": 1},  # the first demo user, once
+    }
 
 
 @pytest.mark.django_db

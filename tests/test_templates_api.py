@@ -94,6 +94,7 @@ def test_it_creates_a_formid_template_with_a_trigger_url(api, app):
         "fields": FORMID_FIELDS,
         "page": "pages/order?id=1",  # one leading "/" dropped: WeChat refuses it
         "emphasis_keyword": "keyword2.DATA",
+        "subscription": None,  # formId templates have none
         "status": "active",
         "source": "manual",
         "trigger_url": f"http://testserver/t/{template.get_trigger_token()}",
@@ -574,6 +575,7 @@ def test_the_schema_describes_the_catalogue(client):
         "fields",
         "page",
         "emphasis_keyword",
+        "subscription",
         "status",
         "source",
         "trigger_url",

@@ -114,11 +114,7 @@ def _ensure_credits(push: Push, jobs: list[Job]) -> tuple[list[Job], list[tuple[
     # them while this chunk is sent.
     fresh_enough = timedelta(seconds=settings.CREDIT_CLAIM_LEASE / 3)
     if held and credits.refresh_claims(held, holder, unless_younger_than=fresh_enough) < len(held):
-        still = set(
-            Credit.objects.filter(pk__in=held, state=Credit.State.CLAIMED, claimed_by=holder).values_list(
-                "pk", flat=True
-            )
-        )
+        still = credits.still_held(held, holder)
         for job in jobs:
             if job.credit_id and job.credit_id not in still:
                 log.warning("push %s: claim on credit %s was lost; claiming another", push.pk, job.credit_id)

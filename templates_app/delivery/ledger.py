@@ -26,6 +26,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from formids import services as credits
+from formids.models import Credit
 from pushhub.sql import ids_in
 from templates_app import webhook_events
 from templates_app.delivery.job import ChunkReport, Job
@@ -177,7 +178,9 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
                 continue  # settled or taken over by another run meanwhile
             if job.credit_id and outcome.settle in settle:
                 settle[outcome.settle].append(job.credit_id)
-                if outcome.settle in (CONSUME, EXHAUST):
+                # A long-term send leaves its subscription standing: only its end (43101) may be the last.
+                standing = job.credit_kind == Credit.Kind.LONG_TERM and outcome.settle == CONSUME
+                if outcome.settle in (CONSUME, EXHAUST) and not standing:
                     spent.append(row.openid)
             row.errcode, row.errmsg, row.updated_at = outcome.errcode, outcome.errmsg[:255], now
             if outcome.action == NEXT_CREDIT:
@@ -214,6 +217,7 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
             credits.consume(settle[CONSUME], holder)
         if settle[EXHAUST]:
             credits.consume(settle[EXHAUST], holder, exhausted=True)
+            credits.end_subscriptions(settle[EXHAUST])  # 43101 on a long-term subscription: it ends
         if settle[RELEASE]:
             credits.release(settle[RELEASE], holder)
         if settle[KEEP]:

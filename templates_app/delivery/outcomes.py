@@ -19,6 +19,10 @@ push canceled                                      failed ``canceled``          
 
 41028/41029 ("next credit") applies to formIds and prepay_ids; the chunk stops after
 MAX_CREDITS_PER_DELIVERY credits and the delivery fails with that errcode.
+
+A long-term subscription (credit kind ``long_term``) is never claimed: "consumed" and "released" leave it
+standing, and "exhausted" (43101: the user turned it off) ends it. Its sends are never repeated blindly
+either (a timeout is ``timeout_ambiguous``), like one-time subscribe sends.
 """
 
 from __future__ import annotations
@@ -61,8 +65,8 @@ LOST_ATTEMPT = Outcome(
 def classify(error: BaseException | None, *, credit_kind: str, earlier_attempt: bool) -> Outcome:
     """What a send's answer means for the delivery and its credit (the table above).
 
-    ``credit_kind``: formid (one use: a repeat is answered 41029, so repeating is safe), prepay (3 uses) or
-    subscribe (neither may be repeated blindly). ``earlier_attempt``: this credit was used by an earlier
+    ``credit_kind``: formid (one use: a repeat is answered 41029, so repeating is safe), prepay (3 uses),
+    subscribe or long_term (none of these may be repeated blindly). ``earlier_attempt``: this credit was used by an earlier
     attempt of this delivery whose answer may have been lost.
     """
     if error is None:

@@ -31,14 +31,16 @@ Audience = Push.Audience
 
 def has_usable_credit(template: Template, now: datetime | None = None) -> Exists:
     """A condition on MiniUser: the user holds a usable credit for ``template`` (formId templates: a formId
-    or prepay_id; subscribe templates: a subscribe credit of that template id)."""
+    or prepay_id; one-time subscribe templates: a subscribe credit of that template id; long-term ones: a
+    standing subscription to it)."""
     usable = Credit.objects.filter(
         credits.usable_q(now or timezone.now()), app_id=template.app_id, user_id=OuterRef("pk")
     )
-    if template.kind == Template.Kind.FORMID:
+    kind = template.credit_kind
+    if kind == Credit.Kind.FORMID:
         usable = usable.filter(kind__in=credits.FORMID_KINDS)
     else:
-        usable = usable.filter(kind=Credit.Kind.SUBSCRIBE, template_id=template.template_id)
+        usable = usable.filter(kind=kind, template_id=template.template_id)
     return Exists(usable)
 
 
@@ -196,10 +198,11 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
 
 def claim_for_push(push: Push, openids: Sequence[str]) -> dict[str, Credit]:
     """One usable credit for the push's template per openid that has one, claimed for the push (soonest to
-    expire first); the openids without one are missing from the answer."""
+    expire first; a long-term template: the standing subscription, unchanged); the openids without one are
+    missing from the answer."""
     return credits.claim_credits(
         push.app,
-        template_kind=push.template.kind,
+        template_kind=push.template.credit_kind,
         template_id=push.template.template_id,
         openids=list(openids),
         claimed_by=push.claim_holder,

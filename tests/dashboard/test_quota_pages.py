@@ -31,7 +31,7 @@ def test_quota_page_shows_the_figures(owner_client, stocked_app):
     quota = response.context["quota"]
     assert quota["users"] == 2
     assert quota["users_reachable"] == 1
-    assert quota["credits"] == {"formid": 3, "subscribe": {"TPL-A": 2}}
+    assert quota["credits"] == {"formid": 3, "subscribe": {"TPL-A": 2}, "long_term": {}}
     assert quota["expiring_24h"] == 1
     assert (quota["sent_today"], quota["failed_today"]) == (2, 1)
     page = response.content.decode()

@@ -38,17 +38,25 @@ DATA = {
 }
 
 
-def make_template(app, kind: str = "formid") -> Template:
+def make_template(app, kind: str = "formid", *, long_term: bool = False) -> Template:
+    """A template in both the sandbox's WeChat account and the catalogue; ``long_term``: a subscribe
+    template of WeChat's type 3."""
     fields = FIELDS[kind]
     content = "".join(f"{f['name']}:{{{{{f['key']}.DATA}}}}\n" for f in fields)
-    wechat = sandbox.add_template(app.appid, kind=kind, title="订单通知", content=content)
+    wechat = sandbox.add_template(
+        app.appid, kind=kind, title="订单通知", content=content, type=3 if long_term else 2
+    )
     token = secrets.token_urlsafe(24)
+    subscription = ""
+    if kind == "subscribe":
+        subscription = Template.Subscription.LONG_TERM if long_term else Template.Subscription.ONE_TIME
     return Template.objects.create(
         app=app,
         kind=kind,
         template_id=wechat.template_id,
         title="订单通知",
         fields=fields,
+        subscription=subscription,
         page="pages/order?id=1",
         trigger_token_hash=hashlib.sha256(token.encode()).hexdigest(),
         trigger_token_ciphertext=crypto.encrypt(token),
@@ -71,7 +79,8 @@ def seed_users(
     in_wechat: bool = True,
 ) -> list[str]:
     """``count`` users of ``app`` known to PushHub and (``in_wechat``) to the sandbox, each with ``formids``
-    formIds and ``prepay`` prepay_ids that both sides know, and ``subscriptions`` accepts of ``subscribe``."""
+    formIds and ``prepay`` prepay_ids that both sides know, and ``subscriptions`` accepts of ``subscribe``
+    (a long-term template: one standing subscription)."""
     wechat_app = SandboxApp.objects.get(appid=app.appid)
     openids = [new_openid() for _ in range(count)]
     now = timezone.now()
@@ -99,7 +108,11 @@ def seed_users(
                         expires_at=now + timedelta(days=7),
                     )
                 )
-        if subscribe is not None:
+        if subscribe is not None and subscribe.is_long_term:  # a standing subscription: one row
+            credits.append(
+                Credit(app=app, user_id=users[openid], kind="long_term", template_id=subscribe.template_id)
+            )
+        elif subscribe is not None:
             credits += [
                 Credit(app=app, user_id=users[openid], kind="subscribe", template_id=subscribe.template_id)
                 for _ in range(subscriptions)
@@ -110,7 +123,10 @@ def seed_users(
             SandboxSubscription.objects.bulk_create(
                 [
                     SandboxSubscription(
-                        app=wechat_app, openid=o, template_id=subscribe.template_id, credits=subscriptions
+                        app=wechat_app,
+                        openid=o,
+                        template_id=subscribe.template_id,
+                        credits=1 if subscribe.is_long_term else subscriptions,
                     )
                     for o in openids
                 ],

@@ -37,7 +37,7 @@ describe('me and settings', () => {
     assert.deepEqual(r, {
       ok: true,
       data: {
-        openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, next_expiry: null,
+        openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, long_term: [], next_expiry: null,
         // what the phone adds: wx.getSetting's main switch and "always" choices (the fake: on, none ticked)
         main_switch: true,
         templates: { T1: { left: 2, always: null, long_term: false, top_up: false } },

@@ -38,7 +38,7 @@ describe('the fake server keeps to the contract', () => {
 
   it('refuses bodies PushHub would not send', () => {
     const fake = createFakeWx();
-    const me = { openid: 'o', push_enabled: true, formid_credits: 0, subscribe_credits: {}, next_expiry: null };
+    const me = { openid: 'o', push_enabled: true, formid_credits: 0, subscribe_credits: {}, long_term: [], next_expiry: null };
     fake.respond('GET', 'me', { status: 200, body: me });
     assert.throws(() => fake.respond('GET', 'me', { status: 200, body: { ...me, formid_count: 1 } }),
       /fields the contract does not have: formid_count/);

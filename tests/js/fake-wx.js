@@ -263,7 +263,7 @@ function serveDefaults(fake, now = Date.now()) {
   });
   fake.respond('GET', 'me', () => ({
     status: 200,
-    body: { openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, next_expiry: null },
+    body: { openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, long_term: [], next_expiry: null },
   }));
   fake.respond('POST', 'settings', (req) => ({ status: 200, body: { push_enabled: req.data.push_enabled } }));
   // The server checks user_hash (HMAC of the alias with the app's identity secret); here 'good-hash' passes.

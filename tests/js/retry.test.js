@@ -6,7 +6,7 @@ const { useHarness, settle } = require('./fake-wx.js');
 const h = useHarness({ beforeEach, afterEach });
 const OK_ME = {
   status: 200,
-  body: { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: {}, next_expiry: null },
+  body: { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: {}, long_term: [], next_expiry: null },
 };
 const E429 = { error: { code: 'rate_limited', message: 'slow down' } };
 const E503 = { status: 503, body: { error: { code: 'unavailable', message: 'down' } } };

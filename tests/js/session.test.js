@@ -78,7 +78,7 @@ describe('login and session', () => {
   it('on 401 drops the session, logs in again and repeats the call once', async () => {
     h.wx.respond('GET', 'me',
       { status: 401, body: { error: { code: 'not_authenticated', message: 'expired' } } },
-      { status: 200, body: { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: {}, next_expiry: null } });
+      { status: 200, body: { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: {}, long_term: [], next_expiry: null } });
     const ph = h.make();
     const r = await ph.me();
     assert.equal(r.ok, true);

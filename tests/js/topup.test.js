@@ -18,12 +18,10 @@ function always(itemSettings, mainSwitch = true) {
   return { success: { subscriptionsSetting: { mainSwitch, itemSettings } } };
 }
 
-/** GET me's answer with these subscribe credits (and, off the current contract, a long_term list). */
+/** GET me's answer with these subscribe credits and long-term subscriptions. */
 function meAnswer(subscribeCredits, longTerm) {
   const body = { openid: 'openid-1', push_enabled: true, formid_credits: 0, subscribe_credits: subscribeCredits, next_expiry: null };
-  if (!longTerm) return { status: 200, body };
-  // The long_term field is coming from the server's long-term subscriptions work; the SDK reads it when present.
-  return { status: 200, body: { ...body, long_term: longTerm }, offContract: true };
+  return { status: 200, body: { ...body, long_term: longTerm || [] } };
 }
 
 describe('silent top-up under miniprogram-simulate', { skip }, () => {

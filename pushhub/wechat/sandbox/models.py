@@ -148,7 +148,8 @@ class SandboxFormId(models.Model):
 
 
 class SandboxSubscription(models.Model):
-    """Sends a user allowed for one subscribe template: +1 per ``accept``, -1 per successful send."""
+    """Sends a user allowed for one subscribe template: +1 per ``accept``, -1 per successful send. For a
+    long-term template (type 3) ``credits`` is 1 while the user has it on (sends do not spend it), 0 off."""
 
     app = models.ForeignKey(SandboxApp, on_delete=models.CASCADE, related_name="subscriptions")
     openid = models.CharField(max_length=64)
@@ -172,6 +173,7 @@ class SandboxTemplate(models.Model):
     FORMID = "formid"
     SUBSCRIBE = "subscribe"
     KINDS = [(FORMID, "formId template"), (SUBSCRIBE, "subscribe template")]
+    ONE_TIME, LONG_TERM = 2, 3  # WeChat's subscribe template type
 
     app = models.ForeignKey(SandboxApp, on_delete=models.CASCADE, related_name="templates")
     kind = models.CharField(max_length=10, choices=KINDS)

@@ -250,8 +250,19 @@ def _add_credit(app: SandboxApp, openid: str, template_id: str) -> None:
     _increment(SandboxSubscription, "credits", app=app, openid=openid, template_id=template_id)
 
 
+def _set_long_term(app: SandboxApp, openid: str, template_id: str, *, on: bool) -> None:
+    """A long-term template turned on (one standing row, credits 1) or off (credits 0)."""
+    if on:
+        SandboxSubscription.objects.update_or_create(
+            app=app, openid=openid, template_id=template_id, defaults={"credits": 1}
+        )
+    else:
+        SandboxSubscription.objects.filter(app=app, openid=openid, template_id=template_id).update(credits=0)
+
+
 def accept_subscriptions(appid: str, openid: str, results: dict[str, str]) -> dict[str, str]:
-    """What the user answered in ``wx.requestSubscribeMessage``; each ``accept`` adds one send.
+    """What the user answered in ``wx.requestSubscribeMessage``; each ``accept`` adds one send of a one-time
+    template (type 2); for a long-term template (type 3) ``accept`` turns it on and ``reject`` / ``ban`` off.
 
     Returns the call's result object: ``errMsg`` plus, per id, the answer, or ``filter`` for ids that are not
     subscribe templates of this app (WeChat filters them silently).
@@ -262,18 +273,21 @@ def accept_subscriptions(appid: str, openid: str, results: dict[str, str]) -> di
     for template_id, answer in results.items():
         if answer not in ("accept", "reject", "ban"):
             raise _invalid(f"results.{template_id}", "Each answer must be 'accept', 'reject' or 'ban'.")
-    known = set(
+    types = dict(
         SandboxTemplate.objects.filter(
             app=user.app, kind=SandboxTemplate.SUBSCRIBE, template_id__in=list(results)
-        ).values_list("template_id", flat=True)
+        ).values_list("template_id", "type")
     )
     answered: dict[str, str] = {"errMsg": "requestSubscribeMessage:ok"}
     shown: dict[str, str] = {}  # what the popup showed and the user tapped: WeChat pushes these
     for template_id, answer in results.items():
-        if template_id not in known:
+        if template_id not in types:
             answered[template_id] = "filter"
             continue
-        if answer == "accept":
+        if types[template_id] == SandboxTemplate.LONG_TERM:
+            # A long-term template is on (accept) or off (reject, ban); sends do not use it up.
+            _set_long_term(user.app, user.openid, template_id, on=answer == "accept")
+        elif answer == "accept":
             _add_credit(user.app, user.openid, template_id)
         if answer in ("accept", "reject"):
             shown[template_id] = answer

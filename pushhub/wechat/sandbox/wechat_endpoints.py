@@ -323,7 +323,9 @@ def _has_credit(app: SandboxApp, openid: str, template_id: str) -> SandboxSubscr
 
 
 def send_subscribe_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str, Any]:
-    """``cgi-bin/message/subscribe/send``: spend one accepted subscription, deliver, answer a msgid."""
+    """``cgi-bin/message/subscribe/send``: spend one accepted subscription (a long-term template's stays
+    on: any number of sends while the user has it on, 43101 once they turned it off), deliver, answer a
+    msgid."""
     template = _template(app, SandboxTemplate.SUBSCRIBE, payload.get("template_id"))
     openid = _known_user(app, payload.get("touser"))
     data = _check_subscribe_data(template, payload.get("data") or {})
@@ -337,9 +339,11 @@ def send_subscribe_message(app: SandboxApp, payload: dict[str, Any]) -> dict[str
     if lang not in LANGS:
         raise argument_invalid("lang")
     with transaction.atomic():
-        spent = SandboxSubscription.objects.filter(pk=subscription.pk, credits__gt=0).update(
-            credits=F("credits") - 1
-        )
+        still_on = SandboxSubscription.objects.filter(pk=subscription.pk, credits__gt=0)
+        if template.type == SandboxTemplate.LONG_TERM:
+            spent = still_on.exists()
+        else:
+            spent = still_on.update(credits=F("credits") - 1)
         if not spent:
             raise ErrcodeReply(43101)
         message = SandboxMessage.objects.create(

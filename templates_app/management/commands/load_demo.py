@@ -33,6 +33,15 @@ DEMO_TEMPLATES = [
         "type": 2,
     },
     {
+        # Long-term (WeChat's type 3, for some public-service categories): one accept, many sends.
+        "kind": "subscribe",
+        "template_id": "demo-appointment-reminder-longterm-01",
+        "title": "预约提醒",
+        "content": "预约项目:{{thing1.DATA}}\n预约时间:{{time2.DATA}}\n",
+        "example": "预约项目:体检\n预约时间:2026年11月24日 15:01\n",
+        "type": 3,
+    },
+    {
         "kind": "formid",
         "template_id": "demo-payment-success-formid-tmpl0001",
         "title": "支付成功通知",
@@ -90,11 +99,15 @@ class Command(BaseCommand):
                     template_id=template["template_id"],
                     title=template["title"],
                     fields=parse_template_fields(template["content"]),
+                    subscription=catalogue.subscription_for_type(template["type"])
+                    if template["kind"] == Template.Kind.SUBSCRIBE
+                    else None,
                     page="pages/index/index",
                     source=Template.Source.SYNCED,
                     actor="system:load_demo",
                 )
         subscribe_template = DEMO_TEMPLATES[0]["template_id"]
+        long_term_template = DEMO_TEMPLATES[1]["template_id"]
         # The web server is not up yet: seed without the sandbox pushing events to it, then reconnect.
         sandbox.configure_events(DEMO_APPID, url="", token="", aes_key="")
         for openid in DEMO_USERS:
@@ -107,6 +120,10 @@ class Command(BaseCommand):
                 credit_services.add_formids(app, user, formids)
                 sandbox.accept_subscriptions(DEMO_APPID, openid, {subscribe_template: "accept"})
                 credit_services.add_subscribe_credits(app, user, [subscribe_template], source="sdk")
+            if openid == DEMO_USERS[0]:
+                # The first user also stands subscribed to the long-term template (idempotent).
+                sandbox.accept_subscriptions(DEMO_APPID, openid, {long_term_template: "accept"})
+                credit_services.start_long_term(app, user, [long_term_template], source="sdk")
         services.connect_sandbox_events(app)
 
         _, write_key = services.create_api_key(
