@@ -262,23 +262,12 @@ def end_long_term(app: MiniProgram, user: MiniUser | None, template_ids: Iterabl
     wanted = list(dict.fromkeys(template_ids))
     if user is None or not wanted:
         return dict.fromkeys(wanted, 0)
-    ended = set(
-        Credit.objects.filter(
-            app=app,
-            user=user,
-            kind=Credit.Kind.LONG_TERM,
-            state=Credit.State.AVAILABLE,
-            template_id__in=wanted,
-        ).values_list("template_id", flat=True)
+    standing = Credit.objects.filter(
+        app=app, user=user, kind=Credit.Kind.LONG_TERM, state=Credit.State.AVAILABLE, template_id__in=wanted
     )
+    ended = set(standing.values_list("template_id", flat=True))
     if ended:
-        Credit.objects.filter(
-            app=app,
-            user=user,
-            kind=Credit.Kind.LONG_TERM,
-            state=Credit.State.AVAILABLE,
-            template_id__in=ended,
-        ).update(state=Credit.State.EXPIRED, finished_at=timezone.now())
+        standing.filter(template_id__in=ended).update(state=Credit.State.EXPIRED, finished_at=timezone.now())
     return {tid: int(tid in ended) for tid in wanted}
 
 
