@@ -325,10 +325,6 @@ def handler500(request):
     return server_error(request)
 
 
-def healthz(request):
-    return JsonResponse({"status": "ok"})
-
-
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],

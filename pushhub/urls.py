@@ -10,7 +10,7 @@ from django.contrib.auth import urls as auth_urls
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from pushhub import api
+from pushhub import health
 from tenants.login import ThrottledLoginView
 
 urlpatterns = [
@@ -27,7 +27,8 @@ urlpatterns = [
     path("sdk/v1/", include("formids.sdk_urls")),
     path("wechat/", include("formids.event_urls")),
     path("sandbox/wechat/", include("pushhub.wechat.sandbox.urls")),
-    path("healthz", api.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),
     # Sign-in is ours (brute-force protection); the other account views are django.contrib.auth's, less its
     # own login pattern, which this one would shadow: one pattern per name.
