@@ -354,3 +354,15 @@ LOGGING = {
         "django.server": {"filters": ["redact_trigger_tokens"]},
     },
 }
+
+# Errors to Sentry when SENTRY_DSN is set, credentials scrubbed first (pushhub/sentry.py).
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from pushhub.sentry import init_sentry
+
+    init_sentry(
+        SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default=""),
+        release=env.str("SENTRY_RELEASE", default=""),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
