@@ -22,7 +22,7 @@ from formids.models import MiniUser
 from formids.quotas import user_summary
 from formids.sdk_auth import HasSdkSession, SdkSession, SdkSessionAuthentication, log_in
 from formids.services import report_subscriptions, set_push_enabled, take_ids, touch_user
-from pushhub import idempotency, ratelimit
+from pushhub import idempotency, logs, ratelimit
 from pushhub.api import ApiError, iso_utc
 from tenants.models import MiniProgram
 from tenants.services import APPID_RE
@@ -73,6 +73,7 @@ class SdkView(APIView):
             "SDK requests from this address",
         )
         self.app = request.sdk_app = live_app(kwargs["appid"])
+        logs.bind(tenant=self.app.tenant_id, app=self.app.appid)
         super().initial(request, *args, **kwargs)  # authentication and permissions
         if isinstance(request.user, SdkSession):
             ratelimit.check(

@@ -18,6 +18,21 @@ app.conf["CELERY_DB_REUSE_MAX"] = 1000
 app.autodiscover_tasks()
 
 
+# Tasks whose first argument is the push they work on: their log lines carry it.
+PUSH_TASKS = frozenset({"templates_app.deliver_push", "templates_app.deliver_chunk"})
+
+
+@task_prerun.connect
+def _bind_log_context(task_id=None, task=None, args=(), **kwargs) -> None:
+    """A task's log lines carry its id as the request id, and the push it works on."""
+    from pushhub import logs
+
+    logs.clear()
+    logs.bind(request_id=task_id)
+    if task is not None and task.name in PUSH_TASKS and args:
+        logs.bind(push=args[0])
+
+
 @task_prerun.connect
 def _close_old_connections(task=None, **kwargs) -> None:
     """What Django does at the start of each request: drop connections that are too old or unusable.

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "pushhub.logs.RequestIdMiddleware",  # first: every later log line of the request carries its id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "pushhub.middleware.ApiBodyLimitMiddleware",
@@ -343,10 +344,23 @@ if PRODUCTION:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Trigger URLs are credentials: the request paths Django logs lose their tokens (pushhub/logs.py).
-    "filters": {"redact_trigger_tokens": {"()": "pushhub.logs.RedactTriggerTokens"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # LOG_FORMAT=json: one JSON object per line, with request_id, tenant, app and push where known.
+        "json": {"()": "pushhub.logs.JsonFormatter"},
+    },
+    "filters": {
+        # Trigger URLs are credentials: the request paths Django logs lose their tokens (pushhub/logs.py).
+        "redact_trigger_tokens": {"()": "pushhub.logs.RedactTriggerTokens"},
+        "context": {"()": "pushhub.logs.ContextFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if env.str("LOG_FORMAT", default="plain") == "json" else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "urllib3": {"level": "WARNING"},

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
+from pushhub import logs
 from pushhub.api import ApiError, absolute_url, api_error_response, check_json, error_response, too_deep
 from pushhub.idempotency import IDEMPOTENCY_HEADER
 from templates_app import catalogue
@@ -26,6 +27,7 @@ def _template_or_404(token: str) -> Template:
     template = catalogue.template_for_trigger_token(token)
     if template is None:
         raise ApiError(404, "not_found", "No such trigger URL (it may have been rotated).")
+    logs.bind(tenant=template.app.tenant_id, app=template.app.appid)
     if not template.trigger_enabled:
         raise ApiError(410, "trigger_disabled", "This trigger URL is disabled.")
     return template

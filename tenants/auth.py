@@ -9,6 +9,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from pushhub import logs
 from tenants import services
 from tenants.models import ApiKey
 
@@ -41,6 +42,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         key = services.authenticate_api_key(raw.strip())
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        logs.bind(tenant=key.tenant_id)
         return ApiKeyPrincipal(key), key
 
     def authenticate_header(self, request) -> str:

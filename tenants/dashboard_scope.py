@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect
 
+from pushhub import logs
 from tenants.models import Membership, MiniProgram
 
 SESSION_KEY = "pushhub_tenant_id"
@@ -50,6 +51,7 @@ def tenant_required(view):
         if membership is None:
             return redirect("signup")  # an account without a tenant makes one first
         request.membership, request.tenant = membership, membership.tenant
+        logs.bind(tenant=membership.tenant_id)
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -13,7 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from formids import services as credits
-from pushhub import idempotency
+from pushhub import idempotency, logs
 from pushhub.api import iso_utc
 from templates_app import webhook_events
 from templates_app.delivery import holds, queue
@@ -48,6 +48,7 @@ def start_push(
     try:
         with transaction.atomic():
             push = _new_push(template, request, created_by)
+            logs.bind(push=push.pk)
             record = None
             if idempotency_key:
                 # Own the key before claiming anything: a concurrent request with the same key waits here
