@@ -463,6 +463,7 @@ def _check_webhooks(hooks: Hooks, push_ids: list[str], failures: list) -> dict:
             "no_credit": push.no_credit,
             "opted_out": push.opted_out,
             "pending": push.pending,
+            "held": push.held,
         }
         common.check(
             len(finished) == 1
