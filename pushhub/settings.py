@@ -166,6 +166,34 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
+
+# --- Celery broker: Redis or RabbitMQ (README "Operations: brokers") ------------------------------
+# CELERY_BROKER_URL chooses (redis:// or amqp://); the cache stays on REDIS_URL either way. Each transport
+# gets only its own options: kombu ignores the other transports' options silently, so a Redis option on
+# RabbitMQ would look configured and do nothing.
+BROKER_KIND = {
+    "redis": "redis",
+    "rediss": "redis",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "pyamqp": "rabbitmq",
+}.get(CELERY_BROKER_URL.split("://", 1)[0].lower(), "other")
+# The longest countdown/ETA the pipeline gives a task (templates_app/delivery/queue.py clamps to it; a chunk
+# run early re-checks its in-flight lease and queues itself again; a retry comes sooner). A task waiting for
+# its ETA sits in a worker unacknowledged: on Redis it is handed to another worker after the visibility
+# timeout, and RabbitMQ closes the worker's channel after its consumer_timeout (30 min by default). Keep
+# this well below both.
+BROKER_MAX_COUNTDOWN = env.float("BROKER_MAX_COUNTDOWN", default=600.0)
+if BROKER_KIND == "redis":
+    # An unacknowledged task (running, or waiting for its ETA) is redelivered after this many seconds: above
+    # BROKER_MAX_COUNTDOWN plus a chunk's budget, or ETA tasks would run twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("REDIS_VISIBILITY_TIMEOUT", default=3600),
+    }
+elif BROKER_KIND == "rabbitmq":
+    # Publisher confirms: send_task returns once RabbitMQ has the message (persistent, in a durable queue),
+    # so a push whose start was queued survives a broker restart right after the answer.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

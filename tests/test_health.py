@@ -30,6 +30,7 @@ def test_readyz_checks_the_database_the_cache_the_broker_and_the_schema(client):
 
 def test_readyz_is_503_naming_an_unreachable_broker_without_its_address(client, monkeypatch):
     # A broker nobody listens on, with a password in its URL: the answer must not carry either.
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery prefers it to conf.broker_url
     monkeypatch.setattr(celery_app.conf, "broker_url", "redis://:s3cret-pass@127.0.0.1:1/0")
     monkeypatch.setattr(health, "BROKER_TIMEOUT", 0.5)
 

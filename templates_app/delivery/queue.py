@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from pushhub.celery import app as celery_app
@@ -27,8 +28,14 @@ TASKS = {
 
 
 def enqueue(task: str, *args: Any, countdown: float | None = None) -> None:
-    """Queue the pipeline's ``task`` (a key of TASKS) with ``args``, after ``countdown`` seconds."""
-    options = {"countdown": countdown} if countdown and countdown > 0 else {}
+    """Queue the pipeline's ``task`` (a key of TASKS) with ``args``, after ``countdown`` seconds, at most
+    BROKER_MAX_COUNTDOWN: a task waiting for its ETA is held unacknowledged by a worker, and RabbitMQ's
+    consumer_timeout would close its channel (Redis: redeliver it after the visibility timeout) past that. The
+    pipeline's countdowns (in-flight lease + 1 s, retry backoff, 2 s) are well below it by default; when a
+    lease is set longer, a chunk run early re-checks the lease and queues itself again."""
+    options = (
+        {"countdown": min(countdown, settings.BROKER_MAX_COUNTDOWN)} if countdown and countdown > 0 else {}
+    )
     celery_app.send_task(TASKS[task], args=args, **options)
 
 

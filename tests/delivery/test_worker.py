@@ -55,12 +55,14 @@ def database_url() -> str:
 
 
 class Broker:
-    """The broker the workers use: Redis when REDIS_URL is set, else kombu's filesystem transport in a
-    directory of this test's own; always a queue of this test's own."""
+    """The broker the workers use: the configured one when it is Redis or RabbitMQ (CELERY_BROKER_URL, by
+    default REDIS_URL), else kombu's filesystem transport in a directory of this test's own; always a queue of
+    this test's own."""
 
     def __init__(self, tmp_path: Path):
         self.queue = f"delivery-test-{uuid.uuid4().hex[:12]}"
-        self.directory = None if settings.REDIS_URL else tmp_path / "broker"
+        self.kind = settings.BROKER_KIND if settings.BROKER_KIND in ("redis", "rabbitmq") else "filesystem"
+        self.directory = tmp_path / "broker" if self.kind == "filesystem" else None
         self.options = {}
         if self.directory:
             for sub in ("queue", "processed", "control"):
@@ -74,7 +76,7 @@ class Broker:
             }
 
     def connection(self):
-        url = "filesystem://" if self.directory else settings.REDIS_URL
+        url = "filesystem://" if self.directory else settings.CELERY_BROKER_URL
         return celery_app.connection_for_write(url, transport_options=self.options)
 
     def send(self, task, *args) -> None:
@@ -82,8 +84,11 @@ class Broker:
             task.apply_async(args=args, queue=self.queue, connection=conn)
 
     def delete_queue(self) -> None:
-        if not self.directory:
-            forget_redis_queue(settings.REDIS_URL, self.queue)
+        if self.kind == "redis":
+            forget_redis_queue(settings.CELERY_BROKER_URL, self.queue)
+        elif self.kind == "rabbitmq":  # the killed workers' unacknowledged tasks went back to it: gone too
+            with self.connection() as conn:
+                conn.default_channel.queue_delete(self.queue)
 
 
 @pytest.fixture

@@ -1,6 +1,10 @@
 """Fault injection: broadcasts on the real stack (tests/faults/stack.py) while something breaks.
 
-    python -m tests.faults [--users 20000] [--only NAME ...] [--keep]      (make test-faults)
+    python -m tests.faults [--users 20000] [--only NAME ...] [--broker redis|amqp]   (make test-faults)
+
+With ``--broker amqp`` (or FAULTS_BROKER=amqp; make test-rabbitmq) the Celery broker is the machine's RabbitMQ,
+on a vhost of the run's own, and the suite's Redis is the cache only; one scenario more then closes every
+connection to that vhost mid-run.
 
 Each scenario makes two sandbox apps of 20,000 users each: one with a formId per user and a formId template,
 one with a subscribe credit per user and a subscribe template, plus 500 users per app whose credit is not
@@ -32,6 +36,7 @@ The table is printed as Markdown; the exit status is 1 if any check failed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -43,7 +48,7 @@ import requests
 
 from bench import common
 from bench.webhook_receiver import Client as Receiver
-from tests.faults.stack import Stack
+from tests.faults.stack import BROKERS, Stack
 
 USERS = 20_000
 UNUSABLE = 500
@@ -61,6 +66,7 @@ class Scenario:
     knobs: dict = field(default_factory=dict)  # fake WeChat knobs for the whole run
     strike: Callable[[Stack, list], str] | None = None  # mid-run; returns what it did
     webhook_fail_rate: float | None = None  # register endpoints at a receiver refusing this share; None: none
+    brokers: tuple[str, ...] = ("redis", "amqp")  # the brokers it runs on (--broker)
 
 
 def _reset_tokens(stack: Stack, apps: list) -> str:
@@ -79,7 +85,17 @@ def _kill_worker(stack: Stack, apps: list) -> str:
 
 def _restart_redis(stack: Stack, apps: list) -> str:
     stack.restart_redis(down_seconds=2.0)
-    return "Redis killed (queues, unacked tasks, locks, tokens lost), down 2 s, restarted empty"
+    lost = (
+        "queues, unacked tasks, locks, tokens" if stack.broker == "redis" else "locks, tokens, progress marks"
+    )
+    return f"Redis killed ({lost} lost), down 2 s, restarted empty"
+
+
+def _close_broker_connections(stack: Stack, apps: list) -> str:
+    first = stack.close_broker_connections()
+    time.sleep(2.0)
+    second = stack.close_broker_connections()
+    return f"RabbitMQ closed every connection to the vhost, twice 2 s apart ({first} + {second})"
 
 
 def _drop_connections(stack: Stack, apps: list) -> str:
@@ -112,6 +128,13 @@ SCENARIOS = [
     Scenario("worker SIGKILL", "a worker dies mid-run, unacknowledged tasks with it", strike=_kill_worker),
     Scenario("Redis restart", "Redis dies mid-run and comes back empty", strike=_restart_redis),
     Scenario("PostgreSQL drop", "every database connection is terminated mid-run", strike=_drop_connections),
+    Scenario(
+        "RabbitMQ connections closed",
+        "RabbitMQ closes every client's connection mid-run (unacked tasks requeued); webhooks flowing",
+        strike=_close_broker_connections,
+        webhook_fail_rate=0.0,
+        brokers=("amqp",),
+    ),
     Scenario(
         "webhook receiver 50 % 500s",
         "every event to a webhook receiver answering 500 half the time",
@@ -503,7 +526,7 @@ def _check_webhooks(hooks: Hooks, push_ids: list[str], failures: list) -> dict:
 
 
 # --- the table -----------------------------------------------------------------------------------------
-def print_table(outcomes: list[Outcome], users: int) -> None:
+def print_table(outcomes: list[Outcome], users: int, broker: str = "redis") -> None:
     head = ("scenario", "time", "formId: exactly one", "lost", "twice", "subscribe: one", "ambiguous (got it)",
             "lost", "twice", "claimed left", "counters = rows", "WeChat answers (formId / subscribe)")  # fmt: skip
     lines = [head]
@@ -520,7 +543,9 @@ def print_table(outcomes: list[Outcome], users: int) -> None:
             f"{_answers(f['answers'])} / {_answers(s['answers'])}",
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    print(f"\n### Fault injection: @all to {users:,} formId users and {users:,} subscribe users at once\n")
+    print(
+        f"\n### Fault injection: @all to {users:,} formId users and {users:,} subscribe users at once, broker {broker}\n"
+    )
     for n, row in enumerate(lines):
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if n == 0:
@@ -562,13 +587,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=USERS, help="served users per app")
     parser.add_argument("--only", nargs="*", help="run only these scenarios (by name)")
     parser.add_argument("--workdir", type=Path, help="logs of every process (default: a temporary folder)")
+    parser.add_argument(
+        "--broker",
+        choices=BROKERS,
+        default=os.environ.get("FAULTS_BROKER", "redis"),
+        help="Celery's broker: the suite's Redis, or RabbitMQ on a vhost of the run's own (default: FAULTS_BROKER "
+        "or redis)",
+    )
     args = parser.parse_args(argv)
-    chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    chosen = [s for s in SCENARIOS if (not args.only or s.name in args.only) and args.broker in s.brokers]
     outcomes: list[Outcome] = []
     started = time.monotonic()
-    with Stack(args.workdir) as stack:
+    with Stack(args.workdir, broker=args.broker) as stack:
         print(
-            f"fault suite: stack up in {time.monotonic() - started:.0f} s (logs in {stack.workdir})",
+            f"fault suite: stack up in {time.monotonic() - started:.0f} s, broker {args.broker} "
+            f"(logs in {stack.workdir})",
             flush=True,
         )
         for scenario in chosen:
@@ -576,9 +609,9 @@ def main(argv: list[str] | None = None) -> int:
             outcome = run_scenario(stack, scenario, args.users)
             print(f"  {outcome.seconds:.1f} s; {outcome.struck or 'no mid-run strike'}", flush=True)
             outcomes.append(outcome)
-    print_table(outcomes, args.users)
+    print_table(outcomes, args.users, args.broker)
     failed = [f"{o.scenario}: {failure}" for o in outcomes for failure in o.failures]
-    print(f"fault suite: {len(outcomes)} scenarios in {time.monotonic() - started:.0f} s, "
+    print(f"fault suite ({args.broker}): {len(outcomes)} scenarios in {time.monotonic() - started:.0f} s, "
           f"{'all checks passed' if not failed else f'{len(failed)} checks FAILED'}")  # fmt: skip
     for failure in failed:
         print(f"  FAIL {failure}")

@@ -5,6 +5,9 @@
 - Redis: a ``redis-server`` of the suite's own on a free port (cache, locks, rate limits and the Celery
   broker), so restarting it (all its data gone: it keeps nothing on disk, like the machine's) disturbs no
   other user of the machine's Redis;
+- or, with ``broker="amqp"`` (``--broker amqp``), the machine's RabbitMQ as the Celery broker, on a vhost of
+  the suite's own (created for the run, deleted after it: closing its connections touches nobody else), the
+  suite's Redis still the cache;
 - gunicorn serving PushHub (the trigger URLs the scenarios call, the status URLs they poll);
 - two Celery workers and Celery beat (the stall and stale-claim sweeps, every FAULTS_BEAT_SECONDS, and the
   webhooks' sweep, every WEBHOOK_SWEEP_SECONDS);
@@ -32,6 +35,9 @@ from bench import common
 from bench.common import BASE_DIR, PYTHON, Processes, free_port, port_open, wait_until
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/pushhub_faults"
+# The machine's RabbitMQ, without a vhost (the suite adds its own): FAULTS_RABBITMQ_URL to use another.
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672"
+BROKERS = ("redis", "amqp")
 BIN = Path(PYTHON).parent
 
 TIMINGS = {
@@ -73,7 +79,12 @@ FAKE_TIMEOUT_HOLD_MS = 3000
 class Stack:
     """Start with ``with Stack(workdir) as stack``; every process is killed on exit."""
 
-    def __init__(self, workdir: Path | None = None, workers: int = 2, concurrency: int = 2):
+    def __init__(
+        self, workdir: Path | None = None, workers: int = 2, concurrency: int = 2, broker: str = "redis"
+    ):
+        if broker not in BROKERS:
+            raise SystemExit(f"unknown broker {broker!r}: one of {', '.join(BROKERS)}")
+        self.broker = broker
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pushhub-faults-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.worker_count, self.concurrency = workers, concurrency
@@ -83,6 +94,11 @@ class Stack:
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.web_port = free_port()
         self.queue = f"faults-{uuid.uuid4().hex[:8]}"
+        self.vhost = f"pushhub-{self.queue}" if broker == "amqp" else None
+        self.broker_url = self.redis_url
+        if self.vhost:
+            base = os.environ.get("FAULTS_RABBITMQ_URL", DEFAULT_RABBITMQ_URL).rstrip("/")
+            self.broker_url = f"{base}/{self.vhost}"
         self.redis: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen | None] = []
         self.restarts = 0
@@ -99,9 +115,14 @@ class Stack:
 
     def __exit__(self, *exc: Any) -> None:
         self.processes.__exit__(*exc)
+        if self.vhost:
+            _rabbitmqctl("delete_vhost", self.vhost, check=False)
 
     def _start(self) -> None:
         self.start_redis()
+        if self.vhost:
+            _rabbitmqctl("add_vhost", self.vhost)
+            _rabbitmqctl("set_permissions", "-p", self.vhost, _amqp_user(self.broker_url), ".*", ".*", ".*")
         os.environ.update(self.env())
         self._fresh_database()
         import django
@@ -135,7 +156,7 @@ class Stack:
             "PYTHONPATH": str(BASE_DIR),
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
-            "CELERY_BROKER_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.broker_url,
             "FAULTS_QUEUE": self.queue,
             "LOG_LEVEL": "WARNING",
             **TIMINGS,
@@ -179,6 +200,16 @@ class Stack:
         wait_until(lambda: not port_open(self.redis_port), 10, "redis-server to stop")
         time.sleep(down_seconds)
         self.start_redis()
+
+    def close_broker_connections(self) -> int:
+        """RabbitMQ closes every connection to the suite's vhost (workers' consumers, the web's and beat's
+        publishers, the webhook worker), as in a broker restart or a network cut: unacknowledged tasks go
+        back to their queues, every client must reconnect. Returns how many were closed."""
+        assert self.vhost, "only with broker='amqp'"
+        listed = _rabbitmqctl("list_connections", "-p", self.vhost, "--no-table-headers", "-q", "pid")
+        count = len([line for line in listed.splitlines() if line.strip()])
+        _rabbitmqctl("close_all_connections", "--vhost", self.vhost, "--limit", "1000", "fault suite")
+        return count
 
     def start_worker(self, n: int) -> subprocess.Popen:
         log = self.workdir / f"worker-{n}.log"
@@ -226,6 +257,24 @@ class Stack:
                 [self.database_name],
             ).fetchall()
         return sum(1 for (done,) in rows if done)
+
+
+def _rabbitmqctl(*args: str, check: bool = True) -> str:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise SystemExit("the fault suite on RabbitMQ needs rabbitmqctl (and RabbitMQ running)")
+    result = subprocess.run([ctl, *args], capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise SystemExit(
+            f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}"
+        )
+    return result.stdout
+
+
+def _amqp_user(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).username or "guest")
 
 
 def _read(path: Path) -> str:
