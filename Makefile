@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install install-bench run test test-js js-tooling test-faults lint format sandbox messages bench bench-full clean
+.PHONY: install install-bench run test test-js js-tooling test-faults test-rabbitmq lint format sandbox messages bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,23 @@ js-tooling:
 # refuses half its events (the webhook worker SIGKILLed too). Needs PostgreSQL and redis-server.
 test-faults: install
 	flock /tmp/pushhub-bench.lock $(BIN)/python -m tests.faults
+
+# RabbitMQ as Celery's broker instead of Redis (README "Operations: brokers"): the delivery tests (real workers
+# in test_worker.py, the broker tests) on a vhost for the tests (made with rabbitmqctl when missing), then the
+# fault suite on a vhost of its own run, one scenario more (RabbitMQ closing every connection mid-broadcast).
+# Redis (REDIS_URL; the fault suite's own) stays the cache. Needs RabbitMQ at RABBITMQ_HOST.
+RABBITMQ_USER ?= guest
+RABBITMQ_PASSWORD ?= guest
+RABBITMQ_HOST ?= 127.0.0.1:5672
+RABBITMQ_TEST_VHOST ?= pushhub-test
+test-rabbitmq: install
+	@if command -v rabbitmqctl >/dev/null 2>&1; then \
+		rabbitmqctl -q add_vhost $(RABBITMQ_TEST_VHOST) 2>/dev/null || true; \
+		rabbitmqctl -q set_permissions -p $(RABBITMQ_TEST_VHOST) $(RABBITMQ_USER) '.*' '.*' '.*'; fi
+	CELERY_BROKER_URL=amqp://$(RABBITMQ_USER):$(RABBITMQ_PASSWORD)@$(RABBITMQ_HOST)/$(RABBITMQ_TEST_VHOST) \
+		$(BIN)/python -m pytest -q tests/delivery tests/test_health.py
+	FAULTS_RABBITMQ_URL=amqp://$(RABBITMQ_USER):$(RABBITMQ_PASSWORD)@$(RABBITMQ_HOST) \
+		flock /tmp/pushhub-bench.lock $(BIN)/python -m tests.faults --broker amqp
 
 # Benchmarks (bench/): PostgreSQL + Redis on this machine, their own database (pushhub_bench) and Redis db 2.
 # One benchmark at a time on the machine (flock): they measure CPU and latency.

@@ -194,6 +194,11 @@ elif BROKER_KIND == "rabbitmq":
     # Publisher confirms: send_task returns once RabbitMQ has the message (persistent, in a durable queue),
     # so a push whose start was queued survives a broker restart right after the answer.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# When the broker connection drops (RabbitMQ restarted or closing it; Redis restarted) a running task keeps
+# going and writes its answers; the broker hands its message to a worker again, whose run finds the deliveries
+# done or in their in-flight lease. Cancelling the task instead (Celery 6's default) would cut every send in
+# flight, each a subscribe delivery reported timeout_ambiguous. Said explicitly so the upgrade changes nothing.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
