@@ -109,7 +109,7 @@ class Stack:
         try:
             self._start()
         except BaseException:
-            self.processes.__exit__(None, None, None)
+            self.__exit__(None, None, None)  # every process, and the vhost if one was made
             raise
         return self
 
