@@ -16,9 +16,11 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # Web (gunicorn) + Celery worker + webhook worker + beat from the Procfile, on SQLite and a filesystem broker by default.
-# The web process also serves the WeChat sandbox that the demo's sandbox app talks to.
+# The web process also serves the WeChat sandbox that the demo's sandbox app talks to. var/metrics (the
+# Procfile's PROMETHEUS_MULTIPROC_DIR: every process's Prometheus counts) is emptied: each run counts from zero.
 run: install
 	mkdir -p var
+	rm -rf var/metrics && mkdir -p var/metrics
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py createcachetable
 	$(BIN)/python manage.py load_demo --base-url http://127.0.0.1:$(WEB_PORT)

@@ -6,6 +6,7 @@ PUSHHUB_ENV selects the profile:
 Tests run with whatever DATABASE_URL / REDIS_URL the environment gives (CI: PostgreSQL + Redis).
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -248,6 +249,23 @@ CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "schedule": WEBHOOK_SWEEP_SECONDS,
     "options": {"queue": WEBHOOK_QUEUE},
 }
+
+# --- Metrics (/metrics, pushhub/metrics.py) ---------------------------------------------------------
+# Prometheus scrapes /metrics; it is closed unless the scraper sends METRICS_TOKEN as a Bearer token or comes
+# from one of METRICS_ALLOWED_NETWORKS (CIDRs, matched against REMOTE_ADDR). Production opens nothing by
+# default; development lets this machine in (loopback). PROMETHEUS_MULTIPROC_DIR (read by prometheus-client
+# itself, set by the Procfile) makes every process's counts add up.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(cidr.strip(), strict=False)
+        for cidr in env.list(
+            "METRICS_ALLOWED_NETWORKS", default=[] if PRODUCTION else ["127.0.0.0/8", "::1/128"]
+        )
+        if cidr.strip()
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
 
 # --- SDK -----------------------------------------------------------------------------------------
 SDK_SESSION_DAYS = env.int("SDK_SESSION_DAYS", default=30)
