@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from kombu import Connection
+from prometheus_client.parser import text_string_to_metric_families
 
 from formids.models import Credit
 from pushhub import metrics
@@ -23,6 +24,7 @@ from tests.sdk_helpers import sdk_client, url
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 TOKEN = "metrics-token-0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent  # the subprocesses import this checkout's code
 
 
 @pytest.fixture(autouse=True)
@@ -91,9 +93,11 @@ def test_production_opens_no_network_by_default_and_development_loopback():
         "API_KEY_HMAC_SECRET": "h" * 40,
     }
     run = [sys.executable, "-c", f"import django; django.setup(); {code}"]
-    out = subprocess.run(run, env=production, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(run, env=production, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip() == "[]"
-    out = subprocess.run(run, env={**base, "PUSHHUB_ENV": "dev"}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        run, env={**base, "PUSHHUB_ENV": "dev"}, capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip() == "['127.0.0.0/8', '::1/128']"
 
 
@@ -104,7 +108,11 @@ def test_a_bad_network_refuses_to_start():
         "METRICS_ALLOWED_NETWORKS": "10.0.0.0/33",
     }
     done = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert done.returncode != 0 and "METRICS_ALLOWED_NETWORKS" in done.stderr
 
@@ -114,12 +122,8 @@ def test_a_bad_network_refuses_to_start():
 def test_every_series_is_described_and_parses(client):
     response = client.get("/metrics")
     assert response.status_code == 200
-    families = {
-        family.name: family.type
-        for family in __import__("prometheus_client.parser", fromlist=["x"]).text_string_to_metric_families(
-            response.content.decode()
-        )
-    }
+    text = response.content.decode()
+    families = {family.name: family.type for family in text_string_to_metric_families(text)}
     assert {
         "pushhub_pushes_started": "counter",
         "pushhub_pushes_finished": "counter",
@@ -132,6 +136,12 @@ def test_every_series_is_described_and_parses(client):
         "pushhub_queue_length": "gauge",
         "pushhub_queue_length_known": "gauge",
     }.items() <= families.items()
+    # The README's table names every series we export (counters with their _total).
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Operations: metrics") : readme.index("## Operations: backups")]
+    for name, kind in families.items():
+        if name.startswith("pushhub_"):
+            assert f"`{name}_total`" in section if kind == "counter" else f"`{name}`" in section, name
 
 
 def test_labels_are_bounded():
@@ -260,9 +270,7 @@ def test_two_processes_writing_one_directory_are_summed_by_a_scrape(tmp_path: Pa
         "DJANGO_SETTINGS_MODULE": "pushhub.settings",
     }
     for n in (5, 7):
-        subprocess.run(
-            [sys.executable, "-c", WRITER, str(n)], env=env, check=True, cwd=Path(__file__).parent.parent
-        )
+        subprocess.run([sys.executable, "-c", WRITER, str(n)], env=env, check=True, cwd=ROOT)
     assert len(list(directory.glob("counter_*.db"))) == 2  # one file per process
     assert len(list(directory.glob("histogram_*.db"))) == 2
     out = subprocess.run(
@@ -271,7 +279,7 @@ def test_two_processes_writing_one_directory_are_summed_by_a_scrape(tmp_path: Pa
         check=True,
         capture_output=True,
         text=True,
-        cwd=Path(__file__).parent.parent,
+        cwd=ROOT,
     ).stdout
     samples = parse(out)
     assert value(samples, "pushhub_deliveries_total", outcome="sent", errcode="") == 12
