@@ -5,14 +5,19 @@ cancel; the held-deliveries gauge read from the database at scrape time."""
 from __future__ import annotations
 
 import ipaddress
+import signal
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from pushhub.wechat.sandbox import services as sandbox
+from templates_app import tasks
 from templates_app.models import Push
-from tests.metrics_helpers import delta, scrape, value
+from tests.metrics_helpers import delta, parse, scrape, value
 
-from .helpers import seed_users
+from .helpers import make_push, seed_users
+from .test_worker import broker, start_worker, wait_for  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,3 +111,37 @@ def test_held_deliveries_are_counted_from_the_database_when_scraped(
     assert value(scrape(client), "pushhub_held_deliveries") == before + 2
     assert api.post(f"/api/v1/pushes/{push_id}/cancel").status_code == 200
     assert value(scrape(client), "pushhub_held_deliveries") == before
+
+
+@pytest.mark.parametrize(
+    "pool", ["prefork", "threads"]
+)  # the Procfile's worker, and its webhook worker's pool
+def test_a_real_workers_processes_are_all_counted_in_the_multiprocess_directory(
+    app,
+    formid_template,
+    broker,  # noqa: F811 — the fixtures of test_worker.py
+    start_worker,  # noqa: F811
+    tmp_path,
+    pool,
+):
+    """What a scrape of the web process sees of a Celery worker started as the Procfile starts it: every pool
+    process writes its own files in PROMETHEUS_MULTIPROC_DIR, summed; stopping the worker loses nothing."""
+    directory = tmp_path / "metrics"
+    users = seed_users(app, 200, formids=1)
+    worker = start_worker(pool, PROMETHEUS_MULTIPROC_DIR=str(directory), PUSH_CHUNK_SIZE="25")
+    push = make_push(formid_template)
+
+    broker.send(tasks.deliver_push, str(push.pk))
+    wait_for(lambda: Push.objects.get(pk=push.pk).status == "done", 45, "the broadcast to finish")
+    worker.send_signal(signal.SIGTERM)  # a warm shutdown: the pool's processes exit (worker_process_shutdown)
+    worker.wait(timeout=20)
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    samples = parse(generate_latest(registry).decode())
+    assert value(samples, "pushhub_deliveries_total", outcome="sent", errcode="") == len(users)
+    assert value(samples, "pushhub_pushes_finished_total", status="done") == 1
+    sends = value(samples, "pushhub_wechat_request_duration_seconds_count", endpoint="template_send")
+    assert sends == len(users)
+    if pool == "prefork":  # the children counted, not the parent (which sends nothing)
+        assert {path.name for path in directory.glob("counter_*.db")} - {f"counter_{worker.pid}.db"}
