@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -40,7 +41,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # What exercises the send path and SDK ingest: the delivery pipeline (real Celery workers included), trigger
 # URLs and the API send, audiences, credits arriving from the SDK and WeChat events, claims, long-term
-# subscriptions, and the checks that the pooler forgets session state.
+# subscriptions, the sandbox phone's taps over HTTP, SDK login, quotas, the webhook outbox and its workers, and
+# the checks that the pooler forgets session state.
 SUITE = [
     "tests/test_pgbouncer.py",
     "tests/delivery",
@@ -50,6 +52,10 @@ SUITE = [
     "tests/test_credit_claims.py",
     "tests/test_long_term.py",
     "tests/test_wechat_events.py",
+    "tests/test_phone_flow.py",
+    "tests/test_sdk_login.py",
+    "tests/test_quota_api.py",
+    "tests/webhooks",
 ]
 
 # Enough server connections for the tests' live servers (a thread per request), two Celery workers of two
@@ -103,13 +109,53 @@ def drop_database(direct: dict, name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def pool_stats(port: int, user: str) -> str:
-    """pgbouncer's own count of what went through it (its admin console speaks the simple protocol: psql)."""
-    result = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "pgbouncer", "-c", "SHOW STATS"],
-        capture_output=True, text=True, timeout=10,
-    )  # fmt: skip
-    return result.stdout if result.returncode == 0 else result.stderr
+class PoolWatch:
+    """Samples pgbouncer's SHOW POOLS for the test database while the tests run (the peaks size a real pool),
+    and reads SHOW STATS at the end. Its admin console speaks only the simple query protocol: libpq's exec."""
+
+    def __init__(self, port: int, user: str, database: str):
+        self.admin = psycopg.connect(
+            host="127.0.0.1", port=port, user=user, dbname="pgbouncer", autocommit=True
+        )
+        self.database = database
+        self.peak = {"cl_active": 0, "cl_waiting": 0, "sv_active": 0, "maxwait_s": 0.0}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _rows(self, command: str) -> list[dict[str, str]]:
+        result = self.admin.pgconn.exec_(command.encode())
+        names = [result.fname(i).decode() for i in range(result.nfields)]
+        return [
+            {name: (result.get_value(row, i) or b"").decode() for i, name in enumerate(names)}
+            for row in range(result.ntuples)
+        ]
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.2):
+            for row in self._rows("SHOW POOLS"):
+                if row["database"] == self.database:
+                    for key in ("cl_active", "cl_waiting", "sv_active"):
+                        self.peak[key] = max(self.peak[key], int(row[key]))
+                    waited = int(row["maxwait"]) + int(row["maxwait_us"]) / 1e6
+                    self.peak["maxwait_s"] = max(self.peak["maxwait_s"], waited)
+
+    def summary(self) -> str:
+        self.stop.set()
+        self.thread.join()
+        stats = next((row for row in self._rows("SHOW STATS") if row["database"] == self.database), None)
+        self.admin.close()
+        if stats is None:
+            return "pgbouncer saw no traffic to the test database"
+        transactions, queries = int(stats["total_xact_count"]), int(stats["total_query_count"])
+        average = int(stats["total_xact_time"]) / max(transactions, 1) / 1000
+        peak = self.peak
+        return (
+            f"through pgbouncer: {transactions:,} transactions, {queries:,} queries, {average:.1f} ms a transaction "
+            f"on average; at most {peak['cl_active']} client connections at once, {peak['sv_active']} server "
+            f"connections in use (pool {POOL_SIZE}), {peak['cl_waiting']} clients waiting for one, the longest "
+            f"{peak['maxwait_s']:.2f} s"
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -159,8 +205,9 @@ def main(argv: list[str]) -> int:
         )
         env = {**os.environ, "DATABASE_URL": through, "DATABASE_POOL_MODE": "transaction"}
         pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--reuse-db", *(argv or SUITE)]  # fmt: skip
+        watch = PoolWatch(listen_port, user, test_database)
         code = subprocess.call(pytest, cwd=BASE_DIR, env=env)
-        print(pool_stats(listen_port, user))
+        print(watch.summary())
     finally:
         process.terminate()
         try:
