@@ -201,7 +201,8 @@ def main(argv: list[str]) -> int:
         credentials, at, _ = parts.netloc.rpartition("@")
         through = urlunsplit(parts._replace(netloc=f"{credentials}{at}127.0.0.1:{listen_port}"))
         print(
-            f"pgbouncer {listen_port} (transaction mode, DISCARD ALL after every transaction) → {host}:{port}"
+            f"pgbouncer {listen_port} (transaction mode, DISCARD ALL after every transaction) → {host}:{port}",
+            flush=True,
         )
         env = {**os.environ, "DATABASE_URL": through, "DATABASE_POOL_MODE": "transaction"}
         pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--reuse-db", *(argv or SUITE)]  # fmt: skip
