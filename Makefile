@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install install-bench run test test-js js-tooling test-faults lint format sandbox messages bench bench-full clean
+.PHONY: install install-bench run test test-js js-tooling test-faults test-pgbouncer lint format sandbox messages bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ js-tooling:
 # refuses half its events (the webhook worker SIGKILLed too). Needs PostgreSQL and redis-server.
 test-faults: install
 	flock /tmp/pushhub-bench.lock $(BIN)/python -m tests.faults
+
+# The send path's tests (tests/delivery, sends, SDK ingest, claims) through a pgbouncer of their own in transaction
+# mode that resets every server connection after each transaction (tests/pgbouncer.py; README "Operations:
+# pgbouncer"). Needs DATABASE_URL=postgres://… and pgbouncer (Debian's package).
+test-pgbouncer: install
+	$(BIN)/python -m tests.pgbouncer
 
 # Benchmarks (bench/): PostgreSQL + Redis on this machine, their own database (pushhub_bench) and Redis db 2.
 # One benchmark at a time on the machine (flock): they measure CPU and latency.

@@ -131,6 +131,28 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Behind pgbouncer in transaction mode (README "Operations: pgbouncer") ------------------------
+# There each transaction may run on another server connection, so nothing may outlive a transaction on the
+# server. PushHub's own code keeps nothing there (no session SET, no advisory lock held across statements, no
+# LISTEN, no temp table, no held cursor); this setting turns off what Django itself would keep: the
+# server-side cursors of QuerySet.iterator() (DECLARE … WITH HOLD, then FETCHes in later transactions).
+# Prepared statements stay off as Django leaves them: its default cursor (psycopg's ClientCursor) never
+# prepares, and it connects with prepare_threshold=None, which keeps OPTIONS server_side_binding's cursor from
+# preparing too. pgbouncer before 1.21 cannot carry them, so a prepare_threshold in DATABASE_URL is refused.
+# "session" (the default): direct to PostgreSQL, or through a pgbouncer in session mode.
+DATABASE_POOL_MODE = env.str("DATABASE_POOL_MODE", default="session")
+if DATABASE_POOL_MODE not in {"session", "transaction"}:
+    raise ImproperlyConfigured(
+        f"DATABASE_POOL_MODE must be 'session' or 'transaction', not {DATABASE_POOL_MODE!r}"
+    )
+if DATABASE_POOL_MODE == "transaction" and DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    if DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold") is not None:
+        raise ImproperlyConfigured(
+            "DATABASE_POOL_MODE=transaction: drop prepare_threshold from DATABASE_URL (pgbouncer in transaction "
+            "mode cannot carry prepared statements)"
+        )
+
 # --- Redis: cache (tokens, locks, rate limits) and Celery broker ------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="pushhub")
