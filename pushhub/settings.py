@@ -289,6 +289,25 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
 
+# --- Retention (templates_app/retention.py) -----------------------------------------------------------
+# The tables that grow with every send or event stay bounded: a beat sweep deletes their rows this many days
+# after they stopped mattering, in batches (0 keeps them forever). Pushes and their counts, DailyStat, users,
+# live credits and the audit log are never swept.
+DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=90)  # after the push finished
+CREDIT_RETENTION_DAYS = env.int("CREDIT_RETENTION_DAYS", default=30)  # after it was consumed or expired
+INBOUND_EVENT_RETENTION_DAYS = env.int("INBOUND_EVENT_RETENTION_DAYS", default=30)
+# Keys are honoured 24 h (API.md): a record is never deleted before that, whatever this says.
+IDEMPOTENCY_RETENTION_DAYS = env.int("IDEMPOTENCY_RETENTION_DAYS", default=2)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)  # once none is pending
+SANDBOX_MESSAGE_RETENTION_DAYS = env.int("SANDBOX_MESSAGE_RETENTION_DAYS", default=30)  # the sandbox inbox
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)  # rows per delete transaction at most
+RETENTION_TIME_BUDGET = env.float("RETENTION_TIME_BUDGET", default=120.0)  # seconds a run may take
+RETENTION_SWEEP_SECONDS = env.float("RETENTION_SWEEP_SECONDS", default=900.0)
+CELERY_BEAT_SCHEDULE["sweep-retention"] = {
+    "task": "templates_app.sweep_retention",
+    "schedule": RETENTION_SWEEP_SECONDS,
+}
+
 # --- SDK -----------------------------------------------------------------------------------------
 SDK_SESSION_DAYS = env.int("SDK_SESSION_DAYS", default=30)
 # Requests per minute to /sdk/v1 per (app, openid) and per client IP; over it: 429 + Retry-After.
