@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: install install-bench run test test-js js-tooling test-faults test-rabbitmq lint format sandbox messages bench bench-full clean
+.PHONY: install install-bench run test test-js js-tooling test-faults test-pgbouncer test-rabbitmq lint format sandbox messages bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,11 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # Web (gunicorn) + Celery worker + webhook worker + beat from the Procfile, on SQLite and a filesystem broker by default.
-# The web process also serves the WeChat sandbox that the demo's sandbox app talks to.
+# The web process also serves the WeChat sandbox that the demo's sandbox app talks to. var/metrics (the
+# Procfile's PROMETHEUS_MULTIPROC_DIR: every process's Prometheus counts) is emptied: each run counts from zero.
 run: install
 	mkdir -p var
+	rm -rf var/metrics && mkdir -p var/metrics
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py createcachetable
 	$(BIN)/python manage.py load_demo --base-url http://127.0.0.1:$(WEB_PORT)
@@ -71,6 +73,12 @@ test-rabbitmq: install
 		$(BIN)/python -m pytest -q tests/delivery tests/test_health.py
 	FAULTS_RABBITMQ_URL=amqp://$(RABBITMQ_USER):$(RABBITMQ_PASSWORD)@$(RABBITMQ_HOST) \
 		flock /tmp/pushhub-bench.lock $(BIN)/python -m tests.faults --broker amqp
+
+# The send path's tests (tests/delivery, sends, SDK ingest, claims) through a pgbouncer of their own in transaction
+# mode that resets every server connection after each transaction (tests/pgbouncer.py; README "Operations:
+# pgbouncer"). Needs DATABASE_URL=postgres://… and pgbouncer (Debian's package).
+test-pgbouncer: install
+	$(BIN)/python -m tests.pgbouncer
 
 # Benchmarks (bench/): PostgreSQL + Redis on this machine, their own database (pushhub_bench) and Redis db 2.
 # One benchmark at a time on the machine (flock): they measure CPU and latency.

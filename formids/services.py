@@ -28,6 +28,7 @@ from django.utils import timezone
 from formids.hooks import claim_owners, credits_arrived, long_term_ids, subscribe_templates
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
 from formids.webhook_events import subscriptions_changed
+from pushhub import metrics
 from pushhub.sql import ids_in, texts_in
 from tenants.models import MiniProgram
 
@@ -143,6 +144,7 @@ def add_formids(
         result.accepted, result.duplicates = stored, result.duplicates + len(fresh) - stored
         if stored:
             credits_arrived(app.pk, [user.openid])
+            metrics.after_commit(metrics.credits_ingested, kind, source, stored)
         if count_in_stats:
             bump_daily_stat(app, now.date(), formids_collected=stored)
         return result
@@ -167,6 +169,7 @@ def add_formids(
     result.accepted = len(new)
     if new:
         credits_arrived(app.pk, [user.openid])
+        metrics.after_commit(metrics.credits_ingested, kind, source, len(new))
     if count_in_stats:
         bump_daily_stat(app, now.date(), formids_collected=len(new))
     return result
@@ -214,6 +217,7 @@ def add_subscribe_credits(
     bump_daily_stat(app, now.date(), subscribe_collected=sum(counts.values()))
     if counts:
         credits_arrived(app.pk, [user.openid])
+        metrics.after_commit(metrics.credits_ingested, Credit.Kind.SUBSCRIBE, source, sum(counts.values()))
     return dict(counts)
 
 
@@ -252,6 +256,7 @@ def start_long_term(
             ignore_conflicts=True,  # started concurrently: one row
         )
         bump_daily_stat(app, now.date(), subscribe_collected=len(new))
+        metrics.after_commit(metrics.credits_ingested, Credit.Kind.LONG_TERM, source, len(new))
     credits_arrived(app.pk, [user.openid])
     return dict.fromkeys(wanted, 1)
 

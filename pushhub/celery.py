@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pushhub.settings")
 
@@ -42,3 +42,12 @@ def _close_old_connections(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_shutdown.connect
+def _metrics_process_gone(pid=None, **kwargs) -> None:
+    """A prefork child exits: prometheus-client's multiprocess mode drops its live-gauge files (its counters
+    stay counted). Nothing to do without PROMETHEUS_MULTIPROC_DIR."""
+    from pushhub import metrics
+
+    metrics.mark_process_dead(pid or os.getpid())

@@ -6,6 +6,7 @@ PUSHHUB_ENV selects the profile:
 Tests run with whatever DATABASE_URL / REDIS_URL the environment gives (CI: PostgreSQL + Redis).
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -129,6 +130,28 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Behind pgbouncer in transaction mode (README "Operations: pgbouncer") ------------------------
+# There each transaction may run on another server connection, so nothing may outlive a transaction on the
+# server. PushHub's own code keeps nothing there (no session SET, no advisory lock held across statements, no
+# LISTEN, no temp table, no held cursor); this setting turns off what Django itself would keep: the
+# server-side cursors of QuerySet.iterator() (DECLARE … WITH HOLD, then FETCHes in later transactions).
+# Prepared statements stay off as Django leaves them: its default cursor (psycopg's ClientCursor) never
+# prepares, and it connects with prepare_threshold=None, which keeps OPTIONS server_side_binding's cursor from
+# preparing too. pgbouncer before 1.21 cannot carry them, so a prepare_threshold in DATABASE_URL is refused.
+# "session" (the default): direct to PostgreSQL, or through a pgbouncer in session mode.
+DATABASE_POOL_MODE = env.str("DATABASE_POOL_MODE", default="session")
+if DATABASE_POOL_MODE not in {"session", "transaction"}:
+    raise ImproperlyConfigured(
+        f"DATABASE_POOL_MODE must be 'session' or 'transaction', not {DATABASE_POOL_MODE!r}"
+    )
+if DATABASE_POOL_MODE == "transaction" and DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    if DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold") is not None:
+        raise ImproperlyConfigured(
+            "DATABASE_POOL_MODE=transaction: drop prepare_threshold from DATABASE_URL (pgbouncer in transaction "
+            "mode cannot carry prepared statements)"
+        )
 
 # --- Redis: cache (tokens, locks, rate limits) and Celery broker ------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -280,6 +303,42 @@ CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "task": "webhooks.sweep",
     "schedule": WEBHOOK_SWEEP_SECONDS,
     "options": {"queue": WEBHOOK_QUEUE},
+}
+
+# --- Metrics (/metrics, pushhub/metrics.py) ---------------------------------------------------------
+# Prometheus scrapes /metrics; it is closed unless the scraper sends METRICS_TOKEN as a Bearer token or comes
+# from one of METRICS_ALLOWED_NETWORKS (CIDRs, matched against REMOTE_ADDR). Production opens nothing by
+# default; development lets this machine in (loopback). PROMETHEUS_MULTIPROC_DIR (read by prometheus-client
+# itself, set by the Procfile) makes every process's counts add up.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(cidr.strip(), strict=False)
+        for cidr in env.list(
+            "METRICS_ALLOWED_NETWORKS", default=[] if PRODUCTION else ["127.0.0.0/8", "::1/128"]
+        )
+        if cidr.strip()
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
+
+# --- Retention (templates_app/retention.py) -----------------------------------------------------------
+# The tables that grow with every send or event stay bounded: a beat sweep deletes their rows this many days
+# after they stopped mattering, in batches (0 keeps them forever). Pushes and their counts, DailyStat, users,
+# live credits and the audit log are never swept.
+DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=90)  # after the push finished
+CREDIT_RETENTION_DAYS = env.int("CREDIT_RETENTION_DAYS", default=30)  # after it was consumed or expired
+INBOUND_EVENT_RETENTION_DAYS = env.int("INBOUND_EVENT_RETENTION_DAYS", default=30)
+# Keys are honoured 24 h (API.md): a record is never deleted before that, whatever this says.
+IDEMPOTENCY_RETENTION_DAYS = env.int("IDEMPOTENCY_RETENTION_DAYS", default=2)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)  # once none is pending
+SANDBOX_MESSAGE_RETENTION_DAYS = env.int("SANDBOX_MESSAGE_RETENTION_DAYS", default=30)  # the sandbox inbox
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)  # rows per delete transaction at most
+RETENTION_TIME_BUDGET = env.float("RETENTION_TIME_BUDGET", default=120.0)  # seconds a run may take
+RETENTION_SWEEP_SECONDS = env.float("RETENTION_SWEEP_SECONDS", default=900.0)
+CELERY_BEAT_SCHEDULE["sweep-retention"] = {
+    "task": "templates_app.sweep_retention",
+    "schedule": RETENTION_SWEEP_SECONDS,
 }
 
 # --- SDK -----------------------------------------------------------------------------------------

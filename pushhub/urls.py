@@ -10,7 +10,7 @@ from django.contrib.auth import urls as auth_urls
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from pushhub import health
+from pushhub import health, metrics
 from tenants.login import ThrottledLoginView
 
 urlpatterns = [
@@ -29,6 +29,7 @@ urlpatterns = [
     path("sandbox/wechat/", include("pushhub.wechat.sandbox.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("i18n/", include("django.conf.urls.i18n")),
     # Sign-in is ours (brute-force protection); the other account views are django.contrib.auth's, less its
     # own login pattern, which this one would shadow: one pattern per name.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from templates_app import retention
 from templates_app.delivery import chunk, holds, start, sweeps
 
 RETRY_ON_DATABASE = {
@@ -53,3 +54,13 @@ def release_holds(app_id: int) -> int:
 def sweep_holds() -> dict[str, int]:
     """Beat, every HOLD_SWEEP_SECONDS: end due holds, release what arrivals marked, recheck now and then."""
     return holds.sweep()
+
+
+@shared_task(name="templates_app.sweep_retention", acks_late=True, ignore_result=True)
+def sweep_retention() -> dict[str, int]:
+    """Beat, every RETENTION_SWEEP_SECONDS: delete the rows past their *_RETENTION_DAYS, in batches."""
+    try:
+        reports = retention.sweep()
+    except retention.SweepRunning:
+        return {}  # the previous run is still at it
+    return {report.name: report.deleted for report in reports}

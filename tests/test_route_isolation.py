@@ -630,6 +630,7 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "": Exempt("landing page; signed-in users are redirected to their own dashboard"),
     "healthz": Exempt("liveness probe, no tenant data"),
     "readyz": Exempt("readiness probe: the state of the database, cache, broker and schema, no tenant data"),
+    "metrics": Exempt("Prometheus series without tenant or app labels; METRICS_TOKEN or an allowed network"),
     "api/schema/": Exempt("the public OpenAPI schema"),
     "api/docs/": Exempt("Swagger UI over the public schema"),
     "api/redoc/": Exempt("ReDoc over the public schema"),

@@ -32,6 +32,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from pushhub import metrics
 from pushhub.api import iso_utc
 from tenants.services import audit
 from webhooks import guard, queue, transport
@@ -207,6 +208,8 @@ def record_attempts(
     transaction; the endpoint as it is now."""
     if not results:
         return endpoint
+    # Attempts made, counted whatever of them is written below (a dispatch deleted meanwhile included).
+    metrics.webhook_attempts((answer.status_code, answer.error) for _, answer in results)
     now = timezone.now()
     succeeded = [dispatch.pk for dispatch, answer in results if answer.ok]
     log: list[WebhookAttempt] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +28,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from pushhub import metrics
 from pushhub.wechat.errors import WeChatError, WeChatTimeout, WeChatUnavailable
 
 _pool_lock = threading.Lock()
@@ -99,6 +101,7 @@ class WeChatClient:
         """One HTTP call; returns the JSON body or raises WeChatError / WeChatUnavailable."""
         url, data, headers = self.prepare(path, params, body)
         connect, read = timeout or (settings.WECHAT_CONNECT_TIMEOUT, settings.WECHAT_READ_TIMEOUT)
+        started = time.perf_counter()
         try:
             response = http_pool().request(
                 method, url, body=data, headers=headers, timeout=urllib3.Timeout(connect=connect, read=read)
@@ -115,6 +118,8 @@ class WeChatClient:
             raise WeChatUnavailable(f"connection error: {type(exc).__name__}", maybe_delivered=True) from None
         except (HTTPError, OSError) as exc:
             raise WeChatUnavailable(f"request failed: {type(exc).__name__}", maybe_delivered=True) from None
+        finally:
+            metrics.wechat_call(path, time.perf_counter() - started)
         return self.answer(response.status, response.data)
 
     def prepare(

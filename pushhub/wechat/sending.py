@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any
@@ -25,6 +26,7 @@ import aiohttp
 from django.conf import settings
 from django.db import connections
 
+from pushhub import metrics
 from pushhub.wechat import tokens
 from pushhub.wechat.client import WeChatClient
 from pushhub.wechat.errors import WeChatError, WeChatTimeout, WeChatUnavailable
@@ -117,6 +119,7 @@ async def post(
         total=None, sock_connect=settings.WECHAT_CONNECT_TIMEOUT, sock_read=settings.WECHAT_READ_TIMEOUT
     )
     session = _the_loop().session
+    started = time.perf_counter()
     try:
         async with session.post(url, data=data, headers=headers, timeout=timeout) as response:
             raw = await response.read()
@@ -129,4 +132,6 @@ async def post(
         raise WeChatTimeout() from None
     except (aiohttp.ClientError, OSError) as exc:  # lost after the request went out: it may have arrived
         raise WeChatUnavailable(f"connection error: {type(exc).__name__}", maybe_delivered=True) from None
+    finally:
+        metrics.wechat_call(path, time.perf_counter() - started)
     return client.answer(status, raw)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.cache import cache
 
+from pushhub import metrics
 from pushhub.wechat.client import WeChatClient
 from pushhub.wechat.errors import WeChatUnavailable
 
@@ -160,11 +161,16 @@ def _usable(token: CachedToken | None, failing_token: str | None) -> bool:
 
 
 def _fetch_and_store(client: WeChatClient, key: str, stale: str | None) -> CachedToken:
-    grant = client.fetch_stable_token(force_refresh=False)
-    if stale is not None and grant.access_token == stale:
-        # WeChat still hands out the token it just rejected (someone reset it elsewhere): force a new one.
-        log.warning("stable_token returned the rejected token for %s; forcing a refresh", client.appid)
-        grant = client.fetch_stable_token(force_refresh=True)
+    try:
+        grant = client.fetch_stable_token(force_refresh=False)
+        if stale is not None and grant.access_token == stale:
+            # WeChat still hands out the token it just rejected (someone reset it elsewhere): force a new one.
+            log.warning("stable_token returned the rejected token for %s; forcing a refresh", client.appid)
+            grant = client.fetch_stable_token(force_refresh=True)
+    except Exception:
+        metrics.token_refresh(ok=False)
+        raise
+    metrics.token_refresh(ok=True)
     token = CachedToken(grant.access_token, time.time() + grant.expires_in)
     cache.set(
         key, {"access_token": token.access_token, "expires_at": token.expires_at}, timeout=grant.expires_in

@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from formids.models import Credit
 from formids.services import usable_q
+from pushhub import metrics
 from pushhub.sql import ids_in, texts_in
 from templates_app.delivery import ledger, progress, queue
 from templates_app.models import Delivery, Push
@@ -236,6 +237,7 @@ def expire_due(now: datetime | None = None) -> int:
             )
             Push.objects.filter(pk=push_id).update(held=0, no_credit=F("no_credit") + n)
             expired += n
+            metrics.after_commit(metrics.deliveries, {(Delivery.Status.NO_CREDIT, ""): n})
         ledger.maybe_finish(push_id)
     return expired
 

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from formids import services as credits
 from formids.models import Credit
+from pushhub import metrics
 from pushhub.sql import ids_in
 from templates_app import webhook_events
 from templates_app.delivery.job import ChunkReport, Job
@@ -77,6 +78,7 @@ def maybe_finish(push_id: Any) -> bool:
         )
         if finished:
             webhook_events.push_finished(push_id)  # the outbox: committed with the status, or not at all
+            metrics.after_commit(metrics.push_finished, Push.Status.DONE)
     return finished
 
 
@@ -235,6 +237,13 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
         webhook_events.after_outcomes(
             push, [row for row in rows if row.status == Delivery.Status.FAILED], spent
         )
+        # Metrics: one inc(n) per (outcome, errcode) once committed, never one per delivery. A row still
+        # pending was answered with a transient error or a spent formId: "retry".
+        tally: dict[tuple[str, str], int] = {}
+        for (status, errcode, *_), ids in groups.items():
+            key = ("retry" if status == Delivery.Status.PENDING else status, errcode)
+            tally[key] = tally.get(key, 0) + len(ids)
+        metrics.after_commit(metrics.deliveries, tally)
     if report.sent and push.template.kind == Template.Kind.SUBSCRIBE:
         try:
             _apply_early_events(
@@ -296,6 +305,7 @@ def record_sent_event(app, msgid: int | None, errcode: int | None, errstatus: st
             Push.objects.filter(pk=row[1]).update(sent=F("sent") - 1, failed=F("failed") + 1)
             failed = Delivery.objects.select_related("push__app", "push__template").get(pk=row[0])
             webhook_events.after_outcomes(failed.push, [failed], [])
+            metrics.after_commit(metrics.deliveries, {("failed_by_event", str(errcode)): 1})
     return "failed" if updated else "unchanged"
 
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from formids import services as credits
 from formids.models import Credit, MiniUser, UserTag
+from pushhub import metrics
 from pushhub.sql import texts_in
 from templates_app.models import Delivery, Push, Template
 from templates_app.pushes.addressing import Addressing, Segment
@@ -193,6 +194,8 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
             pending=F("pending") + len(result.pending),
             held=F("held") + len(result.held),
         )
+        if result.no_credit:  # recipients without a credit end here (no_credit rows)
+            metrics.after_commit(metrics.deliveries, {(Delivery.Status.NO_CREDIT, ""): len(result.no_credit)})
     return result
 
 

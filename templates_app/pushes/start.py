@@ -13,7 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from formids import services as credits
-from pushhub import idempotency, logs
+from pushhub import idempotency, logs, metrics
 from pushhub.api import iso_utc
 from templates_app import webhook_events
 from templates_app.delivery import holds, queue
@@ -49,6 +49,7 @@ def start_push(
         with transaction.atomic():
             push = _new_push(template, request, created_by)
             logs.bind(push=push.pk)
+            metrics.after_commit(metrics.push_started, push.audience)
             record = None
             if idempotency_key:
                 # Own the key before claiming anything: a concurrent request with the same key waits here
@@ -132,6 +133,7 @@ def _prepare_now(push: Push, request: SendRequest) -> Prepared | None:
     )
     if finished:
         webhook_events.push_finished(push.pk)
+        metrics.after_commit(metrics.push_finished, Push.Status.DONE)
     push.refresh_from_db()
     return prepared
 
@@ -194,5 +196,7 @@ def cancel_push(push: Push, actor: str = "system") -> Push:
         )
         audit(locked.tenant, actor, "push.cancel", "push", locked.pk, canceled=canceled + dropped)
         webhook_events.push_finished(locked.pk)
+        metrics.after_commit(metrics.push_finished, Push.Status.CANCELED)
+        metrics.after_commit(metrics.deliveries, {(Delivery.Status.FAILED, "canceled"): canceled + dropped})
     locked.refresh_from_db()
     return locked
