@@ -185,6 +185,7 @@ def test_sdk_uploads_count_credits_by_kind_and_source(client, sandbox_app, monke
 # --- queue lengths ----------------------------------------------------------------------------------------
 def _queue_length_test(client, monkeypatch, broker_url: str) -> None:
     queue = f"pushhub-metrics-{uuid.uuid4().hex[:10]}"
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery prefers it to conf.broker_url
     monkeypatch.setitem(celery_app.conf, "broker_url", broker_url)
     monkeypatch.setitem(celery_app.conf, "task_default_queue", queue)
     try:
@@ -228,6 +229,7 @@ def test_queue_length_with_rabbitmq(client, monkeypatch):
 
 @pytest.mark.django_db
 def test_queue_length_is_unknown_without_a_broker_that_answers(client, monkeypatch):
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery prefers it to conf.broker_url
     monkeypatch.setitem(celery_app.conf, "broker_url", "redis://:s3cret@127.0.0.1:1/0")
     monkeypatch.setattr(metrics, "BROKER_TIMEOUT", 0.5)
     response = client.get("/metrics")
