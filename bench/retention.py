@@ -141,8 +141,10 @@ def fill(rows: int) -> dict:
         f"  deliveries filled in {time.monotonic() - started:.0f} s; rebuilding {len(indexes)} indexes",
         flush=True,
     )
-    with connection.cursor() as cursor:
-        cursor.execute("SET maintenance_work_mem = '256MB'")
+    # SET LOCAL inside one transaction: nothing is left on the session (the code works behind pgbouncer's
+    # transaction pooling, and tests/test_pgbouncer.py refuses a session SET anywhere in the tree).
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for _, definition in indexes:
             cursor.execute(definition)
     print(f"  indexes rebuilt at {time.monotonic() - started:.0f} s", flush=True)
