@@ -199,3 +199,28 @@ class DailyStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app_id} {self.day}"
+
+
+class TemplateDailyStat(models.Model):
+    """The funnel per app, template and UTC day (``GET /api/v1/apps/{appid}/stats``), bumped with the events
+    themselves (credit stored, outcome written, open reported), so a page view reads at most 366 rows a
+    template. ``template_id`` is WeChat's id; "" holds what belongs to no template (formIds and prepay ids,
+    which any formId template may use)."""
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="+", db_index=False)
+    template_id = models.CharField(max_length=128, blank=True, default="")
+    day = models.DateField()
+    credits_collected = models.PositiveIntegerField(default=0)
+    sent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    opened = models.PositiveIntegerField(default=0)
+    resubscribed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "template_id", "day"], name="templatedailystat_unique_day")
+        ]
+        indexes = [models.Index(fields=["app", "day"], name="templatedailystat_app_day")]
+
+    def __str__(self) -> str:
+        return f"{self.app_id} {self.template_id or '(formIds)'} {self.day}"

@@ -60,6 +60,8 @@ class Template(models.Model):
     trigger_token_hash = models.CharField(max_length=64, unique=True)
     trigger_token_ciphertext = models.TextField()
     trigger_enabled = models.BooleanField(default=True)
+    # Sent messages' pages carry ph=<ref> so the SDK can report the open (templates_app.opens).
+    track_opens = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -159,6 +161,7 @@ class Push(models.Model):
     opted_out = models.IntegerField(null=True)
     pending = models.IntegerField(default=0)
     held = models.IntegerField(default=0)  # deliveries waiting for a credit (status held)
+    opened = models.IntegerField(default=0)  # deliveries whose message was opened (counted once each)
     # Every recipient has a Delivery row (or was counted as opted out): the push is done once nothing is
     # pending. Set by the request for explicit recipients, by the last chunk for @all.
     enumerated = models.BooleanField(default=False)
@@ -230,6 +233,8 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     # A held delivery's user gained a credit at this time: the next release (templates_app.holds) tries it.
     credit_arrived_at = models.DateTimeField(null=True, blank=True)
+    # The user opened the mini-program from this message (the SDK reported its ph=<ref>), first time only.
+    opened_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -244,3 +249,36 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.openid} ({self.status})"
+
+
+class InboxMessageQuerySet(models.QuerySet):
+    def for_user(self, app_id: int, openid: str) -> InboxMessageQuerySet:
+        """The only way to read an inbox: one app's, one user's."""
+        return self.filter(app_id=app_id, openid=openid)
+
+
+class InboxMessage(models.Model):
+    """A sent message as the user's in-app inbox shows it (SDK ``inbox()``; ../shared/API.md "Opens and the
+    in-app inbox"). Written when a delivery is sent, for apps with the inbox on; title and fields are read
+    from the push and its template (pushes are kept), so a row is small. Kept ``INBOX_RETENTION_DAYS``
+    whatever the deliveries' own retention."""
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="+", db_index=False)
+    openid = models.CharField(max_length=64)
+    push = models.ForeignKey(Push, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # The delivery it came from (no foreign key: deliveries may be swept first); an open marks it read.
+    delivery_id = models.BigIntegerField(unique=True)
+    sent_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InboxMessageQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # the inbox page: one user's messages, newest first (keyset on (sent_at, id); the unread count
+            # reads the same few rows). The retention sweep walks by id: ids grow with sent_at.
+            models.Index(fields=["app", "openid", "-sent_at", "-id"], name="inbox_user_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.openid} {self.delivery_id}"

@@ -78,6 +78,8 @@ class MiniProgram(models.Model):
     # ciphertext like the AppSecret. Made at registration (and by tenants/0002 for older apps); rotatable.
     identity_secret_ciphertext = models.TextField(blank=True, default="")
     credit_source = models.CharField(max_length=10, choices=CreditSource.choices, default=CreditSource.SDK)
+    # The SDK's in-app inbox (messages kept for the user to read in the app); off: nothing is stored for it.
+    inbox_enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Soft delete: history (pushes, deliveries) stays; the AppID can be registered again.

@@ -1,0 +1,33 @@
+"""The funnel's aggregate rows (formids.models.TemplateDailyStat): credits collected → sent → failed → opened
+→ re-subscribed, per app, template and UTC day. Every counter is bumped by the event that it counts, in one
+statement, so the stats endpoint and the charts read aggregates and never scan deliveries or credits."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from formids.models import TemplateDailyStat
+
+COUNTERS = ("credits_collected", "sent", "failed", "opened", "resubscribed")
+
+
+def bump_template_stat(app_id: int, template_id: str, day: date, **increments: int) -> None:
+    """Add to one (app, template, day) row's counters; ``template_id`` "" for formIds and prepay ids."""
+    increments = {name: n for name, n in increments.items() if n}
+    unknown = set(increments) - set(COUNTERS)
+    if unknown:
+        raise ValueError(f"unknown funnel counters: {sorted(unknown)}")
+    if not increments:
+        return
+    updates = {name: F(name) + n for name, n in increments.items()}
+    rows = TemplateDailyStat.objects.filter(app_id=app_id, template_id=template_id, day=day)
+    if rows.update(**updates):
+        return
+    try:
+        with transaction.atomic():
+            TemplateDailyStat.objects.create(app_id=app_id, template_id=template_id, day=day, **increments)
+    except IntegrityError:  # created concurrently
+        rows.update(**updates)
