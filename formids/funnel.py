@@ -31,3 +31,9 @@ def bump_template_stat(app_id: int, template_id: str, day: date, **increments: i
             TemplateDailyStat.objects.create(app_id=app_id, template_id=template_id, day=day, **increments)
     except IntegrityError:  # created concurrently
         rows.update(**updates)
+
+
+def record_open(app_id: int, openid: str, template_id: str, opened_at) -> None:
+    """A message of ``template_id`` was opened by ``openid`` (first open of that delivery only): the day's
+    ``opened`` counter. Called by templates_app.opens in the transaction that set ``opened_at``."""
+    bump_template_stat(app_id, template_id, opened_at.date(), opened=1)
