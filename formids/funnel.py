@@ -1,13 +1,13 @@
 """The funnel's aggregate rows (formids.models.TemplateDailyStat): credits collected → sent → failed → opened
-→ re-subscribed, per app, template and UTC day. Every counter is bumped by the event that it counts, in one
-statement, so the stats endpoint and the charts read aggregates and never scan deliveries or credits."""
+→ re-subscribed, per app, template and UTC day. Every counter is bumped by the event that it counts, with the
+same update-else-insert as the per-app DailyStat (``add_to_counters``), so the stats endpoint and the charts read aggregates and never scan deliveries or credits."""
 
 from __future__ import annotations
 
 from datetime import date
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Model
 
 from formids.models import TemplateDailyStat
 
@@ -20,15 +20,22 @@ def bump_template_stat(app_id: int, template_id: str, day: date, **increments: i
     unknown = set(increments) - set(COUNTERS)
     if unknown:
         raise ValueError(f"unknown funnel counters: {sorted(unknown)}")
+    add_to_counters(TemplateDailyStat, {"app_id": app_id, "template_id": template_id, "day": day}, increments)
+
+
+def add_to_counters(model: type[Model], key: dict, increments: dict[str, int]) -> None:
+    """Add ``increments`` to the counters of the row of ``model`` named by ``key`` (its unique fields),
+    creating it when the day's first event comes; a concurrent creation falls back to the update."""
+    increments = {name: n for name, n in increments.items() if n}
     if not increments:
         return
     updates = {name: F(name) + n for name, n in increments.items()}
-    rows = TemplateDailyStat.objects.filter(app_id=app_id, template_id=template_id, day=day)
+    rows = model.objects.filter(**key)
     if rows.update(**updates):
         return
     try:
         with transaction.atomic():
-            TemplateDailyStat.objects.create(app_id=app_id, template_id=template_id, day=day, **increments)
+            model.objects.create(**key, **increments)
     except IntegrityError:  # created concurrently
         rows.update(**updates)
 

@@ -25,6 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from formids.funnel import add_to_counters
 from formids.hooks import claim_owners, credits_arrived, long_term_ids, subscribe_templates
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
 from formids.webhook_events import subscriptions_changed
@@ -617,17 +618,7 @@ def expire_due(batch_size: int = 10_000) -> int:
 # --- statistics ------------------------------------------------------------------------------------
 def bump_daily_stat(app: MiniProgram, day: date, **increments: int) -> None:
     """Add to today's counters (formids_collected, subscribe_collected, sent, failed)."""
-    increments = {k: v for k, v in increments.items() if v}
-    if not increments:
-        return
-    updates = {name: F(name) + n for name, n in increments.items()}
-    if DailyStat.objects.filter(app=app, day=day).update(**updates):
-        return
-    try:
-        with transaction.atomic():
-            DailyStat.objects.create(app=app, day=day, **increments)
-    except IntegrityError:  # created concurrently
-        DailyStat.objects.filter(app=app, day=day).update(**updates)
+    add_to_counters(DailyStat, {"app": app, "day": day}, increments)
 
 
 def record_send_outcomes(app: MiniProgram, *, sent: int = 0, failed: int = 0) -> None:

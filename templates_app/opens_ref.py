@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import string
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -21,7 +22,13 @@ _DIGITS = string.digits + string.ascii_lowercase
 
 
 def _key() -> bytes:
-    return hashlib.sha256(b"pushhub.opens.ref:" + settings.SECRET_KEY.encode()).digest()
+    return _key_for(settings.SECRET_KEY)
+
+
+@lru_cache(maxsize=4)
+def _key_for(secret_key: str) -> bytes:
+    # derived once, not per ref: the send path makes one ref per delivery
+    return hashlib.sha256(b"pushhub.opens.ref:" + secret_key.encode()).digest()
 
 
 def _base36(n: int) -> str:
