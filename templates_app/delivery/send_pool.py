@@ -14,6 +14,8 @@ from pushhub import ratelimit
 from pushhub.wechat import sending, tokens
 from pushhub.wechat.client import WeChatClient, subscribe_message, template_message
 from pushhub.wechat.errors import WeChatError, WeChatUnavailable
+from templates_app import opens_ref
+from templates_app.catalogue import MAX_PAGE
 from templates_app.delivery.job import Job
 from templates_app.models import Push, Template
 
@@ -49,9 +51,19 @@ def _wechat_data(push: Push) -> dict:
     return push.data
 
 
+def page_for(push: Push) -> Callable[[Job], str | None]:
+    """The page each delivery of ``push`` is sent with: the push's page carrying the delivery's open ref
+    (``ph=<ref>``, templates_app.opens_ref) unless the template doesn't track opens. The flag is read once
+    per push, not per delivery."""
+    page = push.page or None
+    if page is None or not push.template.track_opens:
+        return lambda job: page
+    return lambda job: opens_ref.page_with_ref(page, opens_ref.make_ref(job.delivery.pk), MAX_PAGE)
+
+
 def sender(push: Push, client: WeChatClient) -> Callable[[Job, str | None], Coroutine[Any, Any, dict]]:
     """The push's send, as a coroutine for the process's sending loop (pushhub.wechat.sending)."""
-    template, data = push.template, _wechat_data(push)
+    template, data, page = push.template, _wechat_data(push), page_for(push)
     if template.kind == Template.Kind.FORMID:
 
         def message(job: Job) -> tuple[str, dict]:
@@ -60,7 +72,7 @@ def sender(push: Push, client: WeChatClient) -> Callable[[Job, str | None], Coro
                 template_id=template.template_id,
                 form_id=job.credit_value,
                 data=data,
-                page=push.page or None,
+                page=page(job),
                 emphasis_keyword=push.emphasis_keyword or None,
             )
 
@@ -71,7 +83,7 @@ def sender(push: Push, client: WeChatClient) -> Callable[[Job, str | None], Coro
                 touser=job.delivery.openid,
                 template_id=template.template_id,
                 data=data,
-                page=push.page or None,
+                page=page(job),
                 miniprogram_state=push.miniprogram_state or None,
                 lang=push.lang or None,
             )

@@ -8,6 +8,7 @@ from formids.models import Credit
 from pushhub.wechat.sandbox import services as sandbox
 from templates_app import tasks
 from templates_app.models import Delivery, Push
+from templates_app.opens_ref import make_ref
 
 from .helpers import (
     assert_counters_match_rows,
@@ -33,7 +34,10 @@ def test_a_single_recipient_gets_the_message_once(app, formid_template, task_que
         "keyword1": {"value": "A123"},
         "keyword2": {"value": "¥99.00", "color": "#173177"},
     }
-    assert message.page == "pages/order?id=1"
+    row = Delivery.objects.get(push=push)
+    assert (
+        message.page == f"pages/order?id=1&ph={make_ref(row.pk)}"
+    )  # the open ref (tests/delivery/test_open_refs.py)
     push.refresh_from_db()
     assert (push.status, push.sent, push.pending) == ("done", 1, 0)
     assert push.started_at and push.finished_at
