@@ -46,6 +46,7 @@ from pushhub.wechat.sandbox import services as sandbox
 from pushhub.wechat.sandbox.models import SandboxUser
 from templates_app import catalogue
 from templates_app.models import Delivery, Push, Template
+from templates_app.opens_ref import make_ref
 from templates_app.pushes.request import parse_send_request
 from templates_app.pushes.start import start_push
 from tenants import services
@@ -209,13 +210,26 @@ def snapshot(w: World) -> dict:
         "templates": list(
             Template.objects.filter(app__tenant=w.a)
             .order_by("pk")
-            .values("pk", "title", "fields", "page", "status", "trigger_token_hash", "trigger_enabled")
+            .values(
+                "pk",
+                "title",
+                "fields",
+                "page",
+                "status",
+                "trigger_token_hash",
+                "trigger_enabled",
+                "track_opens",
+            )
         ),
         "pushes": list(
-            Push.objects.filter(tenant=w.a).order_by("pk").values("pk", "status", "sent", "failed", "pending")
+            Push.objects.filter(tenant=w.a)
+            .order_by("pk")
+            .values("pk", "status", "sent", "failed", "pending", "opened")
         ),
         "deliveries": list(
-            Delivery.objects.filter(push__tenant=w.a).order_by("pk").values("pk", "status", "errcode")
+            Delivery.objects.filter(push__tenant=w.a)
+            .order_by("pk")
+            .values("pk", "status", "errcode", "opened_at")
         ),
         "credits": list(
             Credit.objects.filter(app__tenant=w.a).order_by("pk").values("pk", "state", "uses_left")
@@ -614,6 +628,11 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
         )
         for endpoint in ("formids", "subscriptions", "me", "settings", "identify")
     },
+    "sdk/v1/<str:appid>/opens": Dedicated(
+        "a signed SDK session per app and openid, and a ref bound to one delivery by a MAC: only the delivery's "
+        "own user, through its own app, opens it",
+        ("test_an_sdk_session_is_one_apps", "test_an_open_is_only_the_messages_own_users"),
+    ),
     "wechat/<str:appid>/events": Dedicated(
         "authenticated by WeChat's signature with the app's own Token (and EncodingAESKey in safe mode)",
         ("test_wechat_events_need_the_apps_own_token",),
@@ -895,6 +914,7 @@ SDK_CALLS = {
     "formids": ("post", lambda w: {"formids": sandbox.issue_formids(w.a_app.appid, w.a_openid, count=1)}),
     "subscriptions": ("post", lambda w: {"results": {w.a_tpl.template_id: "accept"}}),
     "me": ("get", lambda w: None),
+    "opens": ("post", lambda w: {"ref": _sent_ref(w)}),
     "settings": ("post", lambda w: {"push_enabled": False}),
     # A's own tenant signed it: only a session of A's app may use it (B's app's session for the same openid
     # is refused before the hash is even looked at).
@@ -908,6 +928,38 @@ SDK_CALLS = {
 }
 
 
+def _sent_ref(w: World) -> str:
+    """The ref of A's push's delivery to A's user, sent (as the workers leave it)."""
+    delivery = Delivery.objects.get(push=w.a_push, openid=w.a_openid)
+    if delivery.status != Delivery.Status.SENT:
+        Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.SENT)
+        Push.objects.filter(pk=w.a_push.pk).update(sent=1, pending=0)
+    return make_ref(delivery.pk)
+
+
+@pytest.mark.django_db
+def test_an_open_is_only_the_messages_own_users(world):
+    w = world
+    ref = _sent_ref(w)
+    before = snapshot(w)
+
+    def open_as(app, openid, url_app=None):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Session {issue_session(app, openid)[0]}")
+        return client.post(f"/sdk/v1/{(url_app or app).appid}/opens", {"ref": ref}, format="json")
+
+    # another user of A's app; tenant B's app with A's user's openid; B's session on A's URL
+    assert_error(open_as(w.a_app, "oA-untagged"), 404, "not_found")
+    assert_error(open_as(w.b_app, w.a_openid), 404, "not_found")
+    assert_error(open_as(w.b_app, w.a_openid, url_app=w.a_app), 401, "not_authenticated")
+    assert snapshot(w) == before
+
+    assert open_as(w.a_app, w.a_openid).json() == {"opened": True}
+    after = snapshot(w)
+    assert after != before
+    assert [p["opened"] for p in after["pushes"] if p["pk"] == w.a_push.pk] == [1]
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("endpoint", sorted(SDK_CALLS))
 def test_an_sdk_session_is_one_apps(world, endpoint):
@@ -916,10 +968,12 @@ def test_an_sdk_session_is_one_apps(world, endpoint):
     url = f"/sdk/v1/{w.a_app.appid}/{endpoint}"
     assert resolve(url).route == f"sdk/v1/<str:appid>/{endpoint}"
 
+    payload = body(w)  # before the snapshot: building it may set up A's data (a sent delivery to open)
+
     def call(app):
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Session {issue_session(app, w.a_openid)[0]}")
-        return getattr(client, method)(url, body(w), format="json")
+        return getattr(client, method)(url, payload, format="json")
 
     before = snapshot(w)
     # A session B's app issued, for the very openid A's user has: it says nothing about A's app.
