@@ -26,7 +26,7 @@ COUNTS = inline_serializer(
     "PushCounts",
     {
         name: serializers.IntegerField(allow_null=True)
-        for name in ("recipients", "sent", "failed", "no_credit", "opted_out", "pending", "held")
+        for name in ("recipients", "sent", "failed", "no_credit", "opted_out", "pending", "held", "opened")
     },
 )
 
@@ -162,6 +162,9 @@ class DeliverySerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     msgid = serializers.CharField(allow_null=True)
     sent_at = serializers.CharField(allow_null=True)
+    opened_at = serializers.CharField(
+        allow_null=True, help_text="when the user first opened the mini-program from this message"
+    )
 
 
 class TemplatePushViewSet(TenantScopedViewSet):

@@ -102,6 +102,12 @@ def audience_text(push: Push) -> str:
     return _("tagged %(lists)s") % {"lists": lists}
 
 
+def open_rate(opened: int, sent: int) -> str:
+    """Opened / sent as a percentage with one decimal ("—" before anything is sent); static/js/push-progress.js
+    formats it the same way."""
+    return f"{100 * opened / sent:.1f}%" if sent else "—"
+
+
 def _segments(push: Push) -> list[dict]:
     """Progress bar segments as percentages of the recipients (or of what is counted so far)."""
     counts = {
@@ -133,6 +139,7 @@ def push_page(request: HttpRequest, push_id: uuid.UUID) -> HttpResponse:
         {
             "push": push,
             "segments": _segments(push),
+            "open_rate": open_rate(push.opened, push.sent),
             "audience": audience_text(push),
             "finished": push.status in FINISHED,
             "can_cancel": request.membership.can_write and push.status not in FINISHED,

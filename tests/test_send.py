@@ -417,6 +417,7 @@ def test_the_status_url_shows_the_push(formid_template, subscribe_template):
         "opted_out": 0,
         "pending": 1,
         "held": 0,
+        "opened": 0,
     }
     assert status.json()["to"] == [ALICE, BOB]
     other = Client().get(f"/t/{subscribe_template.get_trigger_token()}/pushes/{body['push_id']}")

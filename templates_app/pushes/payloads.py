@@ -26,6 +26,7 @@ def push_payload(push: Push) -> dict:
             "opted_out": push.opted_out,
             "pending": push.pending,
             "held": push.held,
+            "opened": push.opened,
         },
         "send_at": iso_utc(push.send_at),
         "created_at": iso_utc(push.created_at),
@@ -66,4 +67,5 @@ def delivery_payload(delivery: Delivery, *, alias: str | None = None, tags: list
         "attempts": delivery.attempts,
         "msgid": str(delivery.msgid) if delivery.msgid is not None else None,
         "sent_at": iso_utc(delivery.sent_at),
+        "opened_at": iso_utc(delivery.opened_at),
     }

@@ -88,6 +88,34 @@ def test_push_page_renders_progress_and_deliveries(owner_client, push):
 
 
 @pytest.mark.django_db
+def test_push_page_shows_opens_and_the_open_rate(owner_client, push):
+    from formids.models import MiniUser
+    from templates_app import opens
+    from templates_app.opens_ref import make_ref
+
+    Delivery.objects.filter(push=push, status="pending").update(status="sent")
+    Push.objects.filter(pk=push.pk).update(sent=2, pending=0, status="done")
+    before = owner_client.get(reverse("push-page", args=[push.pk]))
+    assert before.context["open_rate"] == "0.0%"
+
+    o1 = Delivery.objects.get(push=push, openid="o-1")
+    assert opens.record_open(push.app, MiniUser.objects.get(app=push.app, openid="o-1"), make_ref(o1.pk))
+    response = owner_client.get(reverse("push-page", args=[push.pk]))
+    page = response.content.decode()
+    assert response.context["open_rate"] == "50.0%"
+    assert '<strong data-count="opened">1</strong>' in page and "50.0%" in page
+    o1.refresh_from_db()
+    assert o1.opened_at.strftime("%Y-%m-%d %H:%M:%S") in page  # the deliveries table's "Opened at"
+    progress = owner_client.get(reverse("push-progress", args=[push.pk])).json()
+    assert progress["counts"]["opened"] == 1
+
+
+@pytest.mark.django_db
+def test_push_page_open_rate_before_anything_is_sent(owner_client, push):
+    assert owner_client.get(reverse("push-page", args=[push.pk])).context["open_rate"] == "—"
+
+
+@pytest.mark.django_db
 def test_progress_json_returns_the_counts(owner_client, push):
     data = owner_client.get(reverse("push-progress", args=[push.pk])).json()
     assert data["id"] == str(push.pk)
@@ -100,6 +128,7 @@ def test_progress_json_returns_the_counts(owner_client, push):
         "opted_out": 0,
         "pending": 2,
         "held": 0,
+        "opened": 0,
     }
 
 

@@ -487,6 +487,7 @@ def _check_webhooks(hooks: Hooks, push_ids: list[str], failures: list) -> dict:
             "opted_out": push.opted_out,
             "pending": push.pending,
             "held": push.held,
+            "opened": push.opened,
         }
         common.check(
             len(finished) == 1

@@ -46,6 +46,7 @@ def test_push_finished_when_a_broadcast_is_done(app, endpoint, receiver, task_qu
             "opted_out": 0,
             "pending": 0,
             "held": 0,
+            "opened": 0,
         },
         "finished_at": finished["data"]["finished_at"],
     }
