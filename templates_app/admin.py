@@ -16,6 +16,9 @@ from templates_app.models import Delivery, Push, Template
 from tenants.admin import MiniProgramAdmin
 from tenants.models import MiniProgram
 
+# What the admin edits on a template: its switches (through catalogue.update_template).
+TEMPLATE_SWITCHES = ("status", "trigger_enabled", "track_opens")
+
 
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
@@ -27,11 +30,12 @@ class TemplateAdmin(admin.ModelAdmin):
         "status",
         "source",
         "trigger_enabled",
+        "track_opens",
         "push_count",
         "token_hash_prefix",
         "created_at",
     ]
-    list_filter = ["kind", "status", "source", "trigger_enabled", "app"]
+    list_filter = ["kind", "status", "source", "trigger_enabled", "track_opens", "app"]
     search_fields = ["title", "template_id", "app__appid"]
     list_select_related = ["app"]
     show_full_result_count = False
@@ -47,13 +51,14 @@ class TemplateAdmin(admin.ModelAdmin):
         "status",
         "source",
         "trigger_enabled",
+        "track_opens",
         "token_hash_prefix",
         "created_at",
         "updated_at",
     ]
-    # Only status and trigger_enabled are edited here, through the catalogue verbs (validated, audited);
-    # the content of a template is changed with the API or by a sync.
-    readonly_fields = [f for f in fields if f not in ("status", "trigger_enabled")]
+    # Only the switches are edited here, through the catalogue verbs (validated, audited); the content of a
+    # template is changed with the API or by a sync.
+    readonly_fields = [f for f in fields if f not in TEMPLATE_SWITCHES]
     actions = ["rotate_trigger_urls", "disable_trigger_urls"]
 
     def get_queryset(self, request):
@@ -75,9 +80,7 @@ class TemplateAdmin(admin.ModelAdmin):
         if obj.status == Template.Status.DELETED:
             catalogue.delete_template(template, actor=actor)
             return
-        changes = {
-            name: getattr(obj, name) for name in form.changed_data if name in ("status", "trigger_enabled")
-        }
+        changes = {name: getattr(obj, name) for name in form.changed_data if name in TEMPLATE_SWITCHES}
         if changes:
             catalogue.update_template(template, actor=actor, **changes)
 
@@ -180,6 +183,7 @@ class PushAdmin(ReadOnlyAdmin):
         "no_credit",
         "opted_out",
         "pending",
+        "opened",
         "created_by",
         "created_at",
         "deliveries_link",
@@ -212,6 +216,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "attempts",
         "msgid",
         "sent_at",
+        "opened_at",
         "created_at",
     ]
     list_filter = ["status", "errcode"]
@@ -228,6 +233,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "attempts",
         "msgid",
         "sent_at",
+        "opened_at",
         "created_at",
         "updated_at",
     ]

@@ -40,7 +40,7 @@ MAX_FIELDS = 20
 MAX_FIELD_NAME = 20
 MAX_TITLE = 100
 MAX_PAGE = 1024
-UPDATABLE = ("title", "fields", "page", "emphasis_keyword", "status", "trigger_enabled")
+UPDATABLE = ("title", "fields", "page", "emphasis_keyword", "status", "trigger_enabled", "track_opens")
 
 
 # --- trigger tokens ------------------------------------------------------------------------------
@@ -228,11 +228,13 @@ def create_template(
     page: str = "",
     emphasis_keyword: str = "",
     subscription: str | None = None,
+    track_opens: bool = True,
     source: str = Template.Source.MANUAL,
     actor: str,
 ) -> Template:
     """A template with a fresh trigger URL. 409 ``conflict`` when the app already has a live template of
-    that kind and WeChat id. ``subscription``: a subscribe template's one_time (default) or long_term."""
+    that kind and WeChat id. ``subscription``: a subscribe template's one_time (default) or long_term.
+    ``track_opens``: its messages' pages carry the open ref (``ph=``, templates_app.opens_ref)."""
     if app.deleted_at is not None:
         raise ApiError(404, "not_found", "Not found.")
     kind = _clean_kind(kind)
@@ -242,6 +244,7 @@ def create_template(
     page = clean_page(page)
     emphasis_keyword = clean_emphasis_keyword(kind, fields, emphasis_keyword)
     subscription = clean_subscription(kind, subscription)
+    track_opens = _clean_switch("track_opens", track_opens)
     if source not in Template.Source.values:
         raise ValueError(f"source must be one of {Template.Source.values}")
     if _duplicate_exists(app, kind, template_id):
@@ -255,6 +258,7 @@ def create_template(
         page=page,
         emphasis_keyword=emphasis_keyword,
         subscription=subscription,
+        track_opens=track_opens,
         source=source,
     )
     set_trigger_token(template, new_trigger_token())
@@ -277,6 +281,12 @@ def create_template(
     return template
 
 
+def _clean_switch(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(name, f"{name} must be true or false.")
+    return value
+
+
 def _gone() -> ApiError:
     return ApiError(404, "not_found", "This template was deleted.")
 
@@ -290,7 +300,8 @@ def subscription_is_fixed() -> ApiError:
 
 
 def update_template(template: Template, *, actor: str, **changes: Any) -> Template:
-    """Change title, fields, page, emphasis_keyword, status (active|disabled) and/or trigger_enabled.
+    """Change title, fields, page, emphasis_keyword, status (active|disabled), trigger_enabled and/or
+    track_opens.
 
     The result is validated as a whole (new fields must still contain the emphasis keyword). Deleting is
     ``delete_template``; a deleted template cannot be changed.
@@ -317,10 +328,9 @@ def update_template(template: Template, *, actor: str, **changes: Any) -> Templa
         if changes["status"] not in (Template.Status.ACTIVE, Template.Status.DISABLED):
             raise _invalid("status", "status must be active or disabled (delete the template to remove it).")
         values["status"] = changes["status"]
-    if "trigger_enabled" in changes:
-        if not isinstance(changes["trigger_enabled"], bool):
-            raise _invalid("trigger_enabled", "trigger_enabled must be true or false.")
-        values["trigger_enabled"] = changes["trigger_enabled"]
+    for switch in ("trigger_enabled", "track_opens"):
+        if switch in changes:
+            values[switch] = _clean_switch(switch, changes[switch])
 
     changed = [name for name, value in values.items() if getattr(template, name) != value]
     if not changed:
@@ -333,7 +343,9 @@ def update_template(template: Template, *, actor: str, **changes: Any) -> Templa
             setattr(template, name, values[name])
         template.save(update_fields=[*changed, "updated_at"])
         # The switches' new values too (enabled or disabled?); the content changes are named only.
-        switches = {name: values[name] for name in ("status", "trigger_enabled") if name in changed}
+        switches = {
+            name: values[name] for name in ("status", "trigger_enabled", "track_opens") if name in changed
+        }
         audit(
             template.app.tenant,
             actor,

@@ -26,8 +26,13 @@ from tenants.auth import actor_for
 from tenants.models import MiniProgram
 from tenants.viewsets import TenantScopedViewSet
 
-
 # --- serializers ---------------------------------------------------------------------------------
+TRACK_OPENS_HELP = (
+    "true (default): each sent message's page carries ph=<ref>, and the SDK reports when the user opens the "
+    "mini-program from it (counts.opened); false: pages are sent as they are"
+)
+
+
 class StrictChoiceField(serializers.ChoiceField):
     """A choice whose refusal is a plain ``validation_error`` (DRF's own code would leak as the error code)."""
 
@@ -71,6 +76,7 @@ class TemplateSerializer(serializers.Serializer):
     source = serializers.ChoiceField(Template.Source.choices, read_only=True)
     trigger_url = serializers.SerializerMethodField()
     trigger_enabled = serializers.BooleanField(read_only=True)
+    track_opens = serializers.BooleanField(read_only=True, help_text=TRACK_OPENS_HELP)
     created_at = UtcDateTimeField(read_only=True)
 
     def get_trigger_url(self, template: Template) -> str:
@@ -100,6 +106,7 @@ class TemplateCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
         help_text="subscribe templates only: one_time (default) or long_term (WeChat's type 3); a formId "
         "template with a subscription is a 400",
     )
+    track_opens = StrictBooleanField(required=False, default=True, help_text=TRACK_OPENS_HELP)
 
 
 class TemplateUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -118,6 +125,7 @@ class TemplateUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     trigger_enabled = StrictBooleanField(
         required=False, help_text="false: the trigger URL refuses sends (the API still sends)"
     )
+    track_opens = StrictBooleanField(required=False, help_text=TRACK_OPENS_HELP)
 
     def validate(self, attrs):
         # subscription is WeChat's fact about the template: a clear 400 naming it, not "unknown field".

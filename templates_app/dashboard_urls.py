@@ -15,6 +15,7 @@ urlpatterns = [
     path("templates/<uuid:template_pk>/", views.template_detail, name="template-detail"),
     path("templates/<uuid:template_pk>/rotate", views.template_rotate, name="template-rotate"),
     path("templates/<uuid:template_pk>/status", views.template_status, name="template-status"),
+    path("templates/<uuid:template_pk>/track-opens", views.template_track_opens, name="template-track-opens"),
     path("templates/<uuid:template_pk>/delete", views.template_delete, name="template-delete"),
     path("templates/<uuid:template_pk>/test-send", views.template_test_send, name="template-test-send"),
 ]

@@ -126,8 +126,9 @@ def template_list(request: HttpRequest, appid: str) -> HttpResponse:
         "page": "",
     }
     if request.method == "GET":
-        return _catalogue_page(request, app, values, {})
+        return _catalogue_page(request, app, {**values, "track_opens": True}, {})
     values = {name: request.POST.get(name, "").strip() for name in values}
+    values["track_opens"] = request.POST.get("track_opens") == "1"  # an unticked box is not posted
     try:
         template = catalogue.create_template(
             app,
@@ -138,6 +139,7 @@ def template_list(request: HttpRequest, appid: str) -> HttpResponse:
             page=values["page"],
             # The form always shows the choice; it means something for subscribe templates only.
             subscription=values["subscription"] if values["kind"] == Template.Kind.SUBSCRIBE else None,
+            track_opens=values["track_opens"],
             actor=actor_for(request),
         )
     except ApiError as exc:
@@ -260,6 +262,19 @@ def template_status(request: HttpRequest, template_pk: uuid.UUID) -> HttpRespons
         catalogue.update_template(template, actor=actor_for(request), status=request.POST.get("status", ""))
     except ApiError as exc:
         messages.error(request, error_message(exc))
+    return redirect("template-detail", template_pk=template.pk)
+
+
+@require_POST
+@tenant_required
+def template_track_opens(request: HttpRequest, template_pk: uuid.UUID) -> HttpResponse:
+    """Turn open tracking on or off (``track_opens=1|0``): later sends' pages carry ``ph=<ref>`` or not."""
+    template = get_template_for(request, template_pk, write=True)
+    track = request.POST.get("track_opens")
+    if track not in ("0", "1"):
+        messages.error(request, _("Choose whether to track opens."))
+    else:
+        catalogue.update_template(template, actor=actor_for(request), track_opens=track == "1")
     return redirect("template-detail", template_pk=template.pk)
 
 

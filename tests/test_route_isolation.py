@@ -531,6 +531,11 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
         "POST",
         bodies={"POST": lambda w: {"status": "disabled"}},
     ),
+    "dashboard/templates/<uuid:template_pk>/track-opens": page(
+        lambda w: f"/dashboard/templates/{w.a_tpl.pk}/track-opens",
+        "POST",
+        bodies={"POST": lambda w: {"track_opens": "0"}},
+    ),
     "dashboard/templates/<uuid:template_pk>/delete": page(
         lambda w: f"/dashboard/templates/{w.a_tpl.pk}/delete", "POST"
     ),

@@ -99,6 +99,7 @@ def test_it_creates_a_formid_template_with_a_trigger_url(api, app):
         "source": "manual",
         "trigger_url": f"http://testserver/t/{template.get_trigger_token()}",
         "trigger_enabled": True,
+        "track_opens": True,
         "created_at": body["created_at"],
     }
     assert body["created_at"].endswith("Z")
@@ -353,6 +354,7 @@ def test_it_changes_a_template(api, template):
         "emphasis_keyword": "keyword3.DATA",
         "status": "disabled",
         "trigger_enabled": False,
+        "track_opens": False,
     }
     response = api.patch(f"/api/v1/templates/{template.pk}", changes, format="json")
     assert response.status_code == 200, response.content
@@ -364,9 +366,10 @@ def test_it_changes_a_template(api, template):
         {"key": "keyword3", "name": "时间"},
     ]
     assert (body["page"], body["emphasis_keyword"]) == ("pages/paid", "keyword3.DATA")
-    assert (body["status"], body["trigger_enabled"]) == ("disabled", False)
+    assert (body["status"], body["trigger_enabled"], body["track_opens"]) == ("disabled", False, False)
     template.refresh_from_db()
     assert template.status == "disabled" and template.trigger_enabled is False
+    assert template.track_opens is False
     event = AuditEvent.objects.get(action="template.update")
     assert set(event.data["fields"]) == set(changes)
     # back on; clearing page and emphasis
@@ -395,6 +398,9 @@ def test_an_empty_patch_changes_nothing(api, template):
         ({"status": "deleted"}, "status"),
         ({"status": "paused"}, "status"),
         ({"trigger_enabled": "yes"}, "trigger_enabled"),
+        ({"track_opens": "false"}, "track_opens"),
+        ({"track_opens": None}, "track_opens"),
+        ({"track_opens": 0}, "track_opens"),
         ({"title": ""}, "title"),
         ({"fields": []}, "fields"),
         ({"fields": [{"key": "thing1"}]}, "fields[0].key"),
@@ -539,11 +545,11 @@ def test_the_admin_changes_status_through_the_catalogue(client, django_user_mode
     client.force_login(admin)
     response = client.post(
         f"/admin/templates_app/template/{template.pk}/change/",
-        {"status": "disabled", "trigger_enabled": "on"},
+        {"status": "disabled", "trigger_enabled": "on", "track_opens": "on"},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     template.refresh_from_db()
-    assert template.status == "disabled" and template.trigger_enabled is True
+    assert template.status == "disabled" and template.trigger_enabled is True and template.track_opens
     assert AuditEvent.objects.get(action="template.update").actor == "user:root"
     token = template.get_trigger_token()
     response = client.post(
@@ -552,6 +558,27 @@ def test_the_admin_changes_status_through_the_catalogue(client, django_user_mode
     )
     assert response.status_code == 302
     assert catalogue.template_for_trigger_token(token) is None
+
+
+def test_the_admin_turns_open_tracking_off_through_the_catalogue(client, django_user_model, template):
+    admin = django_user_model.objects.create_superuser("root", "root@pushhub.test", "pw")
+    client.force_login(admin)
+    response = client.post(
+        f"/admin/templates_app/template/{template.pk}/change/", {"status": "active", "trigger_enabled": "on"}
+    )
+    assert response.status_code == 302
+    template.refresh_from_db()
+    assert template.track_opens is False
+    event = AuditEvent.objects.get(action="template.update")
+    assert (event.data["fields"], event.data["track_opens"]) == (["track_opens"], False)
+
+
+def test_a_template_created_without_open_tracking(api, app):
+    response = create(api, app, subscribe_body(track_opens=False))
+    assert response.status_code == 201, response.content
+    assert response.json()["track_opens"] is False
+    assert Template.objects.get().track_opens is False
+    assert create(api, app, subscribe_body(template_id="X2", track_opens="no")).status_code == 400
 
 
 def app_appid(template):
@@ -580,6 +607,9 @@ def test_the_schema_describes_the_catalogue(client):
         "source",
         "trigger_url",
         "trigger_enabled",
+        "track_opens",
         "created_at",
     }
+    for request in ("TemplateCreateRequest", "PatchedTemplateUpdateRequest"):
+        assert schema["components"]["schemas"][request]["properties"]["track_opens"]["type"] == "boolean"
     assert json.dumps(schema)  # serialisable

@@ -108,6 +108,10 @@ def test_push_page_shows_opens_and_the_open_rate(owner_client, push):
     assert o1.opened_at.strftime("%Y-%m-%d %H:%M:%S") in page  # the deliveries table's "Opened at"
     progress = owner_client.get(reverse("push-progress", args=[push.pk])).json()
     assert progress["counts"]["opened"] == 1
+    zh = owner_client.get(
+        reverse("push-page", args=[push.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans"
+    ).content.decode()
+    assert "打开率" in zh and "打开时间" in zh
 
 
 @pytest.mark.django_db

@@ -70,6 +70,41 @@ def test_a_template_added_by_hand_appears_with_its_trigger_url(owner, sandbox_ap
 
 
 @pytest.mark.django_db
+def test_the_add_form_tracks_opens_unless_unticked(owner, sandbox_app):
+    form = owner.get(reverse("templates", args=[sandbox_app.appid])).content.decode()
+    assert 'name="track_opens" value="1" checked' in form
+    body = {"kind": "subscribe", "title": "发货", "fields": "thing1:商品"}
+    owner.post(
+        reverse("templates", args=[sandbox_app.appid]), {**body, "template_id": "T-ON", "track_opens": "1"}
+    )
+    owner.post(reverse("templates", args=[sandbox_app.appid]), {**body, "template_id": "T-OFF"})
+    tracked = dict(Template.objects.filter(app=sandbox_app).values_list("template_id", "track_opens"))
+    assert tracked == {"T-ON": True, "T-OFF": False}
+
+
+@pytest.mark.django_db
+def test_open_tracking_is_switched_on_the_template_page(owner, template):
+    from tenants.models import AuditEvent
+
+    page = owner.get(reverse("template-detail", args=[template.pk])).content.decode()
+    assert reverse("template-track-opens", args=[template.pk]) in page and "Stop tracking opens" in page
+    assert (
+        owner.post(reverse("template-track-opens", args=[template.pk]), {"track_opens": "0"}).status_code
+        == 302
+    )
+    template.refresh_from_db()
+    assert template.track_opens is False
+    assert AuditEvent.objects.get(action="template.update").data["track_opens"] is False
+    assert "Not tracked" in owner.get(reverse("template-detail", args=[template.pk])).content.decode()
+    owner.post(reverse("template-track-opens", args=[template.pk]), {"track_opens": "maybe"})
+    template.refresh_from_db()
+    assert template.track_opens is False  # nothing changed
+    owner.post(reverse("template-track-opens", args=[template.pk]), {"track_opens": "1"})
+    template.refresh_from_db()
+    assert template.track_opens is True
+
+
+@pytest.mark.django_db
 def test_a_bad_hand_template_shows_the_error_and_creates_nothing(owner, sandbox_app):
     response = owner.post(
         reverse("templates", args=[sandbox_app.appid]),
@@ -197,6 +232,7 @@ def test_a_viewer_sees_the_pages_but_every_post_is_403(viewer_client, sandbox_ap
         reverse("templates-sync", args=[appid]),
         reverse("template-rotate", args=[template.pk]),
         reverse("template-status", args=[template.pk]),
+        reverse("template-track-opens", args=[template.pk]),
         reverse("template-delete", args=[template.pk]),
         reverse("template-test-send", args=[template.pk]),
         reverse("sandbox-phone-new-user", args=[appid]),
@@ -204,9 +240,11 @@ def test_a_viewer_sees_the_pages_but_every_post_is_403(viewer_client, sandbox_ap
         reverse("sandbox-phone-accept", args=[appid]),
     ]
     for url in posts:
-        assert viewer_client.post(url, {"status": "disabled", "to": "o1"}).status_code == 403, url
+        assert (
+            viewer_client.post(url, {"status": "disabled", "to": "o1", "track_opens": "0"}).status_code == 403
+        ), url
     template.refresh_from_db()
-    assert template.status == "active"
+    assert template.status == "active" and template.track_opens is True
     assert not Push.objects.exists()
 
 
@@ -223,10 +261,13 @@ def test_another_tenant_gets_404_on_templates_and_phone(outsider, sandbox_app, t
     for url in (
         reverse("templates-sync", args=[appid]),
         reverse("template-rotate", args=[template.pk]),
+        reverse("template-track-opens", args=[template.pk]),
         reverse("template-test-send", args=[template.pk]),
         reverse("sandbox-phone-form", args=[appid]),
     ):
-        assert outsider.post(url).status_code == 404, url
+        assert outsider.post(url, {"track_opens": "0"}).status_code == 404, url
+    template.refresh_from_db()
+    assert template.track_opens is True
 
 
 @pytest.mark.django_db
@@ -245,6 +286,7 @@ def test_a_chinese_request_shows_chinese(owner, template):
     assert "发送测试" in html
     assert "预览触达" in html
     assert "@tag:标签名" in html
+    assert "打开统计" in html and "停止统计打开" in html
 
 
 # --- over the sandbox's real HTTP ------------------------------------------------------------------
