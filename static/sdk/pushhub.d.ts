@@ -65,6 +65,14 @@ declare class PushHub {
   tap(): Promise<PushHub.PushHubResult<PushHub.PushHubTopUpData, PushHub.PushHubTopUpData>>;
   /** A tap handler running yours (same `this` and arguments, its return value), then the top-up. */
   tap<H extends (this: any, ...args: any[]) => any>(handler: H): H;
+  /**
+   * Reports that the user opened the mini-program from a sent message: the page's `ph` query parameter, or the
+   * page's query object (`onLoad(query) { pushhub.reportOpen(query) }`). The SDK already reports by itself on
+   * launch and show from scenes 1014 and 1107; each ref is reported once.
+   */
+  reportOpen(
+    refOrQuery: string | Record<string, string | undefined>
+  ): Promise<PushHub.PushHubResult<PushHub.PushHubOpenData>>;
   /** Stops timers and listeners; buffered ids stay in storage for the next instance. */
   destroy(): void;
 }
@@ -233,6 +241,13 @@ declare namespace PushHub {
   export interface PushHubIdentifyData {
     /** the alias now bound to this user, or null after identify(null) */
     alias: string | null;
+  }
+
+  export interface PushHubOpenData {
+    /** true: the open is counted (once per message); false: the query given had no `ph` */
+    opened: boolean;
+    /** true when this ref was reported before (no request was made) */
+    repeated?: boolean;
   }
 
   /** The user's answer per template, as wx.requestSubscribeMessage gives it. */

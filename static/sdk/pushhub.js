@@ -26,6 +26,13 @@ var ALWAYS_VALUES = { accept: 1, reject: 1, ban: 1 }; // wx.getSetting's itemSet
 var TOP_UP_MAX = 10; // default cap: known sends per template above which the SDK stops topping up
 var TOP_UP_MAX_LIMIT = 1000;
 var KINDS = ['formids', 'prepay_ids'];
+// Opens: the service-notification scenes (1014 a subscribe / template message, 1107 the same from the
+// "service notifications" list), the query parameter the server adds to a sent message's page, and how many
+// reported refs are remembered (so a ref is reported once, also across launches).
+var OPEN_SCENES = { 1014: 1, 1107: 1 };
+var OPEN_QUERY = 'ph';
+var OPEN_REF = /^[0-9a-z]{7,16}$/;
+var MAX_REMEMBERED_OPENS = 100;
 
 var firstInstance = null;
 
@@ -212,6 +219,8 @@ function PushHub(options) {
   this._longTerm = []; // me's optional long_term: templates this user is a standing subscriber of
   this._meInFlight = null;
   this._tapUsed = false; // the SDK called wx.requestSubscribeMessage in the current tap (synchronous turn)
+  this._opensInFlight = {}; // ref -> the report's promise (launch and show of one open share it)
+  this._openShowHandler = null;
   try {
     this._configure(options || {});
   } catch (e) {
@@ -229,6 +238,7 @@ function PushHub(options) {
   this._restoreQueue();
   this._listenAppHide();
   this._startTopUp();
+  this._startOpens();
 }
 
 PushHub.VERSION = VERSION;
@@ -270,6 +280,7 @@ proto._configure = function (o) {
   };
   this._sessionKey = 'pushhub:session:' + appid;
   this._queueKey = 'pushhub:queue:' + appid;
+  this._opensKey = 'pushhub:opens:' + appid;
 };
 
 proto._wx = function () {
@@ -481,7 +492,8 @@ proto._send = function (method, path, data, header) {
   var loop = function () {
     return self._rawRequest(method, path, data, headers).then(function (raw) {
       var r = self._classify(raw);
-      if (r.status === 404) self._warnNotFound(method, path, r.error);
+      // POST opens answers 404 for a message that is not this user's: an answer, not a misconfiguration.
+      if (r.status === 404 && path !== 'opens') self._warnNotFound(method, path, r.error);
       if (r.ok || !r.retryable || attempt >= self._maxRetries) return r;
       var delay;
       if (r.retryAfterMs !== undefined) {
@@ -1125,6 +1137,95 @@ proto._describeTemplates = function () {
 };
 
 // ---------------------------------------------------------------------------------------------
+// opens
+//
+// A message PushHub sends opens a page whose query carries ph=<ref> (unless the template does not track
+// opens). When the mini-program is launched or shown from a service notification (scenes 1014 and 1107)
+// with that query, the SDK reports the ref (POST opens) by itself: from wx.getLaunchOptionsSync() when it
+// starts (also when it is created after the launch) and from wx.onAppShow. Each ref is reported once: the
+// last MAX_REMEMBERED_OPENS reported refs are kept in storage. The query is only read, never changed.
+
+/** The ref in an entry's query ({scene, query}) when the entry is an open from a sent message, else ''. */
+function openRefOf(entry) {
+  if (!entry || typeof entry !== 'object' || !OPEN_SCENES[Number(entry.scene)]) return '';
+  var query = entry.query;
+  var ref = query && typeof query === 'object' ? query[OPEN_QUERY] : undefined;
+  return typeof ref === 'string' && OPEN_REF.test(ref) ? ref : '';
+}
+
+proto._startOpens = function () {
+  var self = this;
+  var w = this._wx();
+  if (!w) return;
+  try {
+    if (typeof w.getLaunchOptionsSync === 'function') this._openFromEntry(w.getLaunchOptionsSync(), 'launch');
+  } catch (e) {
+    this._log('wx.getLaunchOptionsSync failed', errText(e));
+  }
+  try {
+    if (typeof w.onAppShow !== 'function') return;
+    this._openShowHandler = function (entry) {
+      try {
+        if (!self._destroyed) self._openFromEntry(entry, 'show');
+      } catch (ignored) {
+        // never throw into WeChat's event loop
+      }
+    };
+    w.onAppShow(this._openShowHandler);
+  } catch (e) {
+    this._log('wx.onAppShow failed', errText(e));
+  }
+};
+
+proto._openFromEntry = function (entry, how) {
+  var ref = openRefOf(entry);
+  if (!ref) return;
+  this._log('opened from a message (' + how + ', scene ' + entry.scene + '), ref', ref);
+  this._reportOpen(ref);
+};
+
+// Stored as the ref (counted) or '!' + ref (refused for good: 404 or 400), the oldest first.
+proto._reportedOpens = function () {
+  var stored = this._read(this._opensKey);
+  return Array.isArray(stored) ? stored.filter(function (entry) { return typeof entry === 'string'; }) : [];
+};
+
+proto._rememberOpen = function (ref, refused) {
+  var entries = this._reportedOpens().filter(function (e) { return e !== ref && e !== '!' + ref; });
+  entries.push(refused ? '!' + ref : ref);
+  if (entries.length > MAX_REMEMBERED_OPENS) entries.splice(0, entries.length - MAX_REMEMBERED_OPENS);
+  this._write(this._opensKey, entries);
+};
+
+/**
+ * POST opens, once per ref: a ref reported before is answered from storage, without a call. The call waits
+ * for the session like every call (a login first if there is none) and is retried like every call (network,
+ * 5xx, 429); a final answer (200; 404: not this user's message; 400) is remembered and never sent again. A
+ * report that still fails after the retries is not remembered: the next launch or show with it tries again.
+ */
+proto._reportOpen = function (ref) {
+  var self = this;
+  var before = this._reportedOpens();
+  if (before.indexOf(ref) !== -1) return Promise.resolve(ok({ opened: true, repeated: true }));
+  if (before.indexOf('!' + ref) !== -1) {
+    return Promise.resolve(fail('not_found', 'This message is not this user\'s (reported before).', { status: 404 }));
+  }
+  if (this._opensInFlight[ref]) return this._opensInFlight[ref];
+  var p = this._authed('POST', 'opens', { ref: ref }).then(function (r) {
+    delete self._opensInFlight[ref];
+    var refused = !r.ok && r.stage !== 'login' && (r.status === 404 || r.status === 400);
+    if (r.ok || refused) self._rememberOpen(ref, refused);
+    if (!r.ok) self._log('open', ref, 'not reported (' + r.error.code + ')');
+    return r.ok ? ok({ opened: true }) : r;
+  }, function (e) {
+    delete self._opensInFlight[ref];
+    return fail('internal_error', errText(e));
+  });
+  this._opensInFlight[ref] = p;
+  return p;
+};
+
+// ---------------------------------------------------------------------------------------------
 // public API
 
 /** Buffers a formId (e.detail.formId of a `<form report-submit>`). Returns true if it was buffered. */
@@ -1356,6 +1457,26 @@ proto.tap = function (handler) {
   });
 };
 
+/**
+ * Reports that the user opened the mini-program from a sent message, for pages that want to say so
+ * themselves (the SDK already does on launch and show from scenes 1014 and 1107). `ref` is the page's `ph`
+ * query parameter, or the page's query object itself: onLoad(query) { pushhub.reportOpen(query) }. A page
+ * opened without `ph` is no error: data {opened: false}. Each ref is reported once; data: {opened: true}
+ * (and repeated: true when it was reported before).
+ */
+proto.reportOpen = function (ref) {
+  return this._guard(function () {
+    if (ref && typeof ref === 'object') {
+      if (ref[OPEN_QUERY] === undefined) return ok({ opened: false });
+      ref = ref[OPEN_QUERY];
+    }
+    if (typeof ref !== 'string' || !OPEN_REF.test(ref)) {
+      return fail('invalid_argument', 'reportOpen expects the page\'s ph query parameter (or its query object)');
+    }
+    return this._reportOpen(ref);
+  });
+};
+
 /** Stops timers and listeners (the buffer stays in storage). Mostly for tests and hot reload. */
 proto.destroy = function () {
   this._destroyed = true;
@@ -1365,11 +1486,13 @@ proto.destroy = function () {
     var w = this._wx();
     if (this._hideHandler && w && typeof w.offAppHide === 'function') w.offAppHide(this._hideHandler);
     if (this._showHandler && w && typeof w.offAppShow === 'function') w.offAppShow(this._showHandler);
+    if (this._openShowHandler && w && typeof w.offAppShow === 'function') w.offAppShow(this._openShowHandler);
   } catch (ignored) {
     // a broken wx must not make destroy() throw
   }
   this._hideHandler = null;
   this._showHandler = null;
+  this._openShowHandler = null;
 };
 
 module.exports = PushHub;

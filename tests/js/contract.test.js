@@ -96,6 +96,7 @@ describe('the SDK calls the server\'s operations and nothing else', () => {
     assert.equal((await ph.me()).ok, true);
     assert.equal((await ph.setPushEnabled(false)).ok, true);
     assert.equal((await ph.identify('user-42', 'good-hash')).ok, true);
+    assert.equal((await ph.reportOpen('abcdef1')).ok, true);
     await settle();
     const called = [...new Set(h.wx.requests.map((r) => r.method + ' ' + r.path))].sort();
     assert.deepEqual(called, Object.keys(CONTRACT.operations).sort());

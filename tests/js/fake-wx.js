@@ -102,6 +102,8 @@ function createFakeWx() {
     // null: a device where the user never ticked "always" (mainSwitch on, no itemSettings).
     setting: null,
     getSettingCalls: [], // the options of each call, without callbacks
+    // wx.getLaunchOptionsSync's answer (how the mini-program was launched); a function may throw.
+    launchOptions: { scene: 1001, path: 'pages/index/index', query: {} },
     routes: new Map(), // "METHOD path" -> {responses: [], index}
     violations: [], // what the SDK sent that PushHub would refuse, or scripted answers it could never give
     expectViolations: false,
@@ -230,8 +232,13 @@ function createFakeWx() {
   fake.offAppShow = function (fn) {
     fake.showHandlers = fake.showHandlers.filter((h) => h !== fn);
   };
-  fake.show = function () {
-    fake.showHandlers.slice().forEach((h) => h({ scene: 1001, path: 'pages/index/index', query: {} }));
+  fake.getLaunchOptionsSync = function () {
+    return typeof fake.launchOptions === 'function' ? fake.launchOptions() : clone(fake.launchOptions);
+  };
+  /** The app comes to the foreground: from the home screen by default, or with the given entry. */
+  fake.show = function (entry) {
+    const shown = entry || { scene: 1001, path: 'pages/index/index', query: {} };
+    fake.showHandlers.slice().forEach((h) => h(clone(shown)));
   };
   fake.hide = function () {
     fake.hideHandlers.slice().forEach((h) => h({}));
@@ -266,6 +273,7 @@ function serveDefaults(fake, now = Date.now()) {
     body: { openid: 'openid-1', push_enabled: true, formid_credits: 3, subscribe_credits: { T1: 2 }, long_term: [], next_expiry: null },
   }));
   fake.respond('POST', 'settings', (req) => ({ status: 200, body: { push_enabled: req.data.push_enabled } }));
+  fake.respond('POST', 'opens', () => ({ status: 200, body: { opened: true } }));
   // The server checks user_hash (HMAC of the alias with the app's identity secret); here 'good-hash' passes.
   fake.respond('POST', 'identify', (req) => {
     if (req.data.alias !== null && req.data.user_hash !== 'good-hash') {
