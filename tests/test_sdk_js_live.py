@@ -33,9 +33,16 @@ pytestmark = [
 
 
 def run_phone(
-    live_server, appid: str, openid: str, steps: list[dict], setting: dict | None = None, **options
+    live_server,
+    appid: str,
+    openid: str,
+    steps: list[dict],
+    setting: dict | None = None,
+    launch: dict | None = None,
+    **options,
 ) -> dict:
-    """Runs phone.js; `setting` is the phone's wx.getSetting subscriptionsSetting, `options` the SDK's."""
+    """Runs phone.js; `setting` is the phone's wx.getSetting subscriptionsSetting, `launch` its
+    wx.getLaunchOptionsSync() (absent: the home screen), `options` the SDK's."""
     plan = {
         "server": live_server.url,
         "appid": appid,
@@ -45,6 +52,7 @@ def run_phone(
         "options": options,
         "steps": steps,
         "setting": setting,
+        "launch": launch,
     }
     done = subprocess.run(
         [NODE, str(PHONE)], input=json.dumps(plan), capture_output=True, text=True, timeout=60, check=False
@@ -269,3 +277,68 @@ def test_a_silent_top_up_in_a_tap_reaches_the_quota_as_credits(live_server, shop
     reports = [r for r in report["requests"] if r["path"].endswith("/subscriptions")]
     assert [r["body"] for r in reports] == [{"results": {order: "accept"}}] * 2
     assert [r["status"] for r in report["requests"]] == [200] * len(report["requests"])
+
+
+# --- opens ------------------------------------------------------------------------------------------------
+def test_an_open_from_a_sent_message_reaches_the_push(live_server, shop, api, monkeypatch):
+    """A push is sent through the sandbox; the phone is launched from the message (scene 1014, the page's query
+    as WeChat gives it); the SDK reports the open by itself, once though the launch and the show both carry it;
+    the tenant sees opened_at and counts.opened = 1. Another user's phone with the same query is refused."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from templates_app.delivery import queue as delivery_queue
+    from templates_app.models import Delivery, Template
+    from templates_app.opens_ref import parse_ref
+    from tests.delivery.conftest import TaskQueue
+
+    tasks = TaskQueue()
+    monkeypatch.setattr(delivery_queue, "enqueue", tasks)
+    app, (order, _), openid = shop
+    run_phone(live_server, app.appid, openid, [{"op": "subscribe", "tmplIds": [order]}])
+    template = Template.objects.get(app=app, template_id=order)
+    sent = api.post(
+        f"/api/v1/templates/{template.pk}/pushes",
+        {"to": [openid], "data": {"thing1": "键盘"}, "page": "pages/order/index?id=7"},
+        format="json",
+    )
+    assert sent.status_code == 202, sent.content
+    tasks.run()
+    push_id = sent.json()["push_id"]
+    delivery = Delivery.objects.get(push_id=push_id, openid=openid)
+    assert delivery.status == "sent"
+
+    [message] = sandbox.inbox(app.appid, openid)
+    page = urlsplit(message.page)
+    query = dict(parse_qsl(page.query))
+    assert query["id"] == "7" and parse_ref(query["ph"]) == delivery.pk
+    entry = {"scene": 1014, "path": page.path, "query": query}
+    report = run_phone(
+        live_server,
+        app.appid,
+        openid,
+        [
+            {"op": "show", "entry": entry},
+            {"op": "wait_opens", "count": 1},
+            {"op": "report_open", "query": query},
+        ],
+        launch=entry,
+    )
+    opens = [r for r in report["requests"] if r["path"].endswith("/opens")]
+    assert [(r["body"], r["status"]) for r in opens] == [({"ref": query["ph"]}, 200)]
+    assert step(report, "report_open")["result"] == {"ok": True, "data": {"opened": True, "repeated": True}}
+    assert report["opens"] == [query["ph"]]
+
+    delivery.refresh_from_db()
+    assert delivery.opened_at is not None
+    pushed = api.get(f"/api/v1/pushes/{push_id}").json()
+    assert pushed["counts"]["opened"] == 1 and pushed["counts"]["sent"] == 1
+    [row] = api.get(f"/api/v1/pushes/{push_id}/deliveries").json()["results"]
+    assert row["opened_at"] is not None and row["opened_at"].endswith("Z")
+
+    # The same page opened on another user's phone: 404, final (not retried), nothing counted.
+    stranger = sandbox.create_user(app.appid).openid
+    other = run_phone(live_server, app.appid, stranger, [{"op": "wait_opens", "count": 1}], launch=entry)
+    refused = [r for r in other["requests"] if r["path"].endswith("/opens")]
+    assert [r["status"] for r in refused] == [404]
+    assert other["opens"] == ["!" + query["ph"]]
+    assert api.get(f"/api/v1/pushes/{push_id}").json()["counts"]["opened"] == 1

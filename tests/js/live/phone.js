@@ -15,9 +15,15 @@
 //       {op: 'identify', alias, user_hash}  pushhub.identify(alias, user_hash) (alias null: unbind)
 //       {op: 'tap'}                     a tap whose handler calls pushhub.tap() (the silent top-up)
 //       {op: 'flush'} | {op: 'me'} | {op: 'login'}
+//       {op: 'show', entry}             the app comes to the foreground with wx.onAppShow's `entry` ({scene, path, query})
+//       {op: 'report_open', query}      a page's onLoad(query) calling pushhub.reportOpen(query)
+//       {op: 'wait_opens', count}       waits until `count` POST opens have been answered (the SDK reports by itself)
+// plan.launch: wx.getLaunchOptionsSync()'s answer (how this phone launched the mini-program); absent: the home
+// screen (scene 1001).
 // plan.setting: wx.getSetting's subscriptionsSetting on this phone (which templates the user always accepts);
 // absent: the user never ticked "always".
-// report: {steps: [what each step returned], requests: [{method, path, status, body}], queue, warnings, logs}
+// report: {steps: [what each step returned], requests: [{method, path, status, body}], queue, opens (the reported
+//          refs in storage), warnings, logs}
 // Not a test file (node --test tests/js/ does not pick it up): the Python test asserts on the report.
 
 const path = require('node:path');
@@ -91,12 +97,24 @@ function makeWx(plan, report) {
       const subscriptionsSetting = plan.setting || { mainSwitch: true };
       queueMicrotask(() => opts.success({ errMsg: 'getSetting:ok', authSetting: {}, subscriptionsSetting }));
     },
+    showHandlers: [],
+    getLaunchOptionsSync: () => copy(plan.launch || { scene: 1001, path: 'pages/index/index', query: {} }),
+    onAppShow(fn) {
+      this.showHandlers.push(fn);
+    },
+    offAppShow(fn) {
+      this.showHandlers = this.showHandlers.filter((h) => h !== fn);
+    },
     getStorageSync: (key) => (storage.has(key) ? copy(storage.get(key)) : ''),
     setStorageSync: (key, value) => storage.set(key, copy(value)),
     removeStorageSync: (key) => storage.delete(key),
     onAppHide() {},
     offAppHide() {},
   };
+}
+
+function copy(v) {
+  return v === undefined ? undefined : JSON.parse(JSON.stringify(v));
 }
 
 async function main() {
@@ -124,6 +142,16 @@ async function main() {
     } else if (step.op === 'tap') {
       plan.answer = 'accept'; // an "always accept" template answers accept, without a dialog
       report.steps.push({ op: step.op, result: await pushhub.tap() });
+    } else if (step.op === 'show') {
+      wx.showHandlers.slice().forEach((h) => h(copy(step.entry)));
+      report.steps.push({ op: step.op });
+    } else if (step.op === 'report_open') {
+      report.steps.push({ op: step.op, result: await pushhub.reportOpen(step.query) });
+    } else if (step.op === 'wait_opens') {
+      const answered = () => report.requests.filter((r) => r.path.endsWith('/opens') && (r.status !== null || r.error));
+      const deadline = Date.now() + 15000;
+      while (answered().length < step.count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      report.steps.push({ op: step.op, answered: answered().length });
     } else if (['flush', 'me', 'login'].includes(step.op)) {
       report.steps.push({ op: step.op, result: await pushhub[step.op]() });
     } else {
@@ -132,6 +160,8 @@ async function main() {
   }
   const queue = wx.storage.get('pushhub:queue:' + plan.appid);
   report.queue = queue === undefined ? null : queue;
+  const opens = wx.storage.get('pushhub:opens:' + plan.appid);
+  report.opens = opens === undefined ? null : opens;
   pushhub.destroy();
   process.stdout.write(JSON.stringify(report));
 }
