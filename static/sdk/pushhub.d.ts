@@ -310,6 +310,8 @@ declare namespace PushHub {
     }): unknown;
     onAppShow?(listener: (result: any) => void): void;
     offAppShow?(listener: (result: any) => void): void;
+    /** Read for opens: how the mini-program was launched (scene 1014/1107 with the message page's `ph`). */
+    getLaunchOptionsSync?(): { scene: number; query: Record<string, string> };
   }
 
   // --- options

@@ -22,6 +22,8 @@ void ph.setPushEnabled('no');
 void ph.identify('user-42');
 // @ts-expect-error no such method
 ph.collectFormId('x');
+// @ts-expect-error reportOpen takes the ph string or the page's query
+void ph.reportOpen(42);
 // @ts-expect-error subscribe takes template ids
 void ph.subscribe(42);
 // @ts-expect-error login's option is {force}

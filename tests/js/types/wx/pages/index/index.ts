@@ -46,6 +46,14 @@ const formProps: PushHubFormProperties = { disabled: false, kind: 'prepay' };
 Page({
   data: { credits: 0, pushOn: true, message: '', form: formProps },
 
+  // Opened from a sent message: the SDK reports it by itself; a page may say so too, with its query as is.
+  onLoad(query: Record<string, string | undefined>) {
+    void app.pushhub.reportOpen(query).then((r) => {
+      if (r.ok && r.data.opened) console.log('opened', r.data.repeated === true);
+    });
+    if (query.ph) void app.pushhub.reportOpen(query.ph);
+  },
+
   async onShow() {
     const r = await app.pushhub.me();
     if (r.ok) {
