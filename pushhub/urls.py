@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/v1/", include("webhooks.api_urls")),
     path("t/", include("templates_app.trigger_urls")),
     path("sdk/v1/", include("formids.sdk_urls")),
+    path("sdk/v1/", include("templates_app.sdk_urls")),  # the in-app inbox
     path("wechat/", include("formids.event_urls")),
     path("sandbox/wechat/", include("pushhub.wechat.sandbox.urls")),
     path("healthz", health.healthz, name="healthz"),
