@@ -124,6 +124,13 @@ async function main() {
     } else if (step.op === 'tap') {
       plan.answer = 'accept'; // an "always accept" template answers accept, without a dialog
       report.steps.push({ op: step.op, result: await pushhub.tap() });
+    } else if (step.op === 'inbox') {
+      report.steps.push({ op: step.op, result: await pushhub.inbox(step.options) });
+    } else if (step.op === 'markRead') {
+      // ids: 'all', a list, or 'listed' (every id the last inbox step gave)
+      const listed = report.steps.filter((s) => s.op === 'inbox').map((s) => s.result.data.results.map((m) => m.id));
+      const ids = step.ids === 'listed' ? listed[listed.length - 1] : step.ids;
+      report.steps.push({ op: step.op, ids, result: await pushhub.markRead(ids) });
     } else if (['flush', 'me', 'login'].includes(step.op)) {
       report.steps.push({ op: step.op, result: await pushhub[step.op]() });
     } else {
