@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -35,6 +36,21 @@ def add_sent(push: Push, rows: Iterable[Delivery], sent_at: datetime) -> None:
     """One inbox row per newly sent delivery of ``push`` (the caller checked the app's ``inbox_enabled``):
     one INSERT, in the caller's transaction. A delivery already there (a write repeated after a lost
     connection) is skipped by its unique ``delivery_id``."""
+    rows = list(rows)
+    if connection.vendor == "postgresql":
+        # Two arrays and unnest: bulk_create's model instances and 5 parameters per row made the chunk's
+        # write 2.5 times as long (bench.inbox); this costs a tenth of that.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {InboxMessage._meta.db_table} (app_id, openid, push_id, delivery_id, sent_at)
+                SELECT %s, v.openid, %s, v.delivery_id, %s
+                FROM unnest(%s::bigint[], %s::text[]) AS v(delivery_id, openid)
+                ON CONFLICT (delivery_id) DO NOTHING
+                """,
+                [push.app_id, push.pk, sent_at, [row.pk for row in rows], [row.openid for row in rows]],
+            )
+        return
     InboxMessage.objects.bulk_create(
         [
             InboxMessage(
