@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from formids.sdk_views import ERROR, SdkView, sdk_schema
-from pushhub.api import ApiError, RejectUnknownFieldsMixin, StrictBooleanField, absolute_url
+from pushhub.api import ApiError, RejectUnknownFieldsMixin, StrictBooleanField, absolute_url, limit_param
 from templates_app import inbox
 
 
@@ -98,15 +98,6 @@ class InboxBaseView(SdkView):
 
 
 class InboxView(InboxBaseView):
-    def limit(self) -> int:
-        """``?limit=``: 1 or more (above MAX_PAGE_SIZE gives MAX_PAGE_SIZE); absent or empty: PAGE_SIZE."""
-        raw = self.request.query_params.get("limit", "")
-        if raw == "":
-            return inbox.PAGE_SIZE
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-            raise ApiError(400, "validation_error", "limit must be a whole number from 1.", field="limit")
-        return min(int(raw), inbox.MAX_PAGE_SIZE)
-
     @sdk_schema(
         operation_id="sdk_inbox_list",
         summary="The signed-in user's messages, newest first",
@@ -124,7 +115,7 @@ class InboxView(InboxBaseView):
         responses={200: InboxPageSerializer, 404: INBOX_DISABLED},
     )
     def get(self, request, appid):
-        limit = self.limit()
+        limit = limit_param(request, inbox.PAGE_SIZE, inbox.MAX_PAGE_SIZE)
         result = inbox.page(
             self.app.pk, request.user.openid, request.query_params.get("cursor", ""), limit=limit
         )
