@@ -38,8 +38,8 @@ def add_sent(push: Push, rows: Iterable[Delivery], sent_at: datetime) -> None:
     connection) is skipped by its unique ``delivery_id``."""
     rows = list(rows)
     if connection.vendor == "postgresql":
-        # Two arrays and unnest: bulk_create's model instances and 5 parameters per row made the chunk's
-        # write 2.5 times as long (bench.inbox); this costs a tenth of that.
+        # Two arrays and unnest: with bulk_create (model instances, 5 parameters per row) a 500-row chunk's
+        # write took 2.5 times as long as without the inbox; with this, 1.5 times (bench.inbox).
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
