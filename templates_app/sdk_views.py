@@ -75,8 +75,10 @@ class InboxReadSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         attrs = super().validate(attrs)
         if "all" in attrs and not attrs["all"]:
             raise serializers.ValidationError({"all": ["Send all: true, or ids."]}, code="invalid")
-        if ("ids" in attrs) == ("all" in attrs):
-            raise serializers.ValidationError("Send either ids or all: true.", code="invalid")
+        if "ids" not in attrs and "all" not in attrs:
+            raise serializers.ValidationError({"ids": ["Send ids, or all: true."]}, code="invalid")
+        if "ids" in attrs and "all" in attrs:
+            raise serializers.ValidationError({"all": ["Send ids or all: true, not both."]}, code="invalid")
         return attrs
 
 

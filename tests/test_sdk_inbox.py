@@ -266,8 +266,8 @@ def test_marking_some_read_then_all(app, template):
         ({"ids": list(range(1, 502))}, "ids"),
         ({"all": "yes"}, "all"),
         ({"all": False}, "all"),
-        ({"ids": [1], "all": True}, None),
-        ({}, None),
+        ({"ids": [1], "all": True}, "all"),
+        ({}, "ids"),
         ({"ids": [1], "extra": 1}, "extra"),
     ],
 )
