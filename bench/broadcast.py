@@ -129,13 +129,14 @@ def run_broadcast(
     webhooks: bool = False,
     webhook_events: tuple[str, ...] = ("*",),
     timeout: float = 1800.0,
+    inbox_enabled: bool = True,
 ) -> list[str]:
     common.setup_django()
     from django.conf import settings
     from django.db.models import Count
 
     from formids.models import Credit, MiniUser
-    from templates_app.models import Delivery, Push
+    from templates_app.models import Delivery, InboxMessage, Push
     from templates_app.pushes.request import parse_send_request
     from templates_app.pushes.start import start_push
 
@@ -145,6 +146,9 @@ def run_broadcast(
         fake = common.FakeWeChat(processes, latency_ms=latency_ms)
         env = common.bench_env(SEND_RATE_PER_APP=SEND_RATE)
         app = common.make_app(fake)
+        if not inbox_enabled:  # the in-app inbox's cost: the same broadcast without its rows
+            app.inbox_enabled = False
+            app.save(update_fields=["inbox_enabled"])
         template, _ = common.make_template(app, fake, kind)
         started = time.monotonic()
         subscribe_id = template.template_id if kind == "subscribe" else ""
@@ -298,6 +302,12 @@ def run_broadcast(
         not refused, f"no send refused by the fake (41029 = formId spent twice): {refused}", failures
     )
     common.check(not credits.filter(state=Credit.State.CLAIMED).exists(), "no credit left claimed", failures)
+    in_inbox = InboxMessage.objects.filter(push=push).count()
+    common.check(
+        in_inbox == (state.sent if inbox_enabled else 0),
+        f"in-app inbox: {in_inbox} messages ({'on' if inbox_enabled else 'off'})",
+        failures,
+    )
     common.check(
         credits.filter(state=Credit.State.CONSUMED).count() == expected,
         "one credit consumed per user reached",
@@ -424,6 +434,9 @@ def main() -> None:
         "--webhooks", action="store_true", help="an endpoint wanting every event, and the webhook worker"
     )
     parser.add_argument(
+        "--no-inbox", action="store_true", help="the app's in-app inbox off (no InboxMessage rows)"
+    )
+    parser.add_argument(
         "--webhook-events",
         default="*",
         help='with --webhooks: the event types the endpoint wants, comma-separated (default "*")',
@@ -441,6 +454,7 @@ def main() -> None:
         profile=args.profile,
         webhooks=args.webhooks,
         webhook_events=tuple(args.webhook_events.split(",")),
+        inbox_enabled=not args.no_inbox,
     )
     raise SystemExit(1 if failures else 0)
 

@@ -109,7 +109,7 @@ def _detail_with_errors(request: HttpRequest, app: MiniProgram, errors: dict) ->
 @require_POST
 @tenant_required
 def app_update(request: HttpRequest, appid: str) -> HttpResponse:
-    """Name, credit source, or a new secret (checked with WeChat for a real app, as the API does)."""
+    """Name, credit source, the in-app inbox, or a new secret (checked with WeChat for a real app, as the API does)."""
     app = get_app_for(request, appid, write=True)
     changes: dict = {}
     if "credit_source" in request.POST:
@@ -117,6 +117,11 @@ def app_update(request: HttpRequest, appid: str) -> HttpResponse:
         if source not in MiniProgram.CreditSource.values:
             return _detail_with_errors(request, app, {"credit_source": _("Unknown credit source.")})
         changes["credit_source"] = source
+    if "inbox_enabled" in request.POST:
+        inbox = request.POST["inbox_enabled"]
+        if inbox not in ("on", "off"):
+            return _detail_with_errors(request, app, {"inbox_enabled": _("Choose on or off.")})
+        changes["inbox_enabled"] = inbox == "on"
     if "name" in request.POST:
         name = request.POST["name"].strip()
         if not name or len(name) > MAX_NAME:

@@ -207,6 +207,17 @@ def check_json(value) -> None:
             stack.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))
 
 
+def limit_param(request, default: int, maximum: int) -> int:
+    """``?limit=``: 1 or more (above ``maximum`` gives ``maximum``); absent or empty: ``default``. Anything else
+    is a 400, not quietly the default page (DRF's behaviour)."""
+    raw = request.query_params.get("limit", "")
+    if raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise ApiError(400, "validation_error", "limit must be a whole number from 1.", field="limit")
+    return min(int(raw), maximum)
+
+
 class CursorPagination(pagination.CursorPagination):
     """`?cursor=` pagination answering ``{"results": [...], "next": url|null}`` (the contract's shape)."""
 
@@ -215,14 +226,7 @@ class CursorPagination(pagination.CursorPagination):
     max_page_size = 500
 
     def get_page_size(self, request):
-        """``?limit=``: 1 or more (above max_page_size gives max_page_size); absent or empty: PAGE_SIZE.
-        Anything else is a 400, not quietly the default page (DRF's behaviour)."""
-        raw = request.query_params.get(self.page_size_query_param, "")
-        if raw == "":
-            return self.page_size
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-            raise ApiError(400, "validation_error", "limit must be a whole number from 1.", field="limit")
-        return min(int(raw), self.max_page_size)
+        return limit_param(request, self.page_size, self.max_page_size)
 
     def get_schema_operation_parameters(self, view):
         return [

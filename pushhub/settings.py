@@ -332,6 +332,7 @@ INBOUND_EVENT_RETENTION_DAYS = env.int("INBOUND_EVENT_RETENTION_DAYS", default=3
 # Keys are honoured 24 h (API.md): a record is never deleted before that, whatever this says.
 IDEMPOTENCY_RETENTION_DAYS = env.int("IDEMPOTENCY_RETENTION_DAYS", default=2)
 WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)  # once none is pending
+INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", default=90)  # the in-app inbox, from the send
 SANDBOX_MESSAGE_RETENTION_DAYS = env.int("SANDBOX_MESSAGE_RETENTION_DAYS", default=30)  # the sandbox inbox
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)  # rows per delete transaction at most
 RETENTION_TIME_BUDGET = env.float("RETENTION_TIME_BUDGET", default=120.0)  # seconds a run may take

@@ -3,7 +3,7 @@
 
 What goes (each kind below): deliveries of finished pushes, consumed/expired credits, WeChat's and the SDK's
 inbound events, idempotency records past their 24 h, webhook events whose dispatches are all finished (with
-their dispatches and attempts) and the sandbox's inbox. What stays: pushes (their counts are stored on the
+their dispatches and attempts), the in-app inbox's messages and the sandbox's inbox. What stays: pushes (their counts are stored on the
 row, so the API, the dashboard and ``push.finished`` show the same numbers), DailyStat (the per-day charts and
 ``sent_today``), users, live credits and the audit log.
 
@@ -32,7 +32,7 @@ from django.utils import timezone
 from formids.models import Credit, InboundEvent
 from pushhub import idempotency
 from pushhub.wechat.sandbox.models import SandboxMessage
-from templates_app.models import Delivery, IdempotencyRecord, Push
+from templates_app.models import Delivery, IdempotencyRecord, InboxMessage, Push
 from webhooks.models import EventDispatch, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,16 @@ KINDS = [
         ),
         walk="time",
         inserted="created_at",
+    ),
+    # The in-app inbox: a message goes this long after it was sent, read or not, whatever its delivery's own
+    # retention (its push is kept; the row only points at it).
+    Kind(
+        "inbox_messages",
+        "INBOX_RETENTION_DAYS",
+        InboxMessage,
+        lambda cutoff: Q(sent_at__lt=cutoff),
+        walk="id",
+        inserted="sent_at",
     ),
     Kind(
         "sandbox_messages",

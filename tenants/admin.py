@@ -42,7 +42,7 @@ class TenantAdmin(admin.ModelAdmin):
         )
 
 
-UPDATABLE_IN_ADMIN = ("name", "sandbox", "credit_source")
+UPDATABLE_IN_ADMIN = ("name", "sandbox", "credit_source", "inbox_enabled")
 
 
 @admin.register(MiniProgram)
@@ -67,6 +67,7 @@ class MiniProgramAdmin(admin.ModelAdmin):
         "name",
         "sandbox",
         "credit_source",
+        "inbox_enabled",
         "secret_hint",
         "events_token",
         "created_at",

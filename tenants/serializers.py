@@ -35,6 +35,7 @@ class AppSerializer(serializers.ModelSerializer):
             "events_token",
             "events_aes_key",
             "credit_source",
+            "inbox_enabled",
             "identity_secret",
             "created_at",
         ]
@@ -67,6 +68,9 @@ class AppUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     secret = StrictCharField(max_length=128, required=False, trim_whitespace=False)
     sandbox = StrictBooleanField(required=False)
     credit_source = serializers.ChoiceField(choices=MiniProgram.CreditSource.choices, required=False)
+    inbox_enabled = StrictBooleanField(
+        required=False, help_text="the SDK's in-app inbox (false: /sdk/v1/{appid}/inbox answers 404)"
+    )
 
 
 class IdentitySecretSerializer(serializers.Serializer):

@@ -353,7 +353,7 @@ def connect_sandbox_events(app: MiniProgram) -> None:
 
 
 def update_app(app: MiniProgram, *, actor: str = "system", **changes) -> MiniProgram:
-    """Change name, secret, sandbox and/or credit_source. A new secret for a WeChat app is verified first."""
+    """Change name, secret, sandbox, credit_source and/or inbox_enabled. A new secret for a WeChat app is verified first."""
     new_secret = changes.get("secret")
     if new_secret is not None:
         validate_secret(new_secret)
@@ -368,7 +368,9 @@ def update_app(app: MiniProgram, *, actor: str = "system", **changes) -> MiniPro
             verify_credentials(app.appid, secret)
 
     fields = [
-        f for f in ("name", "credit_source", "sandbox") if f in changes and getattr(app, f) != changes[f]
+        f
+        for f in ("name", "credit_source", "sandbox", "inbox_enabled")
+        if f in changes and getattr(app, f) != changes[f]
     ]
     for field in fields:
         setattr(app, field, changes[field])

@@ -5,7 +5,7 @@
 
 The file is derived from the OpenAPI schema (drf-spectacular, the schema /api/schema/ serves) and never edited by
 hand: every operation under /sdk/v1/{appid}/ with its method, whether it takes a session, its documented
-request headers, its request body's fields (required ones, and whether others are refused) and, for every
+request headers and query parameters, its request body's fields (required ones, and whether others are refused) and, for every
 status it documents, the top-level fields of the answer. The fake refuses to script, or to be called on, an
 operation the server does not have, and checks bodies and statuses against it. A stale copy cannot pass:
 ``make test-js`` runs ``--check`` before node, and tests/test_sdk_contract.py compares it too (and compares the
@@ -66,6 +66,7 @@ def build_contract(schema: dict | None = None) -> dict:
                 "operation_id": op["operationId"],
                 "session": any("Session" in requirement for requirement in op.get("security") or []),
                 "headers": sorted(p["name"] for p in op.get("parameters", []) if p["in"] == "header"),
+                "query": sorted(p["name"] for p in op.get("parameters", []) if p["in"] == "query"),
                 "request": _json_body(schema, op.get("requestBody"), request=True),
                 "responses": {
                     status: _json_body(schema, answer, request=False)
@@ -91,7 +92,7 @@ def render(contract: dict) -> str:
     ops = list(contract["operations"].items())
     for i, (name, op) in enumerate(ops):
         lines.append(f"    {one(name)}: {{")
-        for key in ("operation_id", "session", "headers", "request"):
+        for key in ("operation_id", "session", "headers", "query", "request"):
             lines.append(f"      {one(key)}: {one(op[key])},")
         lines.append('      "responses": {')
         statuses = list(op["responses"].items())

@@ -113,7 +113,12 @@ def test_member_changes_made_in_the_admin_are_in_the_teams_log(root, tenant, vie
 
 @pytest.mark.django_db
 def test_app_changes_made_in_the_admin_go_through_the_service(root, sandbox_app):
-    body = {"name": "Ops rename", "credit_source": sandbox_app.credit_source, "sandbox": "on"}
+    body = {
+        "name": "Ops rename",
+        "credit_source": sandbox_app.credit_source,
+        "sandbox": "on",
+        "inbox_enabled": "on",
+    }
     response = root.post(reverse("admin:tenants_miniprogram_change", args=[sandbox_app.pk]), body)
     assert response.status_code == 302
     sandbox_app.refresh_from_db()
@@ -121,6 +126,16 @@ def test_app_changes_made_in_the_admin_go_through_the_service(root, sandbox_app)
     assert events(sandbox_app.tenant, "app.update") == [
         ("app.update", "user:root", sandbox_app.appid, {"fields": ["name"], "name": "Ops rename"})
     ]
+    # The in-app inbox turned off there (an unticked box is not sent) is audited the same way.
+    del body["inbox_enabled"]
+    response = root.post(reverse("admin:tenants_miniprogram_change", args=[sandbox_app.pk]), body)
+    assert response.status_code == 302
+    sandbox_app.refresh_from_db()
+    assert sandbox_app.inbox_enabled is False
+    assert events(sandbox_app.tenant, "app.update")[-1][3] == {
+        "fields": ["inbox_enabled"],
+        "inbox_enabled": False,
+    }
 
 
 # --- the list of actions -----------------------------------------------------------------------------

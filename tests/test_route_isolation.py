@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from formids import audience
@@ -45,7 +46,7 @@ from pushhub.wechat import client as wechat_client
 from pushhub.wechat.sandbox import services as sandbox
 from pushhub.wechat.sandbox.models import SandboxUser
 from templates_app import catalogue
-from templates_app.models import Delivery, Push, Template
+from templates_app.models import Delivery, InboxMessage, Push, Template
 from templates_app.opens_ref import make_ref
 from templates_app.pushes.request import parse_send_request
 from templates_app.pushes.start import start_push
@@ -133,7 +134,13 @@ def _side(tenant: Tenant, label: str, *, full: bool = True):
     # The audience: the user has an alias and the tag "vip"; a second user (no credits) has only an alias.
     audience.set_user_audience(user, alias=f"{label}-user-1", tags=["vip"])
     audience.set_user_audience(credits.touch_user(app, f"o{label}-untagged"), alias=f"{label}-user-2")
-    return app, template, openid, _push(template, openid)
+    push = _push(template, openid)
+    # The user's in-app inbox holds the push's message, unread.
+    delivery = Delivery.objects.get(push=push, openid=openid)
+    InboxMessage.objects.create(
+        app=app, openid=openid, push=push, delivery_id=delivery.pk, sent_at=timezone.now()
+    )
+    return app, template, openid, push
 
 
 def _push(template: Template, openid: str) -> Push:
@@ -241,6 +248,9 @@ def snapshot(w: World) -> dict:
             UserTag.objects.filter(app__tenant=w.a).order_by("pk").values("pk", "user_id", "tag")
         ),
         "inbound_events": InboundEvent.objects.filter(app__tenant=w.a).count(),
+        "inbox": list(
+            InboxMessage.objects.filter(app__tenant=w.a).order_by("pk").values("pk", "openid", "read_at")
+        ),
         "keys": list(ApiKey.objects.filter(tenant=w.a).order_by("pk").values("pk", "scope", "revoked_at")),
         "members": list(Membership.objects.filter(tenant=w.a).order_by("pk").values("pk", "user_id", "role")),
         "audit_events": AuditEvent.objects.filter(tenant=w.a).count(),
@@ -638,6 +648,14 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
         "own user, through its own app, opens it",
         ("test_an_sdk_session_is_one_apps", "test_an_open_is_only_the_messages_own_users"),
     ),
+    **{
+        f"sdk/v1/<str:appid>/{endpoint}": Dedicated(
+            "a signed SDK session per app and openid, and the inbox read by (app, openid) only: no other "
+            "user's messages (same app, another app, another tenant) are shown or marked",
+            ("test_an_sdk_session_is_one_apps", "test_an_inbox_is_one_users"),
+        )
+        for endpoint in ("inbox", "inbox/read")
+    },
     "wechat/<str:appid>/events": Dedicated(
         "authenticated by WeChat's signature with the app's own Token (and EncodingAESKey in safe mode)",
         ("test_wechat_events_need_the_apps_own_token",),
@@ -921,6 +939,8 @@ SDK_CALLS = {
     "me": ("get", lambda w: None),
     "opens": ("post", lambda w: {"ref": _sent_ref(w)}),
     "settings": ("post", lambda w: {"push_enabled": False}),
+    "inbox": ("get", lambda w: None),
+    "inbox/read": ("post", lambda w: {"all": True}),
     # A's own tenant signed it: only a session of A's app may use it (B's app's session for the same openid
     # is refused before the hash is even looked at).
     "identify": (
@@ -986,6 +1006,43 @@ def test_an_sdk_session_is_one_apps(world, endpoint):
     assert snapshot(w) == before
     assert call(w.a_app).status_code == 200
     assert (snapshot(w) != before) is (method == "post"), "A's own session changes what it posts"
+
+
+@pytest.mark.django_db
+def test_an_inbox_is_one_users(world):
+    w = world
+    (a_message,) = InboxMessage.objects.filter(app=w.a_app)
+    # The same openid in B's app (another tenant) and another user of A's app, each with a session.
+    b_push = _push(w.b_tpl, w.a_openid)
+    b_message = InboxMessage.objects.create(
+        app=w.b_app,
+        openid=w.a_openid,
+        push=b_push,
+        delivery_id=Delivery.objects.get(push=b_push).pk,
+        sent_at=timezone.now(),
+    )
+
+    def client(app, openid):
+        c = APIClient()
+        c.credentials(HTTP_AUTHORIZATION=f"Session {issue_session(app, openid)[0]}")
+        return c
+
+    before = snapshot(w)
+    for app, openid in ((w.a_app, "oA-untagged"), (w.b_app, w.a_openid)):
+        url = f"/sdk/v1/{app.appid}/inbox"
+        listed = client(app, openid).get(url).json()
+        assert str(a_message.pk) not in [m["id"] for m in listed["results"]]
+        # Marking A's user's message by its id changes nothing of A's.
+        marked = client(app, openid).post(url + "/read", {"ids": [str(a_message.pk)]}, format="json")
+        assert marked.status_code == 200
+    assert client(w.a_app, "oA-untagged").get(f"/sdk/v1/{w.a_app.appid}/inbox").json()["results"] == []
+    assert [
+        m["id"] for m in client(w.b_app, w.a_openid).get(f"/sdk/v1/{w.b_app.appid}/inbox").json()["results"]
+    ] == [str(b_message.pk)]
+    assert snapshot(w) == before
+    # A's user sees exactly their own message.
+    mine = client(w.a_app, w.a_openid).get(f"/sdk/v1/{w.a_app.appid}/inbox").json()
+    assert [m["id"] for m in mine["results"]] == [str(a_message.pk)] and mine["unread"] == 1
 
 
 # --- WeChat's message push -------------------------------------------------------------------------

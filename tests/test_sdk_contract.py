@@ -80,6 +80,7 @@ def test_the_server_refuses_a_field_it_does_not_know_as_the_fake_does(sandbox_ap
         "settings": {"push_enabled": True},
         "identify": {"alias": None},
         "opens": {"ref": "abcdef1"},
+        "inbox/read": {"all": True},
     }[endpoint]
     client = APIClient() if endpoint == "login" else sdk_client(sandbox_app)
     body = {**valid, "prepayIds": ["p"]}

@@ -342,3 +342,66 @@ def test_an_open_from_a_sent_message_reaches_the_push(live_server, shop, api, mo
     assert [r["status"] for r in refused] == [404]
     assert other["opens"] == ["!" + query["ph"]]
     assert api.get(f"/api/v1/pushes/{push_id}").json()["counts"]["opened"] == 1
+
+
+def test_a_sent_message_is_in_the_sdks_inbox_with_its_fields_and_markread_clears_it(
+    live_server, shop, api, monkeypatch
+):
+    """The inbox end to end: the phone subscribes, the tenant sends through the sandbox (the delivery pipeline
+    run here, in order), the phone's inbox() lists the message with the template's field names and the
+    values sent, and markRead turns the unread count to 0."""
+    from templates_app import tasks
+    from templates_app.delivery import queue as delivery_queue
+    from templates_app.models import Template
+    from templates_app.pushes.request import parse_send_request
+    from templates_app.pushes.start import start_push
+    from tests.delivery.conftest import TaskQueue
+
+    app, (order, _arrival), openid = shop
+    subscribed = run_phone(live_server, app.appid, openid, [{"op": "subscribe", "tmplIds": [order]}])
+    assert step(subscribed, "subscribe")["result"]["data"]["credited"] == {order: 1}
+
+    template = Template.objects.get(app=app, template_id=order)
+    queue = TaskQueue()
+    monkeypatch.setattr(delivery_queue, "enqueue", queue)
+    body = {"to": [openid], "data": {"thing1": {"value": "机械键盘"}}, "page": "pages/order/index?id=7"}
+    push = start_push(
+        template, parse_send_request(template, body), created_by="test", status_url=lambda p: f"/x/{p.pk}"
+    ).push
+    tasks.deliver_push(str(push.pk))
+    queue.run()
+    push.refresh_from_db()
+    assert (push.status, push.sent) == ("done", 1)
+
+    report = run_phone(
+        live_server,
+        app.appid,
+        openid,
+        [
+            {"op": "inbox"},
+            {"op": "markRead", "ids": "listed"},
+            {"op": "inbox", "options": {"limit": 5}},
+            {"op": "markRead", "ids": "all"},
+        ],
+    )
+    first = step(report, "inbox", 0)["result"]
+    assert first["ok"] is True, first
+    [message] = first["data"]["results"]
+    assert message["title"] == "发货通知"
+    assert message["fields"] == [{"name": "内容", "value": "机械键盘"}]
+    assert message["page"] == "pages/order/index?id=7"  # as sent, without ph=
+    assert message["read"] is False and message["sent_at"].endswith("Z")
+    assert (first["data"]["unread"], first["data"]["next"], first["data"]["cursor"]) == (1, None, None)
+    assert step(report, "markRead", 0)["result"] == {"ok": True, "data": {"unread": 0}}
+    again = step(report, "inbox", 1)["result"]["data"]
+    assert again["unread"] == 0 and again["results"][0]["read"] is True
+    assert step(report, "markRead", 1)["result"] == {"ok": True, "data": {"unread": 0}}
+    sdk = f"/sdk/v1/{app.appid}/"
+    assert [(r["method"], r["path"].removeprefix(sdk), r["status"]) for r in report["requests"]] == [
+        ("POST", "login", 200),
+        ("GET", "inbox", 200),
+        ("POST", "inbox/read", 200),
+        ("GET", "inbox", 200),
+        ("POST", "inbox/read", 200),
+    ]
+    assert report["warnings"] == []

@@ -73,6 +73,18 @@ declare class PushHub {
   reportOpen(
     refOrQuery: string | Record<string, string | undefined>
   ): Promise<PushHub.PushHubResult<PushHub.PushHubOpenData>>;
+  /**
+   * One page of the signed-in user's in-app inbox, newest first. `cursor`: the previous page's `next` (or
+   * `cursor`); `limit` 1..100 (default 20). An app with the inbox off answers `inbox_disabled`.
+   */
+  inbox(options?: {
+    cursor?: string | null;
+    limit?: number;
+  }): Promise<PushHub.PushHubResult<PushHub.PushHubInboxPage>>;
+  /** Marks messages read: their ids (as inbox() gives them, up to 500) or 'all'. Others' ids are ignored. */
+  markRead(
+    ids: 'all' | string | number | readonly (string | number)[]
+  ): Promise<PushHub.PushHubResult<PushHub.PushHubUnreadData>>;
   /** Stops timers and listeners; buffered ids stay in storage for the next instance. */
   destroy(): void;
 }
@@ -119,7 +131,8 @@ declare namespace PushHub {
     | 'payload_too_large'
     | 'rate_limited'
     | 'wechat_error'
-    | 'wechat_unreachable';
+    | 'wechat_unreachable'
+    | 'inbox_disabled';
 
   /** Any error code; a newer server may answer codes not listed here, so compare with known ones. */
   export type PushHubErrorCode =
@@ -250,6 +263,33 @@ declare namespace PushHub {
     repeated?: boolean;
   }
 
+  /** A message of the in-app inbox: the template's title and field names with the values sent. */
+  export interface PushHubInboxMessage {
+    id: string;
+    title: string;
+    /** in the template's order; `name` is the template's name for the field (its key when it has none) */
+    fields: { name: string; value: string }[];
+    /** the mini-program page the message opens (no ph=: opening it from the inbox is not an open) */
+    page: string;
+    /** UTC ISO-8601 */
+    sent_at: string;
+    read: boolean;
+  }
+
+  export interface PushHubInboxPage {
+    results: PushHubInboxMessage[];
+    /** the next page's URL, or null on the last page */
+    next: string | null;
+    /** the next page's cursor (for inbox({cursor})), or null on the last page */
+    cursor: string | null;
+    /** the user's unread messages, all pages */
+    unread: number;
+  }
+
+  export interface PushHubUnreadData {
+    unread: number;
+  }
+
   /** The user's answer per template, as wx.requestSubscribeMessage gives it. */
   export type PushHubSubscribeAnswer = 'accept' | 'reject' | 'ban' | 'filter';
 
@@ -360,6 +400,31 @@ declare namespace PushHub {
     disabled?: boolean;
     /** How the id is reported: 'formid' (default) or 'prepay' (as a prepay_id). */
     kind?: 'formid' | 'prepay';
+  }
+
+  /** Properties of `<pushhub-inbox>`. */
+  export interface PushHubInboxProperties {
+    /** 'zh' or 'en'; default: WeChat's language (wx.getAppBaseInfo().language). */
+    lang?: 'zh' | 'en' | '';
+    /** Messages per page, 1..100. Default 20. */
+    pageSize?: number;
+    /** The list's height, any CSS length. Default '100vh'. */
+    height?: string;
+  }
+
+  /** `e.detail` of `<pushhub-inbox bindunread="...">`. */
+  export interface PushHubInboxUnreadDetail {
+    unread: number;
+  }
+
+  /** `e.detail` of `<pushhub-inbox bindopen="...">` (a tap on a message, before it navigates). */
+  export interface PushHubInboxOpenDetail {
+    message: PushHubInboxMessage & { time: string };
+  }
+
+  /** `e.detail` of `<pushhub-inbox binderror="...">`: a page could not be loaded. */
+  export interface PushHubInboxErrorDetail {
+    error: PushHubError;
   }
 
   /** `e.detail` of `<pushhub-form bindsubmit="...">`: the form's submit, passed on. */

@@ -492,8 +492,9 @@ proto._send = function (method, path, data, header) {
   var loop = function () {
     return self._rawRequest(method, path, data, headers).then(function (raw) {
       var r = self._classify(raw);
-      // POST opens answers 404 for a message that is not this user's: an answer, not a misconfiguration.
-      if (r.status === 404 && path !== 'opens') self._warnNotFound(method, path, r.error);
+      // POST opens answers 404 for a message that is not this user's, and an app with the inbox off answers
+      // inbox_disabled: answers, not a misconfiguration.
+      if (r.status === 404 && path !== 'opens' && r.error.code !== 'inbox_disabled') self._warnNotFound(method, path, r.error);
       if (r.ok || !r.retryable || attempt >= self._maxRetries) return r;
       var delay;
       if (r.retryAfterMs !== undefined) {
@@ -1474,6 +1475,75 @@ proto.reportOpen = function (ref) {
       return fail('invalid_argument', 'reportOpen expects the page\'s ph query parameter (or its query object)');
     }
     return this._reportOpen(ref);
+  });
+};
+
+// ---------------------------------------------------------------------------------------------
+// the in-app inbox
+
+var INBOX_MAX_LIMIT = 100; // the server's largest page
+var MAX_READ_IDS = 500; // ids per markRead call the server takes
+
+/** The cursor to ask for: a page's `next` (a URL carrying ?cursor=) or the cursor itself; '' for the first page. */
+function inboxCursor(value) {
+  if (value === undefined || value === null || value === '') return '';
+  if (typeof value !== 'string') return null;
+  var m = /[?&]cursor=([^&#]*)/.exec(value);
+  if (m) {
+    try {
+      return decodeURIComponent(m[1]);
+    } catch (ignored) {
+      return null;
+    }
+  }
+  return /^https?:\/\//.test(value) ? '' : value;
+}
+
+/**
+ * One page of the signed-in user's messages, newest first. opts: {cursor, limit}: `cursor` is the previous
+ * page's `next` (or its `cursor`); `limit` 1..100 (the server's default is 20).
+ * data: {results: [{id, title, fields: [{name, value}], page, sent_at, read}], next, unread, cursor}:
+ * `cursor` is the next page's (null on the last page). An app with the inbox off: error inbox_disabled.
+ */
+proto.inbox = function (opts) {
+  return this._guard(function () {
+    var o = opts && typeof opts === 'object' ? opts : {};
+    var cursor = inboxCursor(o.cursor);
+    if (cursor === null) return fail('invalid_argument', 'inbox expects {cursor}: the previous page\'s next');
+    var query = [];
+    if (cursor) query.push('cursor=' + encodeURIComponent(cursor));
+    if (o.limit !== undefined && o.limit !== null) {
+      query.push('limit=' + toInt(o.limit, 20, 1, INBOX_MAX_LIMIT));
+    }
+    return this._authed('GET', 'inbox' + (query.length ? '?' + query.join('&') : '')).then(function (r) {
+      if (!r.ok) return r;
+      var d = r.data && typeof r.data === 'object' ? r.data : {};
+      var next = typeof d.next === 'string' && d.next ? d.next : null;
+      return ok({
+        results: Array.isArray(d.results) ? d.results : [],
+        next: next,
+        unread: typeof d.unread === 'number' ? d.unread : 0,
+        cursor: next ? inboxCursor(next) || null : null,
+      });
+    });
+  });
+};
+
+/**
+ * Marks messages read: markRead([id, ...]) (the ids inbox() gave, up to 500) or markRead('all').
+ * Ids that are not this user's are ignored by the server. data: {unread}.
+ */
+proto.markRead = function (ids) {
+  return this._guard(function () {
+    if (ids === 'all') return this._authed('POST', 'inbox/read', { all: true });
+    var list = typeof ids === 'string' || typeof ids === 'number' ? [ids] : ids;
+    var valid = Array.isArray(list) && list.length <= MAX_READ_IDS && list.every(function (id) {
+      return (typeof id === 'string' && /^[0-9]+$/.test(id)) || (typeof id === 'number' && Math.floor(id) === id && id > 0);
+    });
+    if (!valid) {
+      return fail('invalid_argument', 'markRead expects message ids (up to ' + MAX_READ_IDS + ') or \'all\'');
+    }
+    return this._authed('POST', 'inbox/read', { ids: list.map(String) });
   });
 };
 

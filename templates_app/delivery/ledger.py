@@ -29,7 +29,7 @@ from formids import services as credits
 from formids.models import Credit
 from pushhub import metrics
 from pushhub.sql import ids_in
-from templates_app import webhook_events
+from templates_app import inbox, webhook_events
 from templates_app.delivery.job import ChunkReport, Job
 from templates_app.delivery.outcomes import (
     CONSUME,
@@ -212,9 +212,12 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
             Delivery.objects.filter(pk__in=ids_in(ids)).update(
                 status=status, errcode=errcode, errmsg=errmsg, updated_at=now, **extra
             )
-        with_msgid = [row for row in rows if row.status == Delivery.Status.SENT and row.msgid is not None]
+        sent_rows = [row for row in rows if row.status == Delivery.Status.SENT]
+        with_msgid = [row for row in sent_rows if row.msgid is not None]
         if with_msgid:
             Delivery.objects.bulk_update(with_msgid, ["msgid"])
+        if sent_rows and push.app.inbox_enabled:
+            inbox.add_sent(push, sent_rows, now)  # one INSERT, committed with the statuses
         if settle[CONSUME]:
             credits.consume(settle[CONSUME], holder)
         if settle[EXHAUST]:
@@ -303,6 +306,7 @@ def record_sent_event(app, msgid: int | None, errcode: int | None, errstatus: st
         )
         if updated:
             Push.objects.filter(pk=row[1]).update(sent=F("sent") - 1, failed=F("failed") + 1)
+            inbox.remove_failed(row[0])  # the user never got it: not in their inbox either
             failed = Delivery.objects.select_related("push__app", "push__template").get(pk=row[0])
             webhook_events.after_outcomes(failed.push, [failed], [])
             metrics.after_commit(metrics.deliveries, {("failed_by_event", str(errcode)): 1})

@@ -111,6 +111,30 @@ def test_the_owner_changes_credit_source_secret_rotates_and_deletes(owner, sandb
 
 
 @pytest.mark.django_db
+def test_the_owner_turns_the_in_app_inbox_off_and_on(owner, sandbox_app):
+    update = reverse("app-update", args=[sandbox_app.appid])
+    page = owner.get(reverse("app-detail", args=[sandbox_app.appid])).content.decode()
+    assert 'name="inbox_enabled"' in page and '<option value="on" selected>' in page
+    assert owner.post(update, {"inbox_enabled": "off"}).status_code == 302
+    sandbox_app.refresh_from_db()
+    assert sandbox_app.inbox_enabled is False
+    page = owner.get(reverse("app-detail", args=[sandbox_app.appid])).content.decode()
+    assert '<option value="off" selected>' in page
+    bad = owner.post(update, {"inbox_enabled": "maybe"})
+    assert bad.status_code == 400 and "inbox_enabled" in bad.context["errors"]
+    assert owner.post(update, {"inbox_enabled": "on"}).status_code == 302
+    sandbox_app.refresh_from_db()
+    assert sandbox_app.inbox_enabled is True
+
+
+@pytest.mark.django_db
+def test_the_inbox_setting_is_shown_in_chinese(owner, sandbox_app):
+    owner.cookies["django_language"] = "zh-hans"
+    page = owner.get(reverse("app-detail", args=[sandbox_app.appid])).content.decode()
+    assert "小程序内消息中心" in page
+
+
+@pytest.mark.django_db
 def test_a_viewer_sees_the_pages_but_cannot_change_anything(viewer_client, sandbox_app):
     appid = sandbox_app.appid
     assert viewer_client.get(reverse("dashboard")).status_code == 200
@@ -121,6 +145,7 @@ def test_a_viewer_sees_the_pages_but_cannot_change_anything(viewer_client, sandb
             {"appid": random_appid(), "secret": random_secret(), "name": "x", "sandbox": "on"},
         ),
         (reverse("app-update", args=[appid]), {"credit_source": "events"}),
+        (reverse("app-update", args=[appid]), {"inbox_enabled": "off"}),
         (reverse("app-rotate-events", args=[appid]), {}),
         (reverse("app-delete", args=[appid]), {}),
     ]
@@ -128,6 +153,7 @@ def test_a_viewer_sees_the_pages_but_cannot_change_anything(viewer_client, sandb
         assert viewer_client.post(url, data).status_code == 403, url
     sandbox_app.refresh_from_db()
     assert sandbox_app.credit_source == "sdk" and sandbox_app.deleted_at is None
+    assert sandbox_app.inbox_enabled is True
     assert MiniProgram.objects.count() == 1
 
 

@@ -78,6 +78,13 @@ describe('the fake server keeps to the contract', () => {
     h.wx.expectViolations = true;
   });
 
+  it('answers 400 to a query parameter the operation does not document', async () => {
+    const bad = await call(h.wx, 'GET', 'inbox?cursor=c&page=2', undefined, { 'content-type': 'application/json', Authorization: 'Session s' });
+    assert.equal(bad.statusCode, 400);
+    assert.deepEqual(h.wx.violations, ['GET inbox takes no query parameter page']);
+    h.wx.expectViolations = true;
+  });
+
   it('records a scripted function answer the server could not give', async () => {
     h.wx.respond('GET', 'me', () => ({ status: 200, body: { openid: 'o' } }));
     await call(h.wx, 'GET', 'me', undefined, { 'content-type': 'application/json', Authorization: 'Session s' });
@@ -97,6 +104,8 @@ describe('the SDK calls the server\'s operations and nothing else', () => {
     assert.equal((await ph.setPushEnabled(false)).ok, true);
     assert.equal((await ph.identify('user-42', 'good-hash')).ok, true);
     assert.equal((await ph.reportOpen('abcdef1')).ok, true);
+    assert.equal((await ph.inbox({ limit: 5 })).ok, true);
+    assert.equal((await ph.markRead('all')).ok, true);
     await settle();
     const called = [...new Set(h.wx.requests.map((r) => r.method + ' ' + r.path))].sort();
     assert.deepEqual(called, Object.keys(CONTRACT.operations).sort());

@@ -72,6 +72,10 @@ function requestProblem(req) {
       ? { status: 405, code: 'method_not_allowed', why: req.method + ' ' + req.path + ' is not an operation of PushHub' }
       : { status: 404, code: 'not_found', why: req.method + ' ' + req.path + ' is not a route of PushHub' };
   }
+  const strayQuery = Object.keys(req.query).filter((q) => !(op.query || []).includes(q));
+  if (strayQuery.length) {
+    return { status: 400, code: 'validation_error', why: req.method + ' ' + req.path + ' takes no query parameter ' + strayQuery.join(', ') };
+  }
   const headers = Object.keys(req.header).map((h) => h.toLowerCase());
   const allowed = ['content-type'].concat(op.session ? ['authorization'] : [], op.headers.map((h) => h.toLowerCase()));
   const stray = headers.filter((h) => !allowed.includes(h));
@@ -90,7 +94,7 @@ function requestProblem(req) {
 
 function createFakeWx() {
   const fake = {
-    requests: [], // {url, path, method, data, header}
+    requests: [], // {url, path, query, method, data, header}
     storage: new Map(),
     loginCalls: 0,
     loginQueue: [], // {code} | {fail: {errMsg, errno}} | {hang: true}
@@ -133,9 +137,11 @@ function createFakeWx() {
   };
 
   fake.request = function (opts) {
-    const m = /^https?:\/\/[^/]+\/sdk\/v1\/[^/]+\/(.*)$/.exec(opts.url);
+    const m = /^https?:\/\/[^/]+\/sdk\/v1\/[^/]+\/([^?#]*)(?:\?([^#]*))?$/.exec(opts.url);
     const path = m ? m[1] : opts.url;
-    const req = { url: opts.url, path, method: opts.method || 'GET', data: clone(opts.data), header: clone(opts.header) || {} };
+    // The query string, decoded (an operation's documented query parameters: sdk-contract.json `query`).
+    const query = m && m[2] ? Object.fromEntries(new URLSearchParams(m[2])) : {};
+    const req = { url: opts.url, path, query, method: opts.method || 'GET', data: clone(opts.data), header: clone(opts.header) || {} };
     fake.requests.push(req);
     const refused = requestProblem(req);
     const route = fake.routes.get(req.method + ' ' + path);
@@ -284,7 +290,47 @@ function serveDefaults(fake, now = Date.now()) {
     }
     return { status: 200, body: { alias: req.data.alias } };
   });
+  // The in-app inbox: fake.inboxMessages (newest first, as the server orders them), paged like the server
+  // (its `next` a URL carrying an opaque cursor, here the offset); marks apply to the user's ids only.
+  fake.inboxMessages = [];
+  fake.respond('GET', 'inbox', (req) => {
+    const limit = Math.min(Number(req.query.limit) || 20, 100);
+    const decoded = req.query.cursor ? Buffer.from(req.query.cursor, 'base64url').toString() : '0';
+    const start = Number(decoded);
+    if (!/^[0-9]+$/.test(decoded)) {
+      return { status: 400, body: { error: { code: 'validation_error', message: 'bad cursor', field: 'cursor' } } };
+    }
+    const results = fake.inboxMessages.slice(start, start + limit);
+    const more = start + limit < fake.inboxMessages.length;
+    const cursor = Buffer.from(String(start + limit)).toString('base64url');
+    return {
+      status: 200,
+      body: {
+        results: clone(results),
+        next: more ? SERVER + '/sdk/v1/' + APPID + '/inbox?cursor=' + cursor + '&limit=' + limit : null,
+        unread: fake.inboxMessages.filter((m) => !m.read).length,
+      },
+    };
+  });
+  fake.respond('POST', 'inbox/read', (req) => {
+    fake.inboxMessages.forEach((m) => {
+      if (req.data.all === true || (req.data.ids || []).map(String).includes(m.id)) m.read = true;
+    });
+    return { status: 200, body: { unread: fake.inboxMessages.filter((m) => !m.read).length } };
+  });
   return fake;
+}
+
+/** n inbox messages as the server shows them, newest first (ids n..1, one hour apart from `now`). */
+function inboxMessages(n, now = Date.now()) {
+  return Array.from({ length: n }, (_, i) => ({
+    id: String(n - i),
+    title: '订单发货 ' + (n - i),
+    fields: [{ name: '订单号', value: 'A' + (n - i) }, { name: '商品', value: '键盘' }],
+    page: 'pages/order/index?id=' + (n - i),
+    sent_at: new Date(now - i * 3600000).toISOString().replace(/\.\d+Z$/, 'Z'),
+    read: false,
+  }));
 }
 
 /** Lets every pending callback and promise chain run (setImmediate is not faked by the tests). */
@@ -335,4 +381,4 @@ function useHarness(hooks) {
   return h;
 }
 
-module.exports = { APPID, SERVER, CONTRACT, createFakeWx, serveDefaults, settle, formIds, clone, useHarness };
+module.exports = { APPID, SERVER, CONTRACT, createFakeWx, serveDefaults, settle, formIds, clone, useHarness, inboxMessages };

@@ -61,12 +61,16 @@ describe('the npm package (static/sdk)', { skip }, () => {
       'miniprogram_dist/pushhub-form/index.json',
       'miniprogram_dist/pushhub-form/index.wxml',
       'miniprogram_dist/pushhub-form/index.wxss',
+      'miniprogram_dist/pushhub-inbox/index.js',
+      'miniprogram_dist/pushhub-inbox/index.json',
+      'miniprogram_dist/pushhub-inbox/index.wxml',
+      'miniprogram_dist/pushhub-inbox/index.wxss',
       'miniprogram_dist/pushhub.js',
       'package.json',
       'pushhub.d.ts',
     ]);
     // The built SDK and component are the sources, unchanged.
-    for (const file of ['pushhub.js', 'pushhub-form/index.js', 'pushhub-form/index.wxml']) {
+    for (const file of ['pushhub.js', 'pushhub-form/index.js', 'pushhub-form/index.wxml', 'pushhub-inbox/index.js', 'pushhub-inbox/index.wxml', 'pushhub-inbox/index.wxss']) {
       assert.equal(fs.readFileSync(path.join(installed, 'miniprogram_dist', file), 'utf8'), fs.readFileSync(path.join(SDK_DIR, file), 'utf8'));
     }
   });
@@ -88,6 +92,10 @@ describe('the npm package (static/sdk)', { skip }, () => {
     const json = JSON.parse(fs.readFileSync(path.join(npmDir, 'pushhub-form/index.json'), 'utf8'));
     assert.equal(json.component, true);
     for (const ext of ['js', 'wxml', 'wxss']) assert.ok(fs.existsSync(path.join(npmDir, 'pushhub-form/index.' + ext)));
+    // usingComponents: 'pushhub-miniprogram-sdk/pushhub-inbox/index', requiring the same SDK copy.
+    assert.equal(JSON.parse(fs.readFileSync(path.join(npmDir, 'pushhub-inbox/index.json'), 'utf8')).component, true);
+    for (const ext of ['js', 'wxml', 'wxss']) assert.ok(fs.existsSync(path.join(npmDir, 'pushhub-inbox/index.' + ext)));
+    assert.match(fs.readFileSync(path.join(npmDir, 'pushhub-inbox/index.js'), 'utf8'), /require\('\.\.\/pushhub\.js'\)/);
 
     const PushHub = require(npmDir); // app.js: require('pushhub-miniprogram-sdk')
     let definition = null;

@@ -6,6 +6,7 @@
  *   miniprogram_dist/index.js        require('pushhub-miniprogram-sdk') → the PushHub class
  *   miniprogram_dist/pushhub.js      the SDK, unchanged
  *   miniprogram_dist/pushhub-form/   the component: usingComponents "pushhub-miniprogram-sdk/pushhub-form/index"
+ *   miniprogram_dist/pushhub-inbox/  the in-app inbox: usingComponents "pushhub-miniprogram-sdk/pushhub-inbox/index"
  *
  * Node built-ins only. `npm pack` runs it (prepack); `node scripts/build.js [OUT_DIR]` builds elsewhere.
  */
@@ -14,6 +15,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '..');
+const COMPONENTS = ['pushhub-form', 'pushhub-inbox'];
 const COMPONENT_FILES = ['index.js', 'index.json', 'index.wxml', 'index.wxss'];
 
 function build(out) {
@@ -24,10 +26,13 @@ function build(out) {
   if (m[1] !== pkg.version) throw new Error(`pushhub.js is version ${m[1]} but package.json says ${pkg.version}: bump both`);
 
   fs.rmSync(out, { recursive: true, force: true });
-  fs.mkdirSync(path.join(out, 'pushhub-form'), { recursive: true });
+  fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, 'pushhub.js'), sdk);
-  for (const name of COMPONENT_FILES) {
-    fs.copyFileSync(path.join(ROOT, 'pushhub-form', name), path.join(out, 'pushhub-form', name));
+  for (const component of COMPONENTS) {
+    fs.mkdirSync(path.join(out, component), { recursive: true });
+    for (const name of COMPONENT_FILES) {
+      fs.copyFileSync(path.join(ROOT, component, name), path.join(out, component, name));
+    }
   }
   fs.writeFileSync(
     path.join(out, 'index.js'),
@@ -48,4 +53,4 @@ if (require.main === module) {
   console.error('built ' + (path.relative(process.cwd(), out) || '.')); // stderr: npm pack --json owns stdout
 }
 
-module.exports = { build, ROOT };
+module.exports = { build, ROOT, COMPONENTS };

@@ -152,6 +152,13 @@ async function main() {
       const deadline = Date.now() + 15000;
       while (answered().length < step.count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       report.steps.push({ op: step.op, answered: answered().length });
+    } else if (step.op === 'inbox') {
+      report.steps.push({ op: step.op, result: await pushhub.inbox(step.options) });
+    } else if (step.op === 'markRead') {
+      // ids: 'all', a list, or 'listed' (every id the last inbox step gave)
+      const listed = report.steps.filter((s) => s.op === 'inbox').map((s) => s.result.data.results.map((m) => m.id));
+      const ids = step.ids === 'listed' ? listed[listed.length - 1] : step.ids;
+      report.steps.push({ op: step.op, ids, result: await pushhub.markRead(ids) });
     } else if (['flush', 'me', 'login'].includes(step.op)) {
       report.steps.push({ op: step.op, result: await pushhub[step.op]() });
     } else {
