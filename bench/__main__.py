@@ -13,7 +13,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds")
+BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds", "stats")
 
 
 def main() -> None:

@@ -186,14 +186,12 @@ def _day(text: str, name: str) -> date:
         raise ApiError(400, "validation_error", f"{name} must be a date as YYYY-MM-DD.", field=name) from None
 
 
-def daily_funnel(
+def funnel_rows(
     app_id: int, start: date, end: date, *, template_id: str | None = None, formid_template: bool = False
-) -> list[dict]:
-    """Every UTC day from ``start`` to ``end`` (both included, days without a row as zeros) with its
-    counters: summed over the app's templates ("" included) without ``template_id``; else the template's
-    own row, where a formId template (``formid_template``) takes ``credits_collected`` from the "" row
-    (formIds belong to no template). One GROUP BY day over at most 366 rows a template, read by the
-    (app, day) index or, for one template, the unique (app, template_id, day) one."""
+):
+    """The one aggregate query of ``daily_funnel``: {day, counters…} per day that has rows, GROUP BY day.
+    Without ``template_id`` the app's rows ("" included) by the (app, day) index; for one template its own
+    rows by the unique (app, template_id, day) index, and a formId template's credits from the "" row."""
     rows = TemplateDailyStat.objects.filter(app_id=app_id, day__gte=start, day__lte=end)
     if template_id is None:
         sums = {name: Sum(name) for name in COUNTERS}
@@ -205,7 +203,17 @@ def daily_funnel(
     else:
         rows = rows.filter(template_id=template_id)
         sums = {name: Sum(name) for name in COUNTERS}
-    found = {row["day"]: row for row in rows.order_by().values("day").annotate(**sums)}
+    return rows.order_by().values("day").annotate(**sums)
+
+
+def daily_funnel(
+    app_id: int, start: date, end: date, *, template_id: str | None = None, formid_template: bool = False
+) -> list[dict]:
+    """Every UTC day from ``start`` to ``end`` (both included, days without a row as zeros) with its
+    counters: summed over the app's templates ("" included) without ``template_id``, else the template's
+    (``funnel_rows``: one query, at most 366 rows a template read)."""
+    rows = funnel_rows(app_id, start, end, template_id=template_id, formid_template=formid_template)
+    found = {row["day"]: row for row in rows}
     days = []
     for offset in range((end - start).days + 1):
         day = start + timedelta(days=offset)
