@@ -49,39 +49,51 @@ def add_to_counters(model: type[Model], key: dict, increments: dict[str, int]) -
     of a day racing each other both count (an update-else-insert needs a retry for the loser). PostgreSQL and
     SQLite ≥ 3.24 both take it. Columns not incremented are inserted with their field default (the columns
     have no database default)."""
-    increments = {name: n for name, n in increments.items() if n}
-    if not increments:
+    add_to_counter_rows(model, [(key, increments)])
+
+
+def add_to_counter_rows(model: type[Model], rows: list[tuple[dict, dict[str, int]]]) -> None:
+    """``add_to_counters`` for several rows (distinct keys, the same key fields) in one statement: a batch of
+    credits for three templates is one round trip, not three. Rows are written in key order, so two batches
+    touching the same rows lock them in the same order."""
+    rows = [(key, {name: n for name, n in inc.items() if n}) for key, inc in rows]
+    rows = [(key, inc) for key, inc in rows if inc]
+    if not rows:
         return
     meta = model._meta
-    values: dict[str, object] = {}
-    conflict: list[str] = []
-    for name, value in key.items():
-        field = meta.get_field(name)
-        if isinstance(value, Model):
-            value = value.pk
-        if field.is_relation:
-            field = field.target_field
-        values[meta.get_field(name).column] = field.get_db_prep_value(value, connection)
-        conflict.append(meta.get_field(name).column)
-    counters = [f for f in meta.concrete_fields if not f.primary_key and f.column not in values]
-    unknown = set(increments) - {f.name for f in counters}
+    key_names = list(rows[0][0])
+    key_fields = [meta.get_field(name) for name in key_names]
+    conflict = [field.column for field in key_fields]
+    counters = [f for f in meta.concrete_fields if not f.primary_key and f.column not in conflict]
+    incremented = sorted({name for _, inc in rows for name in inc})
+    unknown = set(incremented) - {f.name for f in counters}
     if unknown:
         raise ValueError(f"{meta.label} has no counters {sorted(unknown)}")
-    for field in counters:
-        values[field.column] = increments.get(field.name, field.get_default())
+    records = []
+    for key, inc in rows:
+        record = []
+        for name, field in zip(key_names, key_fields, strict=True):
+            value = key[name]
+            if isinstance(value, Model):
+                value = value.pk
+            target = field.target_field if field.is_relation else field
+            record.append(target.get_db_prep_value(value, connection))
+        records.append((record, [inc.get(field.name, field.get_default()) for field in counters]))
+    records.sort(key=lambda r: tuple(str(v) for v in r[0]))
     table, quote = meta.db_table, connection.ops.quote_name
+    columns = [*conflict, *(f.column for f in counters)]
     updates = ", ".join(
-        f"{quote(meta.get_field(name).column)} = {quote(table)}.{quote(meta.get_field(name).column)} "
-        f"+ EXCLUDED.{quote(meta.get_field(name).column)}"
-        for name in increments
+        f"{quote(column)} = {quote(table)}.{quote(column)} + EXCLUDED.{quote(column)}"
+        for column in (meta.get_field(name).column for name in incremented)
     )
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
     sql = (
-        f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in values)}) "
-        f"VALUES ({', '.join(['%s'] * len(values))}) "
+        f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES {', '.join([placeholders] * len(records))} "
         f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO UPDATE SET {updates}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, list(values.values()))
+        cursor.execute(sql, [value for record, counts in records for value in (*record, *counts)])
 
 
 def credits_collected(
@@ -96,11 +108,15 @@ def credits_collected(
     """A batch of new credits was stored: ``formids`` formIds / prepay ids, and ``subscribe`` {template id:
     new credits} (one-time accepts or new long-term subscriptions) from ``openid``. One bump per template;
     the opens those subscribe credits follow are settled (``resubscribed``) only when there are any."""
-    if formids:
-        bump_template_stat(app_id, FORMID_TEMPLATE, day, credits_collected=formids)
     subscribe = {tid: n for tid, n in (subscribe or {}).items() if n}
-    for template_id, n in sorted(subscribe.items()):  # sorted: concurrent batches lock rows in one order
-        bump_template_stat(app_id, template_id, day, credits_collected=n)
+    collected = {**({FORMID_TEMPLATE: formids} if formids else {}), **subscribe}
+    add_to_counter_rows(
+        TemplateDailyStat,
+        [
+            ({"app_id": app_id, "template_id": template_id, "day": day}, {"credits_collected": n})
+            for template_id, n in collected.items()
+        ],
+    )
     if subscribe and openid:
         _settle_opens(app_id, openid, sorted(subscribe), now or timezone.now())
 
@@ -123,8 +139,13 @@ def _settle_opens(app_id: int, openid: str, template_ids: list[str], now: dateti
         cursor.execute(sql, [now, app_id, openid, *template_ids, now - RESUBSCRIBE_WINDOW])
         settled = cursor.fetchall()
     by_day = Counter((template_id, _as_datetime(opened_at).date()) for template_id, opened_at in settled)
-    for (template_id, day), n in sorted(by_day.items()):
-        bump_template_stat(app_id, template_id, day, resubscribed=n)
+    add_to_counter_rows(
+        TemplateDailyStat,
+        [
+            ({"app_id": app_id, "template_id": template_id, "day": day}, {"resubscribed": n})
+            for (template_id, day), n in by_day.items()
+        ],
+    )
 
 
 def _as_datetime(value) -> datetime:

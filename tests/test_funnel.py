@@ -271,3 +271,27 @@ def test_record_open_uses_the_utc_day_of_the_open(shop):
     late = datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
     funnel.record_open(shop.pk, "o-x", ORDER, late)
     assert stat(shop, ORDER, date(2026, 11, 30))["opened"] == 1
+
+
+def test_a_batch_for_several_templates_is_one_statement_on_the_funnel_rows(shop, alice):
+    table = TemplateDailyStat._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        credits.report_subscriptions(shop, alice, {ORDER: "accept", ARRIVAL: "accept"})
+    assert len([q for q in queries.captured_queries if table in q["sql"]]) == 1
+    assert [stat(shop, tid)["credits_collected"] for tid in (ORDER, ARRIVAL)] == [1, 1]
+
+    day = date(2026, 11, 28)
+    funnel.add_to_counter_rows(
+        TemplateDailyStat,
+        [
+            ({"app_id": shop.pk, "template_id": ORDER, "day": day}, {"sent": 2}),
+            ({"app_id": shop.pk, "template_id": "", "day": day}, {"credits_collected": 5}),
+            ({"app_id": shop.pk, "template_id": ORDER, "day": day + timedelta(days=1)}, {"sent": 0}),
+        ],
+    )
+    funnel.add_to_counter_rows(
+        TemplateDailyStat, [({"app_id": shop.pk, "template_id": ORDER, "day": day}, {"sent": 1, "opened": 1})]
+    )
+    assert (stat(shop, ORDER, day)["sent"], stat(shop, ORDER, day)["opened"]) == (3, 1)
+    assert stat(shop, "", day)["credits_collected"] == 5
+    assert not TemplateDailyStat.objects.filter(day=day + timedelta(days=1)).exists()  # nothing to add
