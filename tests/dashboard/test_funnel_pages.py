@@ -92,3 +92,10 @@ def test_the_pages_in_chinese(owner_client, template):
 def test_outsiders_get_404(outsider_client, template):
     assert outsider_client.get(reverse("app-quota-funnel", args=[template.app.appid])).status_code == 404
     assert outsider_client.get(reverse("template-funnel", args=[template.pk])).status_code == 404
+
+
+def test_operators_read_the_funnel_rows_in_the_admin(client, django_user_model, template):
+    client.force_login(django_user_model.objects.create_superuser("ops@x.test", "ops@x.test", "x"))
+    page = client.get("/admin/formids/templatedailystat/", {"q": ORDER}).content.decode()
+    assert ORDER in page and ">1000<" in page  # the row of 40 days ago
+    assert client.get("/admin/formids/templatedailystat/add/").status_code == 403
