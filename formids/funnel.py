@@ -135,8 +135,12 @@ def _settle_opens(app_id: int, openid: str, template_ids: list[str], now: dateti
         f"  AND opened_at >= %s AND resubscribed_at IS NULL GROUP BY template_id) "
         f"RETURNING template_id, opened_at"
     )
+    stamp = RecentOpen._meta.get_field(
+        "opened_at"
+    )  # raw SQL: the backend's form of a datetime (SQLite: text)
+    params = [stamp.get_db_prep_value(now, connection), app_id, openid, *template_ids]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, app_id, openid, *template_ids, now - RESUBSCRIBE_WINDOW])
+        cursor.execute(sql, [*params, stamp.get_db_prep_value(now - RESUBSCRIBE_WINDOW, connection)])
         settled = cursor.fetchall()
     by_day = Counter((template_id, _as_datetime(opened_at).date()) for template_id, opened_at in settled)
     add_to_counter_rows(

@@ -295,3 +295,33 @@ def test_a_batch_for_several_templates_is_one_statement_on_the_funnel_rows(shop,
     assert (stat(shop, ORDER, day)["sent"], stat(shop, ORDER, day)["opened"]) == (3, 1)
     assert stat(shop, "", day)["credits_collected"] == 5
     assert not TemplateDailyStat.objects.filter(day=day + timedelta(days=1)).exists()  # nothing to add
+
+
+@pytest.mark.django_db(transaction=True)
+def test_credits_racing_for_one_open_count_it_once(shop):
+    """Four threads store a new credit of the opened template for the same user at once (reports of several
+    taps in flight): the open is re-subscribed once, every credit is collected."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row-level concurrency needs PostgreSQL")
+    opened_at = timezone.now() - timedelta(hours=1)
+    funnel.record_open(shop.pk, "o-racer", ORDER, opened_at)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def give_credit():
+        try:
+            barrier.wait(timeout=10)
+            funnel.credits_collected(shop.pk, timezone.now().date(), subscribe={ORDER: 1}, openid="o-racer")
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=give_credit) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert not errors
+    assert stat(shop, ORDER, opened_at.date())["resubscribed"] == 1
+    assert stat(shop, ORDER)["credits_collected"] == 4
