@@ -9,7 +9,9 @@ import pytest
 from django.utils import timezone
 
 from formids import funnel
+from formids.models import Credit
 from templates_app import catalogue
+from templates_app.models import Delivery
 from tenants import services as tenant_services
 from tests.conftest import random_appid, random_secret
 
@@ -192,9 +194,11 @@ def test_another_tenant_s_app_is_a_404_and_no_key_a_401(outsider_api, shop, clie
 
 def test_a_year_is_one_query_after_the_app(read_api, shop, django_assert_max_num_queries):
     # The key, the app, the template, the one GROUP BY day; nothing that grows with the range or the rows.
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(5) as queries:
         response = read_api.get(url(shop, **{"from": "2025-11-04", "to": "2026-11-03", "template": ORDER}))
     assert response.status_code == 200
+    read = " ".join(query["sql"] for query in queries.captured_queries)
+    assert Delivery._meta.db_table not in read and Credit._meta.db_table not in read
 
 
 def test_the_schema_describes_the_endpoint(read_api):

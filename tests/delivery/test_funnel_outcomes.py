@@ -9,6 +9,7 @@ from django.utils import timezone
 from formids.hooks import subscribe_message_sent
 from formids.models import DailyStat, TemplateDailyStat
 from templates_app import tasks
+from templates_app.models import Delivery
 
 from .helpers import make_push, seed_users
 
@@ -62,3 +63,17 @@ def test_a_failure_reported_later_by_wechat_moves_one_from_sent_to_failed(
     assert counters(app, subscribe_template) == (1, 1)
     daily = DailyStat.objects.get(app=app, day=timezone.now().date())
     assert (daily.sent, daily.failed) == (1, 1)
+
+
+def test_the_stats_survive_the_deliveries(app, subscribe_template, task_queue, read_api):
+    """The numbers are aggregate rows: with the push's deliveries gone (retention), the endpoint says the same."""
+    seed_users(app, 3, subscribe=subscribe_template)
+    tasks.deliver_push(str(make_push(subscribe_template).pk))
+    task_queue.run()
+    url = f"/api/v1/apps/{app.appid}/stats?template={subscribe_template.template_id}"
+    before = read_api.get(url).json()
+    assert before["days"][-1]["sent"] == 3
+
+    Delivery.objects.filter(push__app=app).delete()
+
+    assert read_api.get(url).json() == before
