@@ -3,14 +3,14 @@
 same one-statement upsert as the per-app DailyStat (``add_to_counters``), so the stats endpoint and the charts
 read aggregates and never scan deliveries or credits.
 
-- ``credits_collected``: at ingest (formids.services), one bump per template per batch; formIds and prepay ids
-  under template "" (any formId template may use them).
+- ``credits_collected``: at ingest (formids.services), one bump per template per batch (one multi-row
+  statement); formIds and prepay ids under template "" (any formId template may use them).
 - ``sent`` / ``failed``: at outcomes (formids.services.record_send_outcomes, called by the delivery ledger),
   under the push's template id; WeChat's later sent-event failure moves one from sent to failed
   (``sent_turned_failed``) on the day it was sent.
 - ``opened``: ``record_open``, once per delivery (the first open).
-- ``resubscribed``: an open of a subscribe template leaves a RecentOpen row; a new subscribe credit of that
-  template from that user within 24 h of it settles the latest such open (``credits_collected`` →
+- ``resubscribed``: an open leaves a RecentOpen row; a new subscribe credit of that template from that user
+  within 24 h of it settles the latest such open (``credits_collected`` →
   ``_settle_opens``) and counts on the day of the open, not of the credit. formIds never do.
 """
 
@@ -166,7 +166,7 @@ def send_outcomes(app_id: int, template_id: str, day: date, *, sent: int = 0, fa
 
 def sent_turned_failed(app_id: int, template_id: str, day: date) -> None:
     """WeChat's subscribe_msg_sent_event failed a message counted as sent on ``day``: it moves from sent to
-    failed there, in the per-app and per-template rows (a guarded UPDATE: a row already swept or at 0 is left
+    failed there, in the per-app and per-template rows (a guarded UPDATE: a missing row or one at 0 is left
     alone rather than going negative)."""
     for model, key in (
         (DailyStat, {"app_id": app_id, "day": day}),
