@@ -13,7 +13,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds", "opens", "inbox")
+BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds", "opens", "inbox", "stats")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from formids import services
-from formids.models import Credit, DailyStat, InboundEvent, MiniUser, UserTag
+from formids.models import Credit, DailyStat, InboundEvent, MiniUser, TemplateDailyStat, UserTag
 
 
 class UserTagInline(admin.TabularInline):
@@ -166,4 +166,40 @@ class DailyStatAdmin(admin.ModelAdmin):
     readonly_fields = ["app", "day", "formids_collected", "subscribe_collected", "sent", "failed"]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(TemplateDailyStat)
+class TemplateDailyStatAdmin(admin.ModelAdmin):
+    """The funnel rows (formids.funnel): read-only, as the events wrote them; template "" is formIds/prepay."""
+
+    list_display = [
+        "day",
+        "app",
+        "template_id",
+        "credits_collected",
+        "sent",
+        "failed",
+        "opened",
+        "resubscribed",
+    ]
+    list_filter = ["app"]
+    search_fields = ["template_id"]
+    date_hierarchy = "day"
+    show_full_result_count = False
+    readonly_fields = [
+        "app",
+        "template_id",
+        "day",
+        "credits_collected",
+        "sent",
+        "failed",
+        "opened",
+        "resubscribed",
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

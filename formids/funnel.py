@@ -1,17 +1,35 @@
 """The funnel's aggregate rows (formids.models.TemplateDailyStat): credits collected → sent → failed → opened
 → re-subscribed, per app, template and UTC day. Every counter is bumped by the event that it counts, with the
-same update-else-insert as the per-app DailyStat (``add_to_counters``), so the stats endpoint and the charts read aggregates and never scan deliveries or credits."""
+same one-statement upsert as the per-app DailyStat (``add_to_counters``), so the stats endpoint and the charts
+read aggregates and never scan deliveries or credits.
+
+- ``credits_collected``: at ingest (formids.services), one bump per template per batch (one multi-row
+  statement); formIds and prepay ids under template "" (any formId template may use them).
+- ``sent`` / ``failed``: at outcomes (formids.services.record_send_outcomes, called by the delivery ledger),
+  under the push's template id; WeChat's later sent-event failure moves one from sent to failed
+  (``sent_turned_failed``) on the day it was sent.
+- ``opened``: ``record_open``, once per delivery (the first open).
+- ``resubscribed``: an open leaves a RecentOpen row; a new subscribe credit of that template from that user
+  within 24 h of it settles the latest such open (``credits_collected`` →
+  ``_settle_opens``) and counts on the day of the open, not of the credit. formIds never do.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+from collections import Counter
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Model
+from django.db import connection
+from django.db.models import F, Model, Q, Sum
+from django.utils import timezone
 
-from formids.models import TemplateDailyStat
+from formids.models import DailyStat, RecentOpen, TemplateDailyStat
+from pushhub.api import ApiError
 
 COUNTERS = ("credits_collected", "sent", "failed", "opened", "resubscribed")
+FORMID_TEMPLATE = ""  # the row of formIds and prepay ids: no template owns them
+RESUBSCRIBE_WINDOW = timedelta(hours=24)
 
 
 def bump_template_stat(app_id: int, template_id: str, day: date, **increments: int) -> None:
@@ -24,23 +42,237 @@ def bump_template_stat(app_id: int, template_id: str, day: date, **increments: i
 
 
 def add_to_counters(model: type[Model], key: dict, increments: dict[str, int]) -> None:
-    """Add ``increments`` to the counters of the row of ``model`` named by ``key`` (its unique fields),
-    creating it when the day's first event comes; a concurrent creation falls back to the update."""
-    increments = {name: n for name, n in increments.items() if n}
-    if not increments:
+    """Add ``increments`` to the counters of the row of ``model`` named by ``key`` (its unique fields, as
+    field names: ``app`` with an instance or ``app_id`` with an id), creating it with the day's first event.
+
+    One ``INSERT … ON CONFLICT (key) DO UPDATE SET c = c + EXCLUDED.c``: one round trip, and two first events
+    of a day racing each other both count (an update-else-insert needs a retry for the loser). PostgreSQL and
+    SQLite ≥ 3.24 both take it. Columns not incremented are inserted with their field default (the columns
+    have no database default)."""
+    add_to_counter_rows(model, [(key, increments)])
+
+
+def add_to_counter_rows(model: type[Model], rows: list[tuple[dict, dict[str, int]]]) -> None:
+    """``add_to_counters`` for several rows (distinct keys, the same key fields) in one statement: a batch of
+    credits for three templates is one round trip, not three. Rows are written in key order, so two batches
+    touching the same rows lock them in the same order."""
+    rows = [(key, {name: n for name, n in inc.items() if n}) for key, inc in rows]
+    rows = [(key, inc) for key, inc in rows if inc]
+    if not rows:
         return
-    updates = {name: F(name) + n for name, n in increments.items()}
-    rows = model.objects.filter(**key)
-    if rows.update(**updates):
-        return
-    try:
-        with transaction.atomic():
-            model.objects.create(**key, **increments)
-    except IntegrityError:  # created concurrently
-        rows.update(**updates)
+    meta = model._meta
+    key_names = list(rows[0][0])
+    key_fields = [meta.get_field(name) for name in key_names]
+    conflict = [field.column for field in key_fields]
+    counters = [f for f in meta.concrete_fields if not f.primary_key and f.column not in conflict]
+    incremented = sorted({name for _, inc in rows for name in inc})
+    unknown = set(incremented) - {f.name for f in counters}
+    if unknown:
+        raise ValueError(f"{meta.label} has no counters {sorted(unknown)}")
+    records = []
+    for key, inc in rows:
+        record = []
+        for name, field in zip(key_names, key_fields, strict=True):
+            value = key[name]
+            if isinstance(value, Model):
+                value = value.pk
+            target = field.target_field if field.is_relation else field
+            record.append(target.get_db_prep_value(value, connection))
+        records.append((record, [inc.get(field.name, field.get_default()) for field in counters]))
+    records.sort(key=lambda r: tuple(str(v) for v in r[0]))
+    table, quote = meta.db_table, connection.ops.quote_name
+    columns = [*conflict, *(f.column for f in counters)]
+    updates = ", ".join(
+        f"{quote(column)} = {quote(table)}.{quote(column)} + EXCLUDED.{quote(column)}"
+        for column in (meta.get_field(name).column for name in incremented)
+    )
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = (
+        f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES {', '.join([placeholders] * len(records))} "
+        f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for record, counts in records for value in (*record, *counts)])
+
+
+def credits_collected(
+    app_id: int,
+    day: date,
+    *,
+    formids: int = 0,
+    subscribe: Mapping[str, int] | None = None,
+    openid: str = "",
+    now: datetime | None = None,
+) -> None:
+    """A batch of new credits was stored: ``formids`` formIds / prepay ids, and ``subscribe`` {template id:
+    new credits} (one-time accepts or new long-term subscriptions) from ``openid``. One bump per template;
+    the opens those subscribe credits follow are settled (``resubscribed``) only when there are any."""
+    subscribe = {tid: n for tid, n in (subscribe or {}).items() if n}
+    collected = {**({FORMID_TEMPLATE: formids} if formids else {}), **subscribe}
+    add_to_counter_rows(
+        TemplateDailyStat,
+        [
+            ({"app_id": app_id, "template_id": template_id, "day": day}, {"credits_collected": n})
+            for template_id, n in collected.items()
+        ],
+    )
+    if subscribe and openid:
+        _settle_opens(app_id, openid, sorted(subscribe), now or timezone.now())
+
+
+def _settle_opens(app_id: int, openid: str, template_ids: list[str], now: datetime) -> None:
+    """The user's newest not-yet-counted open of each template within the last 24 h is re-subscribed: one
+    guarded UPDATE … RETURNING (an open is counted once even when two credits race for it), then one bump per
+    (template, day of the open). The partial index (app, openid, template_id, opened_at) WHERE
+    resubscribed_at IS NULL answers it; with no recent open it reads nothing."""
+    table, quote = RecentOpen._meta.db_table, connection.ops.quote_name
+    marks = ", ".join(["%s"] * len(template_ids))
+    sql = (
+        f"UPDATE {quote(table)} SET resubscribed_at = %s "
+        f"WHERE resubscribed_at IS NULL AND id IN ("
+        f"  SELECT MAX(id) FROM {quote(table)} WHERE app_id = %s AND openid = %s AND template_id IN ({marks})"
+        f"  AND opened_at >= %s AND resubscribed_at IS NULL GROUP BY template_id) "
+        f"RETURNING template_id, opened_at"
+    )
+    stamp = RecentOpen._meta.get_field(
+        "opened_at"
+    )  # raw SQL: the backend's form of a datetime (SQLite: text)
+    params = [stamp.get_db_prep_value(now, connection), app_id, openid, *template_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, stamp.get_db_prep_value(now - RESUBSCRIBE_WINDOW, connection)])
+        settled = cursor.fetchall()
+    by_day = Counter((template_id, _as_datetime(opened_at).date()) for template_id, opened_at in settled)
+    add_to_counter_rows(
+        TemplateDailyStat,
+        [
+            ({"app_id": app_id, "template_id": template_id, "day": day}, {"resubscribed": n})
+            for (template_id, day), n in by_day.items()
+        ],
+    )
+
+
+def _as_datetime(value) -> datetime:
+    """A RETURNING'd timestamp: a datetime on PostgreSQL, text on SQLite (raw SQL skips the converters)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def send_outcomes(app_id: int, template_id: str, day: date, *, sent: int = 0, failed: int = 0) -> None:
+    """A chunk's outcomes, under the push's template id (a formId template's sends under its own id)."""
+    bump_template_stat(app_id, template_id, day, sent=sent, failed=failed)
+
+
+def sent_turned_failed(app_id: int, template_id: str, day: date) -> None:
+    """WeChat's subscribe_msg_sent_event failed a message counted as sent on ``day``: it moves from sent to
+    failed there, in the per-app and per-template rows (a guarded UPDATE: a missing row or one at 0 is left
+    alone rather than going negative)."""
+    for model, key in (
+        (DailyStat, {"app_id": app_id, "day": day}),
+        (TemplateDailyStat, {"app_id": app_id, "template_id": template_id, "day": day}),
+    ):
+        model.objects.filter(**key, sent__gt=0).update(sent=F("sent") - 1, failed=F("failed") + 1)
 
 
 def record_open(app_id: int, openid: str, template_id: str, opened_at) -> None:
     """A message of ``template_id`` was opened by ``openid`` (first open of that delivery only): the day's
-    ``opened`` counter. Called by templates_app.opens in the transaction that set ``opened_at``."""
+    ``opened`` counter, and a RecentOpen row for ``resubscribed`` (a new credit of the template within 24 h).
+    Called by templates_app.opens in the transaction that set ``opened_at``."""
     bump_template_stat(app_id, template_id, opened_at.date(), opened=1)
+    RecentOpen.objects.create(app_id=app_id, openid=openid, template_id=template_id, opened_at=opened_at)
+
+
+# --- reading: the stats endpoint and the charts ---------------------------------------------------------
+MAX_RANGE_DAYS = 366
+DEFAULT_RANGE_DAYS = 30
+
+
+def stats_range(first: str | None, last: str | None, today: date | None = None) -> tuple[date, date]:
+    """The UTC days asked for (``from`` / ``to`` as YYYY-MM-DD, both included): ``to`` defaults to today,
+    ``from`` to 29 days before ``to``. A 400 naming the parameter for a malformed date, a reversed range or
+    more than 366 days."""
+    today = today or timezone.now().date()
+    end = _day(last, "to") if last else today
+    start = _day(first, "from") if first else end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    if start > end:
+        raise ApiError(400, "validation_error", "from must not be after to.", field="from")
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise ApiError(400, "validation_error", f"At most {MAX_RANGE_DAYS} days at a time.", field="from")
+    return start, end
+
+
+def _day(text: str, name: str) -> date:
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, "validation_error", f"{name} must be a date as YYYY-MM-DD.", field=name) from None
+
+
+def funnel_rows(
+    app_id: int, start: date, end: date, *, template_id: str | None = None, formid_template: bool = False
+):
+    """The one aggregate query of ``daily_funnel``: {day, counters…} per day that has rows, GROUP BY day.
+    Without ``template_id`` the app's rows ("" included) by the (app, day) index; for one template its own
+    rows by the unique (app, template_id, day) index, and a formId template's credits from the "" row."""
+    rows = TemplateDailyStat.objects.filter(app_id=app_id, day__gte=start, day__lte=end)
+    if template_id is None:
+        sums = {name: Sum(name) for name in COUNTERS}
+    elif formid_template:
+        rows = rows.filter(template_id__in=[template_id, FORMID_TEMPLATE])
+        own = Q(template_id=template_id)
+        sums = {name: Sum(name, filter=own) for name in COUNTERS}
+        sums["credits_collected"] = Sum("credits_collected", filter=Q(template_id=FORMID_TEMPLATE))
+    else:
+        rows = rows.filter(template_id=template_id)
+        sums = {name: Sum(name) for name in COUNTERS}
+    return rows.order_by().values("day").annotate(**sums)
+
+
+def daily_funnel(
+    app_id: int, start: date, end: date, *, template_id: str | None = None, formid_template: bool = False
+) -> list[dict]:
+    """Every UTC day from ``start`` to ``end`` (both included, days without a row as zeros) with its
+    counters: summed over the app's templates ("" included) without ``template_id``, else the template's
+    (``funnel_rows``: one query, at most 366 rows a template read)."""
+    rows = funnel_rows(app_id, start, end, template_id=template_id, formid_template=formid_template)
+    found = {row["day"]: row for row in rows}
+    days = []
+    for offset in range((end - start).days + 1):
+        day = start + timedelta(days=offset)
+        row = found.get(day, {})
+        days.append({"date": day.isoformat(), **{name: row.get(name) or 0 for name in COUNTERS}})
+    return days
+
+
+def totals(days: list[dict]) -> dict[str, int]:
+    """The counters summed over ``days`` (the funnel chart's bars)."""
+    return {name: sum(day[name] for day in days) for name in COUNTERS}
+
+
+CHART_RANGES = (7, 30, 90)  # the dashboard's range choices, in days
+
+
+def chart_range(value: str | None) -> int:
+    """The dashboard's ``?days=``: one of CHART_RANGES, else the default 30."""
+    return int(value) if value in {str(n) for n in CHART_RANGES} else DEFAULT_RANGE_DAYS
+
+
+def chart_data(
+    app_id: int, days: int, *, template_id: str | None = None, formid_template: bool = False
+) -> dict:
+    """The last ``days`` UTC days (today included) for the dashboard's charts: each day as the stats endpoint
+    gives it, the totals over the range (the funnel's bars) and each day's open rate (opened / sent, None on
+    a day without sends)."""
+    end = timezone.now().date()
+    start = end - timedelta(days=days - 1)
+    series = daily_funnel(app_id, start, end, template_id=template_id, formid_template=formid_template)
+    return {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "days": series,
+        "totals": totals(series),
+        "open_rate": [round(day["opened"] / day["sent"], 4) if day["sent"] else None for day in series],
+    }

@@ -224,3 +224,29 @@ class TemplateDailyStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app_id} {self.template_id or '(formIds)'} {self.day}"
+
+
+class RecentOpen(models.Model):
+    """A message opened in the last 24 hours (``formids.funnel.record_open``): what the ``resubscribed``
+    counter needs to know when a new subscribe credit comes. ``resubscribed_at`` is set by the first new
+    credit of the template the user gives within 24 h of the open, so an open is counted at most once. Rows
+    go after 24 h (the retention sweep's ``recent_opens``): the table holds a day of opens, no more."""
+
+    app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="+", db_index=False)
+    openid = models.CharField(max_length=64)
+    template_id = models.CharField(max_length=128)
+    opened_at = models.DateTimeField()
+    resubscribed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The ingest lookup: this user's opens of these templates not yet counted, newest first.
+            models.Index(
+                fields=["app", "openid", "template_id", "opened_at"],
+                condition=Q(resubscribed_at__isnull=True),
+                name="recentopen_waiting",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.openid} {self.template_id} {self.opened_at:%Y-%m-%dT%H:%M:%SZ}"

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from formids import audience
+from formids import audience, funnel
 from formids.models import DailyStat
 from formids.quotas import app_quota, app_users, credit_summaries, has_last_credit
 from pushhub.api import ApiError
@@ -43,6 +43,8 @@ def quota(request: HttpRequest, appid: str) -> HttpResponse:
             "subscribe": subscribe,
             "long_term": long_term,
             "chart_days": CHART_DAYS,
+            "funnel": funnel.chart_data(app.pk, funnel.DEFAULT_RANGE_DAYS),
+            "funnel_ranges": funnel.CHART_RANGES,
         },
     )
 
@@ -79,6 +81,15 @@ def chart_series(app, days: int = CHART_DAYS, today=None) -> dict:
 def quota_chart(request: HttpRequest, appid: str) -> JsonResponse:
     app = get_app_for(request, appid)
     return JsonResponse(chart_series(app))
+
+
+@require_GET
+@never_cache
+@tenant_required
+def quota_funnel(request: HttpRequest, appid: str) -> JsonResponse:
+    """The app's funnel over the last 7, 30 or 90 days (``?days=``), from the stats endpoint's rows."""
+    app = get_app_for(request, appid)
+    return JsonResponse(funnel.chart_data(app.pk, funnel.chart_range(request.GET.get("days"))))
 
 
 def _reachable_filter(value: str) -> dict:

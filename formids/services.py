@@ -25,6 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from formids import funnel
 from formids.funnel import add_to_counters
 from formids.hooks import claim_owners, credits_arrived, long_term_ids, subscribe_templates
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser
@@ -147,7 +148,7 @@ def add_formids(
             credits_arrived(app.pk, [user.openid])
             metrics.after_commit(metrics.credits_ingested, kind, source, stored)
         if count_in_stats:
-            bump_daily_stat(app, now.date(), formids_collected=stored)
+            count_collected(app, now, formids=stored)
         return result
     known = set(Credit.objects.filter(app=app, value__in=fresh).values_list("value", flat=True))
     new = [v for v in fresh if v not in known]
@@ -172,7 +173,7 @@ def add_formids(
         credits_arrived(app.pk, [user.openid])
         metrics.after_commit(metrics.credits_ingested, kind, source, len(new))
     if count_in_stats:
-        bump_daily_stat(app, now.date(), formids_collected=len(new))
+        count_collected(app, now, formids=len(new))
     return result
 
 
@@ -215,7 +216,7 @@ def add_subscribe_credits(
             for _ in range(n)
         ]
     )
-    bump_daily_stat(app, now.date(), subscribe_collected=sum(counts.values()))
+    count_collected(app, now, subscribe=counts, openid=user.openid)
     if counts:
         credits_arrived(app.pk, [user.openid])
         metrics.after_commit(metrics.credits_ingested, Credit.Kind.SUBSCRIBE, source, sum(counts.values()))
@@ -256,7 +257,7 @@ def start_long_term(
             ],
             ignore_conflicts=True,  # started concurrently: one row
         )
-        bump_daily_stat(app, now.date(), subscribe_collected=len(new))
+        count_collected(app, now, subscribe=dict.fromkeys(new, 1), openid=user.openid)
         metrics.after_commit(metrics.credits_ingested, Credit.Kind.LONG_TERM, source, len(new))
     credits_arrived(app.pk, [user.openid])
     return dict.fromkeys(wanted, 1)
@@ -341,7 +342,7 @@ def take_ids(
     # After the commit, as a statement of its own: the app's one statistics row of the day stays locked until
     # the end of the transaction that updates it, and every upload of the app updates it. Inside the upload's
     # transaction, concurrent uploads queued behind each other's commit (a fifth of their time was waiting).
-    bump_daily_stat(app, now.date(), formids_collected=total.accepted)
+    count_collected(app, now, formids=total.accepted)
     return total
 
 
@@ -621,6 +622,25 @@ def bump_daily_stat(app: MiniProgram, day: date, **increments: int) -> None:
     add_to_counters(DailyStat, {"app": app, "day": day}, increments)
 
 
-def record_send_outcomes(app: MiniProgram, *, sent: int = 0, failed: int = 0) -> None:
-    """Called by the delivery pipeline after each chunk."""
-    bump_daily_stat(app, timezone.now().date(), sent=sent, failed=failed)
+def count_collected(
+    app: MiniProgram,
+    now: datetime,
+    *,
+    formids: int = 0,
+    subscribe: dict[str, int] | None = None,
+    openid: str = "",
+) -> None:
+    """New credits stored (``formids`` formIds/prepay ids; ``subscribe`` {template id: n} from ``openid``):
+    the app's day (DailyStat) and the funnel's per-template rows, whose re-subscription check runs only
+    for subscribe credits (formids.funnel.credits_collected)."""
+    subscribe = subscribe or {}
+    bump_daily_stat(app, now.date(), formids_collected=formids, subscribe_collected=sum(subscribe.values()))
+    funnel.credits_collected(app.pk, now.date(), formids=formids, subscribe=subscribe, openid=openid, now=now)
+
+
+def record_send_outcomes(app: MiniProgram, *, template_id: str = "", sent: int = 0, failed: int = 0) -> None:
+    """Called by the delivery pipeline after each chunk: the app's day and the push's template's day
+    (``template_id``: WeChat's id of the push's template, a formId template's too)."""
+    today = timezone.now().date()
+    bump_daily_stat(app, today, sent=sent, failed=failed)
+    funnel.send_outcomes(app.pk, template_id, today, sent=sent, failed=failed)

@@ -334,6 +334,8 @@ IDEMPOTENCY_RETENTION_DAYS = env.int("IDEMPOTENCY_RETENTION_DAYS", default=2)
 WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)  # once none is pending
 INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", default=90)  # the in-app inbox, from the send
 SANDBOX_MESSAGE_RETENTION_DAYS = env.int("SANDBOX_MESSAGE_RETENTION_DAYS", default=30)  # the sandbox inbox
+# The funnel's recent opens (formids.RecentOpen): only the 24 h re-subscription window needs them.
+RECENT_OPEN_RETENTION_DAYS = env.int("RECENT_OPEN_RETENTION_DAYS", default=1)
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)  # rows per delete transaction at most
 RETENTION_TIME_BUDGET = env.float("RETENTION_TIME_BUDGET", default=120.0)  # seconds a run may take
 RETENTION_SWEEP_SECONDS = env.float("RETENTION_SWEEP_SECONDS", default=900.0)

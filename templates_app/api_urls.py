@@ -3,6 +3,7 @@
 from django.urls import path
 
 from templates_app.catalogue_api import AppTemplateViewSet, TemplateViewSet
+from templates_app.stats_api import AppStatsViewSet
 
 # --- the catalogue and trigger URLs (templates_app.catalogue_api) ------------------------------------
 catalogue_urlpatterns = [
@@ -30,4 +31,9 @@ catalogue_urlpatterns = [
 # Added by the push work; nothing above imports from the push modules.
 push_urlpatterns: list = []
 
-urlpatterns = [*catalogue_urlpatterns, *push_urlpatterns]
+# --- the funnel (templates_app.stats_api) ------------------------------------------------------------
+stats_urlpatterns = [
+    path("apps/<str:appid>/stats", AppStatsViewSet.as_view({"get": "stats"}), name="api-app-stats"),
+]
+
+urlpatterns = [*catalogue_urlpatterns, *push_urlpatterns, *stats_urlpatterns]

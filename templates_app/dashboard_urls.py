@@ -13,6 +13,7 @@ urlpatterns = [
     path("apps/<str:appid>/phone/accept", views.phone_accept, name="sandbox-phone-accept"),
     path("apps/<str:appid>/phone/inbox.json", views.phone_inbox, name="sandbox-phone-inbox"),
     path("templates/<uuid:template_pk>/", views.template_detail, name="template-detail"),
+    path("templates/<uuid:template_pk>/funnel.json", views.template_funnel, name="template-funnel"),
     path("templates/<uuid:template_pk>/rotate", views.template_rotate, name="template-rotate"),
     path("templates/<uuid:template_pk>/status", views.template_status, name="template-status"),
     path("templates/<uuid:template_pk>/track-opens", views.template_track_opens, name="template-track-opens"),

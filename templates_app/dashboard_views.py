@@ -24,6 +24,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from formids import funnel
 from formids import services as credits
 from formids.dashboard_views import error_message
 from formids.models import MiniUser, UserTag
@@ -31,7 +32,7 @@ from pushhub.api import ApiError, absolute_url
 from pushhub.wechat import rules
 from pushhub.wechat.sandbox import services as sandbox
 from pushhub.wechat.sandbox.errors import SandboxError
-from templates_app import catalogue
+from templates_app import catalogue, stats
 from templates_app.models import Template
 from templates_app.pushes import endpoint
 from templates_app.pushes.addressing import TAG_PREFIX, form_to
@@ -206,6 +207,8 @@ def _detail_page(request: HttpRequest, template: Template, *, form=None, error: 
             "send_error": error,
             "can_write": request.membership.can_write,
             "retired": not app.sandbox and template.kind == Template.Kind.FORMID,
+            "funnel": stats.template_chart(template, funnel.DEFAULT_RANGE_DAYS),
+            "funnel_ranges": funnel.CHART_RANGES,
         },
         status=status,
     )
@@ -242,6 +245,15 @@ def credits_users(app: MiniProgram, limit: int = 100) -> list[str]:
 @tenant_required
 def template_detail(request: HttpRequest, template_pk: uuid.UUID) -> HttpResponse:
     return _detail_page(request, get_template_for(request, template_pk))
+
+
+@require_GET
+@never_cache
+@tenant_required
+def template_funnel(request: HttpRequest, template_pk: uuid.UUID) -> JsonResponse:
+    """The template's funnel and open rate over the last 7, 30 or 90 days (``?days=``)."""
+    template = get_template_for(request, template_pk)
+    return JsonResponse(stats.template_chart(template, funnel.chart_range(request.GET.get("days"))))
 
 
 @require_POST

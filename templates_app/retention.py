@@ -2,8 +2,9 @@
 ``*_RETENTION_DAYS`` (0 keeps them forever), in short batches, never touching a row still in use.
 
 What goes (each kind below): deliveries of finished pushes, consumed/expired credits, WeChat's and the SDK's
-inbound events, idempotency records past their 24 h, webhook events whose dispatches are all finished (with
-their dispatches and attempts), the in-app inbox's messages and the sandbox's inbox. What stays: pushes (their counts are stored on the
+inbound events, idempotency records past their 24 h, the funnel's opens past their 24 h, webhook events whose
+dispatches are all finished (with their dispatches and attempts), the in-app inbox's messages and the sandbox's
+inbox. What stays: pushes (their counts are stored on the
 row, so the API, the dashboard and ``push.finished`` show the same numbers), DailyStat (the per-day charts and
 ``sent_today``), users, live credits and the audit log.
 
@@ -29,7 +30,8 @@ from django.db import transaction
 from django.db.models import Exists, Model, OuterRef, Q
 from django.utils import timezone
 
-from formids.models import Credit, InboundEvent
+from formids.funnel import RESUBSCRIBE_WINDOW
+from formids.models import Credit, InboundEvent, RecentOpen
 from pushhub import idempotency
 from pushhub.wechat.sandbox.models import SandboxMessage
 from templates_app.models import Delivery, IdempotencyRecord, InboxMessage, Push
@@ -120,6 +122,17 @@ KINDS = [
         lambda cutoff: Q(sent_at__lt=cutoff),
         walk="id",
         inserted="sent_at",
+    ),
+    # The funnel's opens waiting for a re-subscription (formids.funnel): useless once their 24 h are over,
+    # never deleted before. Ids grow with the opens' times, so the id walk reads one day's rows at most.
+    Kind(
+        "recent_opens",
+        "RECENT_OPEN_RETENTION_DAYS",
+        RecentOpen,
+        lambda cutoff: Q(opened_at__lt=cutoff),
+        walk="id",
+        inserted="opened_at",
+        floor=RESUBSCRIBE_WINDOW,
     ),
     Kind(
         "sandbox_messages",

@@ -422,6 +422,9 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     ),
     "api/v1/apps/<str:appid>/quota": api(lambda w: f"/api/v1/apps/{_app(w)}/quota", "GET"),
     "api/v1/apps/<str:appid>/users": api(lambda w: f"/api/v1/apps/{_app(w)}/users", "GET"),
+    "api/v1/apps/<str:appid>/stats": api(
+        lambda w: f"/api/v1/apps/{_app(w)}/stats?template={w.a_tpl.template_id}", "GET"
+    ),
     "api/v1/apps/<str:appid>/users/<str:openid>": api(
         lambda w: f"/api/v1/apps/{_app(w)}/users/{w.a_openid}",
         "GET",
@@ -501,6 +504,9 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
     "dashboard/apps/<str:appid>/quota/chart.json": page(
         lambda w: f"/dashboard/apps/{_app(w)}/quota/chart.json", "GET"
     ),
+    "dashboard/apps/<str:appid>/quota/funnel.json": page(
+        lambda w: f"/dashboard/apps/{_app(w)}/quota/funnel.json?days=7", "GET"
+    ),
     "dashboard/apps/<str:appid>/users/": page(lambda w: f"/dashboard/apps/{_app(w)}/users/", "GET"),
     "dashboard/apps/<str:appid>/users/<str:openid>/": page(
         lambda w: f"/dashboard/apps/{_app(w)}/users/{w.a_openid}/", "GET"
@@ -533,6 +539,9 @@ ROUTES: dict[str, Case | Dedicated | Exempt] = {
         lambda w: f"/dashboard/apps/{_app(w)}/phone/inbox.json?openid={w.a_openid}", "GET"
     ),
     "dashboard/templates/<uuid:template_pk>/": page(lambda w: f"/dashboard/templates/{w.a_tpl.pk}/", "GET"),
+    "dashboard/templates/<uuid:template_pk>/funnel.json": page(
+        lambda w: f"/dashboard/templates/{w.a_tpl.pk}/funnel.json?days=90", "GET"
+    ),
     "dashboard/templates/<uuid:template_pk>/rotate": page(
         lambda w: f"/dashboard/templates/{w.a_tpl.pk}/rotate", "POST"
     ),

@@ -25,6 +25,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from formids import funnel
 from formids import services as credits
 from formids.models import Credit
 from pushhub import metrics
@@ -235,7 +236,9 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
                 no_credit=Coalesce(F("no_credit"), 0) + report.no_credit,
                 pending=F("pending") - finished,
             )
-            credits.record_send_outcomes(push.app, sent=report.sent, failed=attempted_failures)
+            credits.record_send_outcomes(
+                push.app, template_id=push.template.template_id, sent=report.sent, failed=attempted_failures
+            )
         # deliveries.failed and user.unreachable, in this transaction (the outbox).
         webhook_events.after_outcomes(
             push, [row for row in rows if row.status == Delivery.Status.FAILED], spent
@@ -308,6 +311,10 @@ def record_sent_event(app, msgid: int | None, errcode: int | None, errstatus: st
             Push.objects.filter(pk=row[1]).update(sent=F("sent") - 1, failed=F("failed") + 1)
             inbox.remove_failed(row[0])  # the user never got it: not in their inbox either
             failed = Delivery.objects.select_related("push__app", "push__template").get(pk=row[0])
+            # The day's counters too (sent → failed on the day it was counted as sent).
+            funnel.sent_turned_failed(
+                app.pk, failed.push.template.template_id, (failed.sent_at or timezone.now()).date()
+            )
             webhook_events.after_outcomes(failed.push, [failed], [])
             metrics.after_commit(metrics.deliveries, {("failed_by_event", str(errcode)): 1})
     return "failed" if updated else "unchanged"
