@@ -24,7 +24,7 @@ from django.utils import timezone
 from formids import funnel
 from formids.models import MiniUser
 from pushhub.api import ApiError, iso_utc
-from templates_app.models import Delivery, InboxMessage, Push, Template
+from templates_app.models import Delivery, InboxMessage, Push
 from templates_app.opens_ref import parse_ref
 from tenants.models import MiniProgram
 from webhooks import outbox
@@ -34,16 +34,14 @@ NOT_FOUND_MESSAGE = "No such message for this user."
 
 @cache
 def _open_sql() -> str:
-    """The guarded UPDATE (built once: table names from the models). RETURNING gives what the winner needs
-    without another read; the joins check the push is this app's in the same statement."""
-    delivery, push, template = (m._meta.db_table for m in (Delivery, Push, Template))
+    """The guarded UPDATE (built once: table names from the models); the subquery checks the push is this
+    app's in the same statement. RETURNING names only the updated table's columns: SQLite refuses any other."""
+    delivery, push = (m._meta.db_table for m in (Delivery, Push))
     return (
-        f'UPDATE "{delivery}" SET "opened_at" = %s '
-        f'FROM "{push}" p, "{template}" t '
-        f'WHERE "{delivery}"."id" = %s AND "{delivery}"."opened_at" IS NULL '
-        f'AND "{delivery}"."status" = %s AND "{delivery}"."openid" = %s '
-        f'AND p."id" = "{delivery}"."push_id" AND p."app_id" = %s AND t."id" = p."template_id" '
-        f'RETURNING "{delivery}"."push_id", t."template_id"'
+        f'UPDATE {delivery} SET "opened_at" = %s '
+        'WHERE "id" = %s AND "opened_at" IS NULL AND "status" = %s AND "openid" = %s '
+        f'AND "push_id" IN (SELECT p."id" FROM {push} p WHERE p."app_id" = %s) '
+        'RETURNING "push_id"'
     )
 
 
@@ -68,7 +66,8 @@ def record_open(app: MiniProgram, user: MiniUser, ref, now: datetime | None = No
             if _already_opened(app, user.openid, delivery_id):
                 return False
             raise not_found()
-        push_id, template_id = won
+        push_id = Push._meta.pk.to_python(won[0])  # SQLite returns the UUID's hex
+        template_id = Push.objects.filter(pk=push_id).values_list("template__template_id", flat=True).get()
         InboxMessage.objects.filter(delivery_id=delivery_id, read_at=None).update(read_at=now)
         _record_opened_event(app, user, push_id, now)
         Push.objects.filter(pk=push_id).update(opened=F("opened") + 1)
