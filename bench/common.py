@@ -518,3 +518,17 @@ def check(condition: bool, message: str, failures: list[str]) -> None:
     print(f"  {'ok  ' if condition else 'FAIL'} {message}", flush=True)
     if not condition:
         failures.append(message)
+
+
+def drop_database() -> None:
+    """Drop the database DATABASE_URL names (a benchmark's own, made for one run: bench.stats, bench.retention)."""
+    import psycopg
+    from django.db import connections
+    from environ import Env
+
+    connections.close_all()
+    config = Env.db_url_config(os.environ["DATABASE_URL"])
+    admin = dict(host=config["HOST"] or "127.0.0.1", port=config["PORT"] or 5432, user=config["USER"])
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
+    print(f"  database {config['NAME']} dropped (--keep keeps it)", flush=True)

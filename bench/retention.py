@@ -425,7 +425,7 @@ def run_retention(rows: int, keep: bool = False) -> list[str]:
     common.check(_push_counts() == _counts_plus_writer(data), "the pushes' counts are unchanged", failures)
     common.check(writer.waits["Lock"] == 0, "the writer never waited on a lock", failures)
     if not keep:
-        _drop_database()
+        common.drop_database()
     return failures
 
 
@@ -441,19 +441,6 @@ def _counts_plus_writer(data) -> tuple:
     sent, failed, pending, held = data["counts"]
     live = Push.objects.get(pk=data["live"].pk)
     return (sent + live.sent, failed, pending, held)
-
-
-def _drop_database() -> None:
-    import psycopg
-    from django.db import connections
-    from environ import Env
-
-    connections.close_all()
-    config = Env.db_url_config(os.environ["DATABASE_URL"])
-    admin = dict(host=config["HOST"] or "127.0.0.1", port=config["PORT"] or 5432, user=config["USER"])
-    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
-    print(f"  database {config['NAME']} dropped (--keep keeps it)", flush=True)
 
 
 def run(full: bool = False) -> list[str]:

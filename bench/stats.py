@@ -279,21 +279,8 @@ def run_stats(deliveries: int, apps: int = 300, calls: int = 300, keep: bool = F
         ],
     )
     if not keep:
-        _drop_database()
+        common.drop_database()
     return failures
-
-
-def _drop_database() -> None:
-    import psycopg
-    from django.db import connections
-    from environ import Env
-
-    connections.close_all()
-    config = Env.db_url_config(os.environ["DATABASE_URL"])
-    admin = dict(host=config["HOST"] or "127.0.0.1", port=config["PORT"] or 5432, user=config["USER"])
-    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
-    print(f"  database {config['NAME']} dropped (--keep keeps it)", flush=True)
 
 
 def run(full: bool = False) -> list[str]:
