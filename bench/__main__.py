@@ -1,17 +1,26 @@
-"""``python -m bench [--full] [--only NAME ...]``: every benchmark, one after another, each printing its table.
+"""``python -m bench [--full] [--only NAME ...] [--json FILE]``: every benchmark, one after another, each
+printing its table.
 
-The quick run (default) takes about three minutes on 2 cores; ``--full`` runs the 100k broadcast (and its plot,
+The quick run (default) takes a few minutes on 2 cores; ``--full`` runs the 100k broadcast (and its plot,
 docs/bench-broadcast.png, and again with webhooks on), 10M credits for the claims, longer ingest and trigger
 runs, and 20,000 webhook events (to one endpoint, then spread over the webhook worker's threads). Exits 1 when any
 correctness check failed (a target missed is reported in the tables, not an exit code).
+
+``--json FILE`` also writes everything measured: the machine, each benchmark's duration and failed checks, every
+table as printed, and the headline figures as numbers (name, value, unit, baseline, goal, met, context).
+``python -m bench.report FILE`` turns that file into the README's tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
+from pathlib import Path
+
+from bench import common
 
 BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds", "opens", "inbox", "stats")
 
@@ -22,18 +31,44 @@ def main() -> None:
     )
     parser.add_argument("--full", action="store_true", help="the full sizes (100k users, 10M credits)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE (JSON)")
     args = parser.parse_args()
     failures: dict[str, list[str]] = {}
+    durations: dict[str, float] = {}
     started = time.monotonic()
+    machine = common.machine_facts()
     for name in args.only or BENCHMARKS:
         print(f"\n=== bench.{name} {'(full)' if args.full else '(quick)'} ===\n", flush=True)
+        common.CURRENT_BENCHMARK["name"] = name
+        began = time.monotonic()
         module = importlib.import_module(f"bench.{name}")
         failures[name] = module.run(full=args.full)
+        durations[name] = time.monotonic() - began
+        if args.json:  # after each benchmark: a run cut short still leaves what it measured
+            write_json(args.json, machine, args.full, durations, failures)
     print(f"\nall benchmarks done in {time.monotonic() - started:.0f} s", flush=True)
     failed = {name: found for name, found in failures.items() if found}
     for name, found in failed.items():
         print(f"FAILED checks in bench.{name}: " + "; ".join(found), flush=True)
+    if args.json:
+        print(f"figures written to {args.json}", flush=True)
     sys.exit(1 if failed else 0)
+
+
+def write_json(
+    path: Path, machine: dict, full: bool, durations: dict[str, float], failures: dict[str, list[str]]
+) -> None:
+    document = {
+        "machine": machine,
+        "full": full,
+        "benchmarks": {
+            name: {"seconds": round(durations[name], 1), "failed_checks": failures.get(name, [])}
+            for name in durations
+        },
+        "figures": common.RESULTS["figures"],
+        "tables": common.RESULTS["tables"],
+    }
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

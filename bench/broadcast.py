@@ -261,6 +261,42 @@ def run_broadcast(
                 f"{1000 * hooks['cpu_at_push_done'] / max(hooks['events'], 1):.2f} / "
                 f"{1000 * hooks['cpu'] / max(hooks['events'], 1):.2f} ms"),
         ]  # fmt: skip
+    scope = dict(users=users, segment=segment, kind=kind, webhooks=list(webhook_events) if webhooks else [],
+                 workers=workers, concurrency=concurrency, latency_ms=latency_ms)  # fmt: skip
+    sent = max(state.sent, 1)
+    common.figure("broadcast.deliveries_per_s", rate, "deliveries/s", baseline=base_rate, goal=3000, **scope)
+    common.figure(
+        "broadcast.sending_deliveries_per_s",
+        state.sent / sending if sending else None,
+        "deliveries/s",
+        **scope,
+    )
+    common.figure(
+        "broadcast.worker_cpu_ms_per_delivery",
+        1000 * cpu["workers"] / sent,
+        "ms",
+        goal=0.25,
+        better="lower",
+        **scope,
+    )
+    common.figure(
+        "broadcast.postgres_cpu_ms_per_delivery",
+        1000 * cpu["postgres"] / sent,
+        "ms",
+        goal=0.15,
+        better="lower",
+        **scope,
+    )
+    common.figure(
+        "broadcast.redis_cpu_ms_per_delivery", 1000 * cpu["redis"] / sent, "ms", better="lower", **scope
+    )
+    common.figure(
+        "broadcast.fake_wechat_cpu_ms_per_delivery", 1000 * cpu["fake"] / sent, "ms", better="lower", **scope
+    )
+    common.figure("broadcast.send_ceiling_per_s", ceiling, "deliveries/s", **scope)
+    common.figure(
+        "broadcast.peak_rss_mib_per_worker", max(rss) if rss else None, "MiB", better="lower", **scope
+    )
     if segment:
         audience = f"a segment (every other user tagged) to {expected:,} of {users:,} users"
     else:

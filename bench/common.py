@@ -473,6 +473,42 @@ def _batches(rows: Iterable, size: int):
 
 
 # --- results -------------------------------------------------------------------------------------------
+# Everything a run measured, for ``python -m bench --json FILE``: each table as printed, and the headline
+# figures as numbers (``figure``), which ``bench.report`` turns into the README's tables.
+RESULTS: dict[str, list[dict[str, Any]]] = {"figures": [], "tables": []}
+CURRENT_BENCHMARK = {"name": ""}
+
+
+def figure(
+    name: str,
+    value: float | None,
+    unit: str,
+    *,
+    baseline: float | None = None,
+    goal: float | None = None,
+    better: str = "higher",
+    **context: Any,
+) -> None:
+    """Record one measured figure: ``name`` (dotted, stable: ``broadcast.deliveries_per_s``), its value in
+    ``unit``, the baseline measured in the same run, the issue's goal (``better`` says which side of it is
+    met: "higher" or "lower") and what it was measured on (``context``: users, rate, …)."""
+    RESULTS["figures"].append(
+        {
+            "benchmark": CURRENT_BENCHMARK["name"] or name.split(".", 1)[0],
+            "name": name,
+            "value": None if value is None else round(float(value), 4),
+            "unit": unit,
+            "baseline": None if baseline is None else round(float(baseline), 4),
+            "goal": goal,
+            "better": better,
+            "met": None
+            if goal is None or value is None
+            else (value >= goal if better == "higher" else value <= goal),
+            "context": context,
+        }
+    )
+
+
 @dataclass
 class Row:
     figure: str
@@ -501,6 +537,17 @@ def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> s
     lines += [""] + [f"- {note}" for note in notes]
     text = "\n".join(lines) + "\n"
     print(text, flush=True)
+    RESULTS["tables"].append(
+        {
+            "benchmark": CURRENT_BENCHMARK["name"],
+            "title": title,
+            "rows": [
+                {"figure": r.figure, "pushhub": r.pushhub, "baseline": r.baseline, "ratio": r.ratio}
+                for r in rows
+            ],
+            "notes": list(notes),
+        }
+    )
     return text
 
 
@@ -532,3 +579,55 @@ def drop_database() -> None:
     with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{config["NAME"]}" WITH (FORCE)')
     print(f"  database {config['NAME']} dropped (--keep keeps it)", flush=True)
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a run was measured on: when, which commit, the machine, PostgreSQL and Redis, how busy it was."""
+    import datetime
+    import platform
+
+    def first(path: str, prefix: str) -> str:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(prefix):
+                    return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return ""
+
+    def output(*args: str) -> str:
+        try:
+            return subprocess.run(
+                args, capture_output=True, text=True, timeout=10, cwd=BASE_DIR
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    facts: dict[str, Any] = {
+        "started_at": datetime.datetime.now(datetime.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+        "commit": output("git", "rev-parse", "--short", "HEAD"),
+        "cores": os.cpu_count(),
+        "cpu": first("/proc/cpuinfo", "model name"),
+        "memory": first("/proc/meminfo", "MemTotal"),
+        "python": platform.python_version(),
+        "load_average": list(os.getloadavg()),
+        "procfile": PROCFILE.read_text().splitlines(),
+    }
+    try:
+        import psycopg
+        import redis
+        from environ import Env
+
+        config = Env.db_url_config(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+        with psycopg.connect(dbname="postgres", host=config["HOST"] or "127.0.0.1",
+                             port=config["PORT"] or 5432, user=config["USER"]) as conn:  # fmt: skip
+            facts["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+            facts["postgresql_shared_buffers"] = conn.execute("SHOW shared_buffers").fetchone()[0]
+        facts["redis"] = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)).info()[
+            "redis_version"
+        ]
+    except Exception as exc:  # the facts are informative: a run does not stop for them
+        facts["services_error"] = repr(exc)
+    return facts

@@ -345,6 +345,49 @@ def run(full: bool = False, seconds: float | None = None, connections: int = 32)
         f"Target ≥ {TARGET:,} formIds/s in batches of {BATCH}: {met}.",
     ]
     common.print_table("Ingest: formIds through POST /sdk/v1/{appid}/formids", rows, notes)
+    scope = dict(
+        batch=BATCH,
+        connections=connections,
+        seconds=seconds,
+        gunicorn=f"{GUNICORN_WORKERS}x{GUNICORN_THREADS}",
+    )
+    common.figure(
+        "ingest.formids_per_s",
+        ours.formids_per_s,
+        "formIds/s",
+        baseline=base.formids_per_s,
+        goal=10_000,
+        **scope,
+    )
+    common.figure(
+        "ingest.requests_per_s",
+        ours.requests_per_s,
+        "requests/s",
+        baseline=base.requests_per_s,
+        goal=500,
+        **scope,
+    )
+    common.figure("ingest.p99_ms", ours.p99_ms, "ms", baseline=base.p99_ms, better="lower", **scope)
+    common.figure(
+        "ingest.server_cpu_ms_per_request",
+        1000 * ours.server_cpu / max(ours.requests_per_s, 1e-9),
+        "ms",
+        baseline=1000 * base.server_cpu / max(base.requests_per_s, 1e-9),
+        goal=1.5,
+        better="lower",
+        **scope,
+    )
+    common.figure(
+        "ingest.postgres_cpu_ms_per_request",
+        1000 * ours.postgres_cpu / max(ours.requests_per_s, 1e-9),
+        "ms",
+        baseline=1000 * base.postgres_cpu / max(base.requests_per_s, 1e-9),
+        goal=0.6,
+        better="lower",
+        **scope,
+    )
+    common.figure("ingest.max_batch_formids_per_s", biggest.formids_per_s, "formIds/s", batch=MAX_BATCH)
+    common.figure("ingest.machine_busy", ours.machine_busy, "fraction", **scope)
     for one in runs:
         check_run(one, app, failures)
     accepted = sum(one.result["accepted"] for one in runs)

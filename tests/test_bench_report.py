@@ -1,0 +1,125 @@
+"""``python -m bench --json`` and ``bench.report``: figures are recorded as numbers, and the README's generated
+tables are exactly what the committed results file gives."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import common, report
+from bench.__main__ import write_json
+
+BASE = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def results(monkeypatch):
+    fresh = {"figures": [], "tables": []}
+    monkeypatch.setattr(common, "RESULTS", fresh)
+    monkeypatch.setitem(common.CURRENT_BENCHMARK, "name", "broadcast")
+    return fresh
+
+
+def broadcast_figures(
+    worker_ms: float, postgres_ms: float, redis_ms: float, rate: float, users: int = 10_000
+):
+    scope = dict(
+        users=users, segment=False, kind="formid", webhooks=[], workers=2, concurrency=2, latency_ms=20.0
+    )
+    common.figure("broadcast.deliveries_per_s", rate, "deliveries/s", baseline=43.0, goal=3000, **scope)
+    common.figure("broadcast.worker_cpu_ms_per_delivery", worker_ms, "ms", goal=0.25, better="lower", **scope)
+    common.figure(
+        "broadcast.postgres_cpu_ms_per_delivery", postgres_ms, "ms", goal=0.15, better="lower", **scope
+    )
+    common.figure("broadcast.redis_cpu_ms_per_delivery", redis_ms, "ms", better="lower", **scope)
+    common.figure("broadcast.peak_rss_mib_per_worker", 128.0, "MiB", better="lower", **scope)
+
+
+def test_figures_and_tables_are_recorded_with_whether_the_goal_is_met(results, capsys):
+    broadcast_figures(worker_ms=0.5, postgres_ms=0.1, redis_ms=0.01, rate=3200.0)
+    common.print_table("Broadcast", [common.Row("deliveries/s", "3,200", "43", "74.4×")], ["a note"])
+    by_name = {f["name"]: f for f in results["figures"]}
+    assert by_name["broadcast.deliveries_per_s"]["met"] is True  # 3,200 ≥ 3,000
+    assert by_name["broadcast.worker_cpu_ms_per_delivery"]["met"] is False  # 0.5 > 0.25
+    assert by_name["broadcast.postgres_cpu_ms_per_delivery"]["met"] is True
+    assert by_name["broadcast.redis_cpu_ms_per_delivery"]["met"] is None  # no goal
+    assert by_name["broadcast.deliveries_per_s"]["benchmark"] == "broadcast"
+    assert results["tables"][0]["rows"][0] == {
+        "figure": "deliveries/s",
+        "pushhub": "3,200",
+        "baseline": "43",
+        "ratio": "74.4×",
+    }
+    assert "| deliveries/s | 3,200   |" in capsys.readouterr().out
+
+
+def test_json_file_holds_the_machine_the_checks_and_every_figure(results, tmp_path):
+    broadcast_figures(worker_ms=0.4, postgres_ms=0.2, redis_ms=0.02, rate=2500.0)
+    path = tmp_path / "bench.json"
+    write_json(path, {"cores": 2}, False, {"broadcast": 12.34}, {"broadcast": ["one user got two"]})
+    document = json.loads(path.read_text())
+    assert document["machine"] == {"cores": 2}
+    assert document["benchmarks"] == {"broadcast": {"seconds": 12.3, "failed_checks": ["one user got two"]}}
+    assert [f["name"] for f in document["figures"]][:2] == [
+        "broadcast.deliveries_per_s",
+        "broadcast.worker_cpu_ms_per_delivery",
+    ]
+
+
+def test_scale_out_table_follows_the_measured_cost_per_delivery(results):
+    broadcast_figures(worker_ms=0.5, postgres_ms=0.25, redis_ms=0.02, rate=2000.0, users=100_000)
+    text = report.scale_out_table({"figures": results["figures"], "machine": {"commit": "abc"}})
+    assert "| deliveries/s per core | 2,000 | 4,000 | 50,000 |" in text
+    # 8 worker cores at 2,000/s each: 16,000/s, 4 PostgreSQL cores, 10M users in 10 minutes
+    assert "| 8 | 16,000 | 4.0 | 0.32 | 10 min | 1.0 GiB |" in text
+
+
+def test_goals_table_shows_measured_baseline_goal_and_misses(results):
+    broadcast_figures(worker_ms=0.3, postgres_ms=0.12, redis_ms=0.02, rate=2800.0)
+    common.figure(
+        "trigger.accept_p99_ms",
+        61.0,
+        "ms",
+        baseline=24.0,
+        goal=50.0,
+        better="lower",
+        rate=200.0,
+        requests=2000,
+        latency_ms=20.0,
+    )
+    common.figure(
+        "trigger.achieved_per_s", 150.0, "triggers/s", goal=200.0, rate=200.0, requests=2000, latency_ms=20.0
+    )
+    text = report.goals_table({"figures": results["figures"]})
+    assert (
+        "| `@all` broadcast to 10,000 users, fake WeChat at 20 ms: deliveries/s | **2,800 deliveries/s** | 43.0 deliveries/s (sequential `requests.post`) | ≥ 3,000 deliveries/s | **not met** |"
+        in text
+    )
+    assert "| PostgreSQL CPU per delivery (10,000 users) | **0.12 ms** |  | ≤ 0.15 ms | met |" in text
+    assert (
+        "| trigger accept p99 at 200/s | **61.0 ms** | 24.0 ms (calling WeChat directly) | ≤ 50.0 ms | **not met** |"
+        in text
+    )
+    assert "triggers/s achieved of 200/s asked | 150 |" in text
+
+
+def test_rewrite_replaces_only_the_marked_sections(results):
+    broadcast_figures(worker_ms=0.5, postgres_ms=0.25, redis_ms=0.02, rate=2000.0)
+    readme = (
+        "intro\n<!-- bench-report:goals -->\nold\n<!-- /bench-report:goals -->\nmiddle\n"
+        "<!-- bench-report:scale-out -->\nold\n<!-- /bench-report:scale-out -->\nend\n"
+    )
+    out = report.rewrite(readme, {"figures": results["figures"], "machine": {}})
+    assert out.startswith("intro\n<!-- bench-report:goals -->\n| figure |")
+    assert "\nmiddle\n" in out and out.endswith("<!-- /bench-report:scale-out -->\nend\n")
+    assert "old" not in out
+    with pytest.raises(SystemExit):
+        report.rewrite("no markers here", {"figures": results["figures"]})
+
+
+def test_readme_tables_are_the_ones_generated_from_the_committed_results():
+    """docs/bench-results.json is the last measured run; the README's tables must be regenerated from it
+    (python -m bench.report docs/bench-results.json --readme README.md) whenever either changes."""
+    document = json.loads((BASE / "docs" / "bench-results.json").read_text())
+    readme = (BASE / "README.md").read_text()
+    assert report.rewrite(readme, document) == readme
