@@ -5,8 +5,10 @@ fake WeChat, against a tenant's own server calling WeChat itself.
 
 Accept time: from sending the trigger request to its 202 answer (the credit is claimed and the push queued
 before the answer). End to end: from sending the request to the moment the fake WeChat accepted the message
-(it records when each openid first got one). Requests go out at a steady rate from one keep-alive client,
-each to a different user, so every push has exactly one recipient and one credit.
+(it records when each openid first got one). Requests go out at a steady rate from keep-alive clients,
+each to a different user, so every push has exactly one recipient and one credit; an open loop (a pool of
+sending threads), so slow answers do not lower the rate asked for. Also: the rate answered, and the
+gunicorn CPU per trigger.
 
 Baseline: what a tenant's server does without PushHub, one ``requests.post`` to WeChat's send endpoint per
 message (token already in hand): its accept time *is* its end-to-end time, and it holds the caller for the
@@ -22,7 +24,9 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import common
@@ -31,6 +35,7 @@ from bench.common import Row
 TARGET_ACCEPT_P99_MS = 25.0
 TARGET_E2E_P50_MS = 60.0
 RATE = 10.0  # triggers per second: latency of the path, not of a saturated machine (see --rate)
+SENDERS = 64  # threads sending the triggers (an open loop: the rate holds whatever the latency)
 GUNICORN_WORKERS = 2
 GUNICORN_THREADS = 4
 # The trigger rate limits (600/min per template, 3000/min per tenant) are raised so that the run measures
@@ -62,7 +67,7 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         )
         port = common.free_port()
         gunicorn = str(Path(common.PYTHON).parent / "gunicorn")
-        processes.start(
+        server = processes.start(
             [gunicorn, "pushhub.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(GUNICORN_WORKERS),
              "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
             env, scratch / "gunicorn.log",
@@ -82,16 +87,31 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         sent_at: dict[str, float] = {}
         accept_ms: list[float] = []
         statuses: dict[int, int] = {}
-        interval = 1.0 / rate
-        started = time.monotonic()
-        for n, openid in enumerate(openids):
-            time.sleep(max(0.0, started + n * interval - time.monotonic()))
+        lock = threading.Lock()
+        local = threading.local()
+
+        def trigger(openid: str) -> None:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()  # keep-alive, one connection per sending thread
             began_wall, began = time.time(), time.perf_counter()
-            response = session.post(url, data=json.dumps({"to": openid, "data": data}),
-                                    headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
-            accept_ms.append((time.perf_counter() - began) * 1000)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            sent_at[openid] = began_wall
+            response = local.session.post(url, data=json.dumps({"to": openid, "data": data}),
+                                          headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+            with lock:
+                accept_ms.append((time.perf_counter() - began) * 1000)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                sent_at[openid] = began_wall
+
+        # Open loop: each trigger leaves at its time whatever the answers before it are doing (a pool of
+        # sending threads), so a slow answer does not lower the rate asked for.
+        interval = 1.0 / rate
+        server_cpu0 = common.tree_cpu_seconds(server.pid)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=SENDERS) as pool:
+            for n, openid in enumerate(openids):
+                time.sleep(max(0.0, started + n * interval - time.monotonic()))
+                pool.submit(trigger, openid)
+        sending_seconds = time.monotonic() - started
+        server_cpu = common.tree_cpu_seconds(server.pid) - server_cpu0
         # Wait for the last messages to arrive (at most 30 s), then read when each arrived.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and fake.stats(app.appid)["delivered"] < len(openids) + 20:
@@ -118,6 +138,8 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         Row("end to end p50 (request → fake WeChat has it)", f"{common.percentile(e2e_ms, 50):.1f} ms",
             f"{common.percentile(baseline, 50):.1f} ms"),
         Row("end to end p95", f"{common.percentile(e2e_ms, 95):.1f} ms", f"{common.percentile(baseline, 95):.1f} ms"),
+        Row(f"triggers/s answered (asked: {rate:g}/s)", f"{len(openids) / sending_seconds:.1f}"),
+        Row("gunicorn CPU per trigger", f"{server_cpu / len(openids) * 1000:.2f} ms"),
         Row("end to end p99", f"{common.percentile(e2e_ms, 99):.1f} ms", f"{common.percentile(baseline, 99):.1f} ms"),
     ]  # fmt: skip
     accept_met = common.percentile(accept_ms, 99) < TARGET_ACCEPT_P99_MS
@@ -128,7 +150,9 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         rows,
         [
             f"gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} threads; 2 Celery workers × 2 tasks; "
-            "PostgreSQL + Redis; one keep-alive client in the bench process",
+            f"PostgreSQL + Redis; triggers sent on schedule by up to {SENDERS} keep-alive threads of the bench "
+            "process (gunicorn CPU per trigger: its workers' CPU while the triggers went out, over the triggers; "
+            "the 2 Celery workers' not counted)",
             "baseline: one `requests.post` per message straight to the fake's send endpoint (token in hand): "
             "the caller waits for WeChat; its end to end is the same call",
             "TRIGGER_RATE_PER_TEMPLATE / TRIGGER_RATE_PER_TENANT raised for the run (still checked per request)",

@@ -215,3 +215,28 @@ def test_take_in_order_counts_like_one_take_after_another(settings):
     over = ratelimit.take_in_order([("t:a", 2, 60), ("t:b", 5, 60)])
     assert [(q.limit, q.remaining, q.exceeded) for q in over] == [(2, 0, True)]  # b not counted
     assert ratelimit.peek("t:b", 60)[0] == 2
+
+
+# --- login: its own database work -----------------------------------------------------------------------------
+def test_a_login_of_a_known_user_reads_it_and_writes_nothing_unless_the_unionid_is_new(app, monkeypatch):
+    from rest_framework.test import APIClient
+
+    from pushhub.wechat.client import WeChatClient
+
+    answers = iter([{"openid": OPENID, "unionid": "uOne"}] * 2 + [{"openid": OPENID, "unionid": "uTwo"}])
+    monkeypatch.setattr(WeChatClient, "code2session", lambda self, code: next(answers))
+    client = APIClient()
+
+    def log_in():
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post(url(app, "login"), {"code": "a-code"}, format="json")
+        assert response.status_code == 200, response.content
+        return [q["sql"] for q in queries.captured_queries if "formids_miniuser" in q["sql"]]
+
+    first = log_in()  # first sight: created
+    assert any(sql.startswith("INSERT") for sql in first)
+    again = log_in()
+    assert len(again) == 1 and again[0].startswith("SELECT"), again  # one read, no write
+    new_unionid = log_in()
+    assert [sql.split()[0] for sql in new_unionid] == ["SELECT", "UPDATE"]
+    assert MiniUser.objects.get(app=app, openid=OPENID).unionid == "uTwo"
