@@ -138,9 +138,9 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         Row("end to end p50 (request → fake WeChat has it)", f"{common.percentile(e2e_ms, 50):.1f} ms",
             f"{common.percentile(baseline, 50):.1f} ms"),
         Row("end to end p95", f"{common.percentile(e2e_ms, 95):.1f} ms", f"{common.percentile(baseline, 95):.1f} ms"),
+        Row("end to end p99", f"{common.percentile(e2e_ms, 99):.1f} ms", f"{common.percentile(baseline, 99):.1f} ms"),
         Row(f"triggers/s answered (asked: {rate:g}/s)", f"{len(openids) / sending_seconds:.1f}"),
         Row("gunicorn CPU per trigger", f"{server_cpu / len(openids) * 1000:.2f} ms"),
-        Row("end to end p99", f"{common.percentile(e2e_ms, 99):.1f} ms", f"{common.percentile(baseline, 99):.1f} ms"),
     ]  # fmt: skip
     accept_met = common.percentile(accept_ms, 99) < TARGET_ACCEPT_P99_MS
     e2e_met = common.percentile(e2e_ms, 50) < TARGET_E2E_P50_MS
