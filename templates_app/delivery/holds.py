@@ -85,11 +85,11 @@ def _mark_postgresql(app_id: int, openids: list[str], now: datetime) -> int:
     SDK upload runs it and building it through the ORM was a quarter of an upload's CPU."""
     delivery, push = Delivery._meta.db_table, Push._meta.db_table
     sql = (
-        f'UPDATE "{delivery}" SET "credit_arrived_at" = %s WHERE "{delivery}"."id" IN ('
-        f'SELECT "{delivery}"."id" FROM "{delivery}" INNER JOIN "{push}" ON ("{delivery}"."push_id" = "{push}"."id") '
-        f'WHERE "{delivery}"."openid" IN (SELECT unnest(%s::text[])) AND "{push}"."app_id" = %s '
-        f'AND "{push}"."held" > 0 AND "{delivery}"."status" = %s '
-        f'ORDER BY 1 ASC FOR UPDATE OF "{delivery}")'
+        f"UPDATE {delivery} SET credit_arrived_at = %s WHERE {delivery}.id IN ("
+        f"SELECT {delivery}.id FROM {delivery} INNER JOIN {push} ON ({delivery}.push_id = {push}.id) "
+        f"WHERE {delivery}.openid IN (SELECT unnest(%s::text[])) AND {push}.app_id = %s "
+        f"AND {push}.held > 0 AND {delivery}.status = %s "
+        f"ORDER BY 1 ASC FOR UPDATE OF {delivery})"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [now, openids, app_id, HELD])
