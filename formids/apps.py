@@ -6,4 +6,6 @@ class FormidsConfig(AppConfig):
     verbose_name = "Credit pools"
 
     def ready(self):
-        from formids import sdk_auth  # noqa: F401  (registers the OpenAPI "Session" auth extension)
+        from formids import live_apps, sdk_auth  # noqa: F401  (sdk_auth: the OpenAPI "Session" auth extension)
+
+        live_apps.connect()  # a MiniProgram saved or deleted in this process empties its cache of live apps

@@ -96,6 +96,38 @@ def add_to_counter_rows(model: type[Model], rows: list[tuple[dict, dict[str, int
         cursor.execute(sql, [value for record, counts in records for value in (*record, *counts)])
 
 
+def counter_upsert_from(
+    model: type[Model], key: dict, counter: str, source: str, amount: str
+) -> tuple[str, list]:
+    """``add_to_counters`` for one row and one counter as SQL to embed in a larger statement (a CTE): the
+    amount is the SQL expression ``amount`` over the relation ``source`` (e.g. ``n`` of a ``counted`` CTE), and
+    nothing is written when it is not positive. Returns (sql, params) of the ``INSERT … SELECT … ON CONFLICT``;
+    ``formids.services`` stores an upload and counts it in the day's statistics with it, in one statement."""
+    meta = model._meta
+    key_fields = [meta.get_field(name) for name in key]
+    conflict = [field.column for field in key_fields]
+    counters = [f for f in meta.concrete_fields if not f.primary_key and f.column not in conflict]
+    if counter not in {f.name for f in counters}:
+        raise ValueError(f"{meta.label} has no counter {counter!r}")
+    params = []
+    for name, field in zip(key, key_fields, strict=True):
+        value = key[name].pk if isinstance(key[name], Model) else key[name]
+        target = field.target_field if field.is_relation else field
+        params.append(target.get_db_prep_value(value, connection))
+    values = ["%s"] * len(conflict) + [amount if f.name == counter else "%s" for f in counters]
+    params += [f.get_default() for f in counters if f.name != counter]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    column = quote(meta.get_field(counter).column)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in [*conflict, *(f.column for f in counters)])}) "
+        f"SELECT {', '.join(values)} FROM {source} WHERE {amount} > 0 "
+        f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO UPDATE SET "
+        f"{column} = {table}.{column} + EXCLUDED.{column}"
+    )
+    return sql, params
+
+
 def credits_collected(
     app_id: int,
     day: date,

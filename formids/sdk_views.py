@@ -12,11 +12,12 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from formids import audience
+from formids import audience, live_apps
 from formids import sdk_serializers as s
 from formids.models import MiniUser
 from formids.quotas import user_summary
@@ -25,15 +26,15 @@ from formids.services import report_subscriptions, set_push_enabled, take_ids, t
 from pushhub import idempotency, logs, ratelimit
 from pushhub.api import ApiError, iso_utc
 from tenants.models import MiniProgram
-from tenants.services import APPID_RE
 
 RATE_WINDOW = 60  # seconds; SDK_RATE_PER_IP and SDK_RATE_PER_OPENID are per this window
 
 
 # --- the work ----------------------------------------------------------------------------------------
 def live_app(appid: str) -> MiniProgram:
-    """The live (not deleted) app with this AppID; 404 for anything else, malformed ids included."""
-    app = MiniProgram.objects.live().filter(appid=appid).first() if APPID_RE.fullmatch(appid) else None
+    """The live (not deleted) app with this AppID; 404 for anything else, malformed ids included. From the
+    process's short cache (formids.live_apps: a deleted app is refused within SDK_APP_CACHE_SECONDS)."""
+    app = live_apps.live_app(appid)
     if app is None:
         raise ApiError(404, "not_found", "No such mini-program.")
     return app
@@ -66,23 +67,32 @@ class SdkView(APIView):
     user: MiniUser | None = None
 
     def initial(self, request, *args, **kwargs):
-        ratelimit.check(
-            f"sdk:ip:{client_ip(request)}",
-            settings.SDK_RATE_PER_IP,
-            RATE_WINDOW,
-            "SDK requests from this address",
-        )
-        self.app = request.sdk_app = live_app(kwargs["appid"])
-        logs.bind(tenant=self.app.tenant_id, app=self.app.appid)
-        super().initial(request, *args, **kwargs)  # authentication and permissions
-        if isinstance(request.user, SdkSession):
-            ratelimit.check(
-                f"sdk:user:{self.app.pk}:{request.user.openid}",
-                settings.SDK_RATE_PER_OPENID,
-                RATE_WINDOW,
-                "SDK requests for this user",
-            )
-            self.user = touch_user(self.app, request.user.openid)
+        # One Redis round trip for both rate limits: the app (cached) and the session (a signature, no
+        # query) are read first, then both counted in order. The answers are those of checking the IP first:
+        # over the IP's limit is a 429 whatever the rest (an unknown app, a bad session, and the user's
+        # counter is not counted); then 404 for the app, 401 for the session, 429 for the user's limit.
+        app = request.sdk_app = live_apps.live_app(kwargs["appid"])
+        refused = None
+        if app is not None:
+            self.app = app
+            logs.bind(tenant=app.tenant_id, app=app.appid)
+            try:
+                super().initial(request, *args, **kwargs)  # authentication and permissions
+            except exceptions.APIException as exc:
+                refused = exc
+        ip = f"sdk:ip:{client_ip(request)}"
+        limits = [(ip, settings.SDK_RATE_PER_IP, RATE_WINDOW, "SDK requests from this address")]
+        session = request.user if app is not None and refused is None else None
+        if isinstance(session, SdkSession):
+            user = f"sdk:user:{app.pk}:{session.openid}"
+            limits.append((user, settings.SDK_RATE_PER_OPENID, RATE_WINDOW, "SDK requests for this user"))
+        ratelimit.check_all(limits)
+        if app is None:
+            raise ApiError(404, "not_found", "No such mini-program.")
+        if refused is not None:
+            raise refused
+        if isinstance(session, SdkSession):
+            self.user = touch_user(app, session.openid)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

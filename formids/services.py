@@ -28,7 +28,7 @@ from django.utils import timezone
 from formids import funnel
 from formids.funnel import add_to_counters
 from formids.hooks import claim_owners, credits_arrived, long_term_ids, subscribe_templates
-from formids.models import Credit, DailyStat, InboundEvent, MiniUser
+from formids.models import Credit, DailyStat, InboundEvent, MiniUser, TemplateDailyStat
 from formids.webhook_events import subscriptions_changed
 from pushhub import metrics
 from pushhub.sql import ids_in, texts_in
@@ -39,7 +39,6 @@ PREPAY_USES = 3  # WeChat: a prepay_id allows 3 template messages
 MOCK_FORMID = "the formId is a mock one"  # what WeChat's developer tools hand out
 # formIds are opaque to us; this only rejects what cannot be one (spaces, control characters, …).
 FORMID_RE = re.compile(r"^[A-Za-z0-9_\-=+/.:]{6,128}$")
-LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 FORMID_KINDS = (Credit.Kind.FORMID, Credit.Kind.PREPAY)
 SUBSCRIBE_KINDS = (Credit.Kind.SUBSCRIBE, Credit.Kind.LONG_TERM)  # the credits of one subscribe template
 # SDK answers that turn a long-term template off in WeChat: its standing subscription ends.
@@ -66,9 +65,11 @@ def usable_q(now: datetime, prefix: str = "") -> Q:
 
 # --- users ---------------------------------------------------------------------------------------
 def touch_user(app: MiniProgram, openid: str, unionid: str = "", now: datetime | None = None) -> MiniUser:
-    """The app's user with this openid, created on first sight; last_seen kept within 5 minutes."""
+    """The app's user with this openid, created on first sight. One read when nothing changed: last_seen is
+    written only once the stored one is older than SDK_LAST_SEEN_RESOLUTION (5 minutes), the unionid only
+    when WeChat gives a new one."""
     now = now or timezone.now()
-    user = MiniUser.objects.filter(app=app, openid=openid).first()
+    user = _find_user(app, openid)
     if user is None:
         try:
             with transaction.atomic():
@@ -76,7 +77,7 @@ def touch_user(app: MiniProgram, openid: str, unionid: str = "", now: datetime |
         except IntegrityError:  # created concurrently
             user = MiniUser.objects.get(app=app, openid=openid)
     changes = {}
-    if now - user.last_seen > LAST_SEEN_RESOLUTION:
+    if now - user.last_seen > timedelta(seconds=settings.SDK_LAST_SEEN_RESOLUTION):
         changes["last_seen"] = now
     if unionid and user.unionid != unionid:
         changes["unionid"] = unionid
@@ -85,6 +86,28 @@ def touch_user(app: MiniProgram, openid: str, unionid: str = "", now: datetime |
         for name, value in changes.items():
             setattr(user, name, value)
     return user
+
+
+_USER_FIELDS = MiniUser._meta.concrete_fields
+
+
+def _find_user(app: MiniProgram, openid: str) -> MiniUser | None:
+    """The app's user with this openid, by the (app, openid) unique index. On PostgreSQL fixed SQL and
+    ``Model.from_db`` (the ORM's own constructor of loaded rows; psycopg gives the column types as the fields
+    hold them): every SDK call reads its user, and building the query through the ORM was a tenth of an
+    upload's CPU."""
+    if connection.vendor != "postgresql":
+        return MiniUser.objects.filter(app=app, openid=openid).first()
+    table = MiniUser._meta.db_table
+    columns = ", ".join(f'"{field.column}"' for field in _USER_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT {columns} FROM "{table}" WHERE "app_id" = %s AND "openid" = %s', [app.pk, openid]
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return MiniUser.from_db(connection.alias, [field.attname for field in _USER_FIELDS], row)
 
 
 def set_push_enabled(user: MiniUser, enabled: bool) -> MiniUser:
@@ -328,6 +351,8 @@ def take_ids(
     app: MiniProgram, user: MiniUser, *, formids: Iterable = (), prepay_ids: Iterable = ()
 ) -> Intake:
     """Store an upload of formIds and prepay_ids for ``user``; counts summed over both lists."""
+    if connection.vendor == "postgresql":
+        return _take_ids_postgresql(app, user, formids, prepay_ids)
     total = Intake()
     now = timezone.now()
     with transaction.atomic():
@@ -344,6 +369,75 @@ def take_ids(
     # transaction, concurrent uploads queued behind each other's commit (a fifth of their time was waiting).
     count_collected(app, now, formids=total.accepted)
     return total
+
+
+def _take_ids_postgresql(app: MiniProgram, user: MiniUser, formids: Iterable, prepay_ids: Iterable) -> Intake:
+    """The whole upload in one autocommitted statement: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of both
+    lists, and from its count the app's day (DailyStat) and the funnel's formId row (TemplateDailyStat,
+    template "") — what ``count_collected`` writes for formIds, with the same answers as ``add_formids``.
+
+    One round trip instead of five (begin, two inserts, commit, two statistics upserts), and the statistics
+    rows (every upload of the app bumps the same two) stay locked only for this statement, not until a later
+    commit. A value in both lists is stored as a formId and counted once as a duplicate, as before."""
+    now = timezone.now()
+    result = Intake()
+    values: list[str] = []
+    kinds: list[str] = []
+    seen: set[str] = set()
+    for given, kind in ((formids, Credit.Kind.FORMID), (prepay_ids, Credit.Kind.PREPAY)):
+        for value in given or ():
+            reason = formid_rejection(value)
+            if reason:
+                result.rejected.append(
+                    {"formid": value if isinstance(value, str) else repr(value)[:128], "reason": reason}
+                )
+            elif value in seen:
+                result.duplicates += 1
+            else:
+                seen.add(value)
+                values.append(value)
+                kinds.append(kind)
+    if not values:
+        return result
+    day = now.date()
+    day_stat, day_params = funnel.counter_upsert_from(
+        DailyStat, {"app": app, "day": day}, "formids_collected", "counted", "counted.n"
+    )
+    funnel_stat, funnel_params = funnel.counter_upsert_from(
+        TemplateDailyStat,
+        {"app_id": app.pk, "template_id": funnel.FORMID_TEMPLATE, "day": day},
+        "credits_collected",
+        "counted",
+        "counted.n",
+    )
+    sql = f"""
+        WITH stored AS (
+            INSERT INTO {Credit._meta.db_table} (app_id, user_id, kind, value, template_id, uses_left, expires_at,
+                                                 state, source, claimed_by, created_at)
+            SELECT %s, %s, v.kind, v.value, '', CASE WHEN v.kind = %s THEN %s ELSE 1 END, %s, %s, %s, '', now()
+            FROM unnest(%s::text[], %s::text[]) AS v(value, kind)
+            ON CONFLICT DO NOTHING
+            RETURNING kind
+        ),
+        counted AS (SELECT count(*) AS n FROM stored),
+        day_stat AS ({day_stat}),
+        funnel_stat AS ({funnel_stat})
+        SELECT kind, count(*) FROM stored GROUP BY kind
+    """
+    params = [
+        app.pk, user.pk, Credit.Kind.PREPAY, PREPAY_USES, now + FORMID_LIFETIME, Credit.State.AVAILABLE,
+        Credit.Source.SDK, values, kinds, *day_params, *funnel_params,
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        stored = dict(cursor.fetchall())
+    result.accepted = sum(stored.values())
+    result.duplicates += len(values) - result.accepted
+    if result.accepted:
+        credits_arrived(app.pk, [user.openid])  # outside a transaction: marks held deliveries now
+        for kind, n in stored.items():
+            metrics.after_commit(metrics.credits_ingested, kind, Credit.Source.SDK, n)
+    return result
 
 
 def report_subscriptions(

@@ -94,6 +94,47 @@ def take(key: str, limit: int, window: int) -> Quota:
     return Quota(limit=limit, remaining=max(0, limit - count_now), reset=reset, exceeded=count_now > limit)
 
 
+# KEYS: the counters in order; ARGV: ttl, limit of each. Counts one hit on each until one is over its limit
+# (the later ones are then not counted, as when they are checked one after another); returns the counts.
+_TAKE_IN_ORDER = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+    redis.call('SET', key, 0, 'EX', ARGV[2 * i - 1], 'NX')
+    local n = redis.call('INCRBY', key, 1)
+    counts[i] = n
+    if n > tonumber(ARGV[2 * i]) then break end
+end
+return counts
+"""
+_take_script: tuple[object, object] | None = None  # (client, its registered script)
+
+
+def take_in_order(limits: list[tuple[str, int, int]]) -> list[Quota]:
+    """``take`` for several (key, limit, window) in order, stopping at the first one exceeded (it is the last
+    Quota returned); the same counts as calling ``take`` one after another, in one Redis round trip (a Lua
+    script: atomic, EVALSHA once loaded). Other caches: one ``take`` after another."""
+    global _take_script
+    counters = [_window(key, window) for key, _, window in limits]
+    client = _redis_client()
+    if client is None:
+        quotas = []
+        for key, limit, window in limits:
+            quotas.append(take(key, limit, window))
+            if quotas[-1].exceeded:
+                break
+        return quotas
+    if _take_script is None or _take_script[0] is not client:
+        _take_script = (client, client.register_script(_TAKE_IN_ORDER))
+    args = [value for (_, limit, window) in limits for value in (window + 1, limit)]
+    counts = _take_script[1](
+        keys=[cache.make_and_validate_key(counter) for counter, _ in counters], args=args
+    )
+    return [
+        Quota(limit=limit, remaining=max(0, limit - int(n)), reset=reset, exceeded=int(n) > limit)
+        for (_, limit, _), (_, reset), n in zip(limits, counters, counts, strict=False)
+    ]
+
+
 def peek(key: str, window: int) -> tuple[int, int]:
     """(hits counted for ``key`` in the current window, seconds until it ends), counting nothing."""
     counter, reset = _window(key, window)
@@ -107,15 +148,22 @@ def hit(key: str, limit: int, window: int) -> int | None:
 
 
 def check(key: str, limit: int, window: int, what: str = "requests") -> None:
-    quota = take(key, limit, window)
-    if quota.exceeded:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"Too many {what}: at most {limit} per {window} s. Retry after {quota.reset} s.",
-            headers={"Retry-After": str(quota.reset), **quota.headers()},
-        )
-    _note(quota)
+    check_all([(key, limit, window, what)])
+
+
+def check_all(limits: list[tuple[str, int, int, str]]) -> None:
+    """``check`` for several (key, limit, window, what) in one round trip: the first limit exceeded answers
+    the 429 (the ones after it are not counted), as if each were checked in turn."""
+    quotas = take_in_order([(key, limit, window) for key, limit, window, _ in limits])
+    for (_, limit, window, what), quota in zip(limits, quotas, strict=False):
+        if quota.exceeded:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"Too many {what}: at most {limit} per {window} s. Retry after {quota.reset} s.",
+                headers={"Retry-After": str(quota.reset), **quota.headers()},
+            )
+        _note(quota)
 
 
 # The tightest quota the current request was counted against, for RateLimitHeadersMiddleware.

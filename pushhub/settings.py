@@ -353,6 +353,12 @@ LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=15 * 60)
 LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
 LOGIN_FAILURES_PER_IP = env.int("LOGIN_FAILURES_PER_IP", default=30)
 SDK_RATE_PER_IP = env.int("SDK_RATE_PER_IP", default=1200)
+# Seconds each process keeps the live app of an SDK call's AppID (formids/live_apps.py): a change saved in the
+# process empties it at once; other processes follow within this time (a deleted app: 404). 0: no cache.
+SDK_APP_CACHE_SECONDS = env.float("SDK_APP_CACHE_SECONDS", default=5.0)
+# An SDK call updates its user's last_seen only when the stored one is older than this (seconds): a user
+# active every minute costs one write per window, not one per call.
+SDK_LAST_SEEN_RESOLUTION = env.int("SDK_LAST_SEEN_RESOLUTION", default=300)
 
 # --- Auth, i18n, static ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

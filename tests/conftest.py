@@ -52,6 +52,10 @@ def _fast_and_isolated(settings):
     from pushhub.wechat import tokens
 
     tokens.clear_memo()
+    # The SDK's cache of live apps (per process) starts empty too: apps of an earlier test are gone.
+    from formids import live_apps
+
+    live_apps.forget_all()
 
 
 def random_appid() -> str:

@@ -61,18 +61,39 @@ def mark_arrivals(app_id: int, openids: list[str], now: datetime | None = None) 
     how many were marked. Never raises: the credit is stored whatever happens here, and the recheck finds
     what a failure here missed."""
     try:
-        marked = update_in_pk_order(
-            Delivery.objects.filter(
-                status=HELD, openid__in=texts_in(openids), push__app_id=app_id, push__held__gt=0
-            ),
-            credit_arrived_at=now or timezone.now(),
-        )
+        now = now or timezone.now()
+        if connection.vendor == "postgresql":
+            marked = _mark_postgresql(app_id, openids, now)
+        else:
+            marked = update_in_pk_order(
+                Delivery.objects.filter(
+                    status=HELD, openid__in=texts_in(openids), push__app_id=app_id, push__held__gt=0
+                ),
+                credit_arrived_at=now,
+            )
         if marked:
             release_soon(app_id)
         return marked
     except Exception:
         log.exception("could not mark the held deliveries of app %s; the hold recheck will", app_id)
         return 0
+
+
+def _mark_postgresql(app_id: int, openids: list[str], now: datetime) -> int:
+    """``mark_arrivals``'s UPDATE as the fixed SQL ``update_in_pk_order`` makes of its query (the same plan:
+    the ``delivery_held_openid`` partial index, rows locked in primary-key order), written out because every
+    SDK upload runs it and building it through the ORM was a quarter of an upload's CPU."""
+    delivery, push = Delivery._meta.db_table, Push._meta.db_table
+    sql = (
+        f"UPDATE {delivery} SET credit_arrived_at = %s WHERE {delivery}.id IN ("
+        f"SELECT {delivery}.id FROM {delivery} INNER JOIN {push} ON ({delivery}.push_id = {push}.id) "
+        f"WHERE {delivery}.openid IN (SELECT unnest(%s::text[])) AND {push}.app_id = %s "
+        f"AND {push}.held > 0 AND {delivery}.status = %s "
+        f"ORDER BY 1 ASC FOR UPDATE OF {delivery})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, openids, app_id, HELD])
+        return cursor.rowcount
 
 
 def update_in_pk_order(rows: QuerySet, **values: Any) -> int:
