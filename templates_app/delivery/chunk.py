@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from formids import services as credits
 from formids.models import Credit
-from pushhub.sql import ids_in
+from pushhub.sql import any_of
 from pushhub.wechat.client import WeChatClient
 from templates_app.delivery import ledger, queue
 from templates_app.delivery.job import ChunkReport, Job, Row
@@ -114,7 +114,13 @@ def _load_jobs(push: Push, delivery_ids: Iterable[int], now) -> tuple[list[Job],
     a tenth of a broadcast worker's CPU."""
     holder, young = push.claim_holder, now - _fresh_enough()
     rows = (
-        Delivery.objects.filter(push=push, pk__in=ids_in(list(delivery_ids)), status=Delivery.Status.PENDING)
+        # = ANY(array), a primary-key probe per id: IN (SELECT unnest(…)) was planned as a merge join over
+        # every row of the push with that status (the push's statistics are stale while it is written).
+        Delivery.objects.filter(
+            any_of(Delivery, "id", [int(pk) for pk in delivery_ids], "bigint"),
+            push=push,
+            status=Delivery.Status.PENDING,
+        )
         .order_by("pk")
         .values_list(
             "pk",
