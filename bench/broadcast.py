@@ -53,6 +53,38 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+class DatabaseBackends:
+    """CPU of the PostgreSQL backends serving one database (``postgres: [cluster:] user DB host state``): the push's
+    own statements, apart from other databases' work on a shared machine. Sampled while the push runs, so a
+    backend that exits meanwhile keeps what it was last seen using (its last second is lost)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self.start = self._sample()
+        self.seen: dict[int, float] = {}
+
+    def _sample(self) -> dict[int, float]:
+        found = {}
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                words = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+                if words[:1] != ["postgres:"]:
+                    continue
+                words = words[2:] if len(words) > 1 and words[1].endswith(":") else words[1:]  # "15/main:"
+                if len(words) >= 2 and words[1] == self.database:
+                    found[int(cmdline.parent.name)] = common.cpu_seconds(int(cmdline.parent.name))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def sample(self) -> None:
+        self.seen.update(self._sample())
+
+    def seconds(self) -> float:
+        self.sample()
+        return sum(cpu - self.start.get(pid, 0.0) for pid, cpu in self.seen.items())
+
+
 def redis_cpu_seconds() -> float:
     total = 0.0
     for comm in Path("/proc").glob("[0-9]*/comm"):
@@ -193,16 +225,20 @@ def run_broadcast(
             "postgres": postgres_cpu_seconds(),
             "redis": redis_cpu_seconds(),
         }
+        backends = DatabaseBackends(settings.DATABASES["default"]["NAME"])
         to = {"tags": {"any": [SEGMENT_TAG]}} if segment else "@all"
         request = parse_send_request(template, {"to": to, "data": common.TEMPLATE_DATA[kind]})
         began = time.monotonic()
         push = start_push(template, request, created_by="bench", status_url=lambda p: "").push
-        last_report = 0.0
+        last_report = last_sample = 0.0
         while True:
             state = Push.objects.get(pk=push.pk)
             elapsed = time.monotonic() - began
             if state.status == Push.Status.DONE:
                 break
+            if elapsed - last_sample >= 1:  # backends that exit keep what they were last seen using
+                last_sample = elapsed
+                backends.sample()
             if elapsed - last_report >= 5:
                 last_report = elapsed
                 print(
@@ -218,6 +254,7 @@ def run_broadcast(
             "fake": fake.cpu_seconds() - cpu_before["fake"],
             "postgres": postgres_cpu_seconds() - cpu_before["postgres"],
             "redis": redis_cpu_seconds() - cpu_before["redis"],
+            "database": backends.seconds(),
         }
         rss = [common.peak_rss_mb(w.pid) for w in worker_procs]
         if webhooks:
@@ -251,6 +288,8 @@ def run_broadcast(
         Row("CPU: workers / fake WeChat / PostgreSQL / Redis",
             " / ".join(f"{cpu[k]:.1f} s" for k in ("workers", "fake", "postgres", "redis"))),
         Row("worker CPU per delivery", f"{1000 * cpu['workers'] / max(state.sent, 1):.2f} ms"),
+        Row("PostgreSQL CPU per delivery: the bench database's backends / all PostgreSQL processes",
+            f"{1000 * cpu['database'] / max(state.sent, 1):.2f} / {1000 * cpu['postgres'] / max(state.sent, 1):.2f} ms"),
         Row("access tokens fetched", str(stats["tokens_issued"])),
     ]  # fmt: skip
     if webhooks:

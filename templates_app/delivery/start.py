@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from formids.models import MiniUser
-from pushhub.sql import ids_in, texts_in
+from pushhub.sql import any_of, ids_in
 from templates_app.delivery import ledger, progress, queue
 from templates_app.models import Delivery, Push
 from templates_app.pushes.addressing import Addressing
@@ -137,13 +137,16 @@ def _enumerate(push: Push, owner: str) -> bool:
 
 def _queue_page(push: Push, openids: list[str]) -> None:
     """Claim for a page of a broadcast's recipients and queue it as one chunk."""
-    prepare_recipients(push, openids)
-    # This page's pending rows: the new ones, and any an interrupted run prepared but maybe never queued.
-    ids = list(
-        Delivery.objects.filter(push=push, openid__in=texts_in(openids), status=Delivery.Status.PENDING)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    prepared = prepare_recipients(push, openids)
+    ids = prepared.pending
+    if prepared.existing:  # and any pending rows an interrupted run prepared but maybe never queued
+        # = ANY(array): IN (SELECT unnest(…)) was planned as a scan of all the push's pending rows per page.
+        ids = list(
+            Delivery.objects.filter(any_of(Delivery, "openid", openids, "text"), push=push)
+            .filter(status=Delivery.Status.PENDING)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
     queue.enqueue_chunk(push.pk, ids)
 
 

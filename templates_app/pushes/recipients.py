@@ -128,6 +128,7 @@ class Prepared:
     held: list[str] = field(default_factory=list)  # a push with a hold: no credit yet, waiting for one
     opted_out: list[str] = field(default_factory=list)
     unknown_aliases: list[str] | None = None  # an alias push: the aliases no user holds (not attempted)
+    existing: int = 0  # recipients skipped because an earlier run already wrote their row
 
 
 def prepare_listed(push: Push) -> Prepared:
@@ -170,6 +171,7 @@ def prepare_recipients(push: Push, openids: Sequence[str]) -> Prepared:
             Delivery.objects.filter(push=push, openid__in=texts_in(wanted)).values_list("openid", flat=True)
         )
         wanted = [o for o in wanted if o not in done]
+        result.existing = len(done)
         if not wanted:
             return result
         if not push.force:

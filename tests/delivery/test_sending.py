@@ -211,3 +211,75 @@ def test_a_round_keeps_at_most_its_concurrency_in_flight(settings):
     assert sorted(job for job, _, _ in pool.results) == list(range(40))
     [(failed, error)] = [(job, error) for job, _, error in pool.results if error]
     assert failed == 13 and isinstance(error, RuntimeError)
+
+
+@pytest.mark.parametrize("lost_to", ["the stale sweep", "another push"])
+def test_a_chunk_whose_claim_was_lost_sends_once_with_the_users_next_credit(
+    app, formid_template, task_queue, lost_to
+):
+    """The chunk reads its credits' claims with its rows and asks nothing more when they are all its own and
+    recent; a claim that is no longer the push's (released, or taken by someone else) must not be sent with:
+    the user's next credit is claimed, and the user still gets exactly one message."""
+    [alice] = seed_users(app, 1, formids=2)
+    push = make_push(formid_template, [alice])
+    first = push.deliveries.get().credit_id
+    if lost_to == "the stale sweep":
+        Credit.objects.filter(pk=first).update(state="available", claimed_at=None, claimed_by="")
+    else:
+        Credit.objects.filter(pk=first).update(claimed_by="push:someone-else")
+
+    assert tasks.deliver_push(str(push.pk)) == "started"
+    task_queue.run()
+
+    assert inbox_counts(app.appid) == {alice: 1}
+    row = push.deliveries.get()
+    assert row.status == "sent"
+    states = dict(Credit.objects.filter(app=app).values_list("pk", "state"))
+    if (
+        lost_to == "the stale sweep"
+    ):  # back in the pool: claimed again (the same one, or the next), spent once
+        assert sorted(states.values()) == ["available", "consumed"]
+    else:  # the other push's: never ours to spend; the user's next credit was
+        assert states[first] == "claimed" and row.credit_id != first
+        assert sorted(states.values()) == ["claimed", "consumed"]
+    assert_counters_match_rows(push)
+
+
+@pytest.mark.parametrize("waited", [True, False])
+def test_a_chunk_renews_claims_older_than_a_third_of_the_lease_and_only_those(
+    app, formid_template, task_queue, settings, monkeypatch, waited
+):
+    """A chunk that waited in the queue renews its claims before sending (the stale sweep must not take them
+    mid-send); one sent right after its recipients were prepared has nothing to renew and asks nothing."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from formids import services as credits
+
+    users = seed_users(app, 4, formids=1)
+    push = make_push(formid_template, users)
+    oldest = push.deliveries.order_by("pk").values_list("credit_id", flat=True)[0]
+    if waited:
+        old = timezone.now() - timedelta(seconds=settings.CREDIT_CLAIM_LEASE / 2)
+        Credit.objects.filter(pk=oldest).update(claimed_at=old)
+    renewed: list[tuple[list[int], object]] = []
+    real = credits.refresh_claims
+
+    def spy(ids, holder, **kwargs):
+        ids = list(ids)
+        before = Credit.objects.get(pk=oldest).claimed_at
+        result = real(ids, holder, **kwargs)
+        renewed.append((ids, Credit.objects.get(pk=oldest).claimed_at > before))
+        return result
+
+    monkeypatch.setattr(credits, "refresh_claims", spy)
+    assert tasks.deliver_push(str(push.pk)) == "started"
+    task_queue.run()
+
+    if waited:
+        assert len(renewed) == 1 and oldest in renewed[0][0] and renewed[0][1]  # renewed, before the send
+    else:
+        assert renewed == []
+    assert inbox_counts(app.appid) == {openid: 1 for openid in users}
+    assert_counters_match_rows(push)
