@@ -326,6 +326,11 @@ def run_broadcast(
         better="lower",
         **scope,
     )
+    # The bench database's own backends only (the statements of this push; all processes above also count
+    # the checkpointer, WAL writer and autovacuum, and anything else on the machine).
+    common.figure(
+        "broadcast.database_cpu_ms_per_delivery", 1000 * cpu["database"] / sent, "ms", better="lower", **scope
+    )
     common.figure(
         "broadcast.redis_cpu_ms_per_delivery", 1000 * cpu["redis"] / sent, "ms", better="lower", **scope
     )

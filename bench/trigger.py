@@ -36,7 +36,9 @@ TARGET_E2E_P50_MS = 60.0
 RATE = 10.0  # triggers per second: latency of the path, not of a saturated machine (see --rate)
 HIGH_RATE = 200.0  # the second point: accept p99 < 50 ms at 200 triggers/s
 TARGET_ACCEPT_P99_MS_HIGH = 50.0
-SENDERS = 64  # sender threads at most (open loop: one per 3/s asked, so answers up to ~300 ms never delay the next)
+SENDERS = (
+    64  # sender threads at most (open loop: one per 3/s asked, so answers up to ~300 ms never delay the next)
+)
 GUNICORN_WORKERS = 2
 GUNICORN_THREADS = 4
 # The trigger rate limits (600/min per template, 3000/min per tenant) are raised so that the run measures
