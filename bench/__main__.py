@@ -13,7 +13,18 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds", "opens", "inbox", "stats")
+BENCHMARKS = (
+    "broadcast",
+    "ingest",
+    "trigger",
+    "claims",
+    "webhooks",
+    "holds",
+    "opens",
+    "inbox",
+    "stats",
+    "fairness",
+)
 
 
 def main() -> None:

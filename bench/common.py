@@ -518,6 +518,7 @@ class Row:
     pushhub: str
     baseline: str = "—"
     ratio: str = "—"
+    target: str = ""
 
 
 def ratio(ours: float, theirs: float, higher_is_better: bool = True) -> str:
@@ -529,9 +530,10 @@ def ratio(ours: float, theirs: float, higher_is_better: bool = True) -> str:
 
 def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     """A Markdown table (the README takes it as printed)."""
-    head = ("figure", "PushHub", "baseline", "ratio")
-    cells = [head] + [(r.figure, r.pushhub, r.baseline, r.ratio) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    columns = 5 if any(r.target for r in rows) else 4  # the target column where a row has one
+    head = ("figure", "PushHub", "baseline", "ratio", "target")[:columns]
+    cells = [head] + [(r.figure, r.pushhub, r.baseline, r.ratio, r.target or "—")[:columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(columns)]
     lines = [f"### {title}", ""]
     for n, cell in enumerate(cells):
         lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) + " |")

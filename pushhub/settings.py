@@ -300,12 +300,14 @@ MAINTENANCE_QUEUE = env.str("MAINTENANCE_QUEUE", default="maintenance")
 # transactional send; more, and it shares the broadcast lane (and the per-tenant share below).
 SEND_LANE_MAX_RECIPIENTS = env.int("SEND_LANE_MAX_RECIPIENTS", default=1000)
 CELERY_TASK_ROUTES = ("templates_app.delivery.lanes.route",)
-# A tenant's share of the broadcast lane (templates_app/delivery/share.py): while several tenants broadcast,
-# each runs at most its fair part of the chunks running at once; alone, it may use every slot. A chunk over
-# its tenant's share is parked in Redis and queued again when a chunk finishes. A running chunk's lease
-# expires after BROADCAST_SHARE_LEASE seconds (a SIGKILLed worker's chunks stop counting).
+# A tenant's share of the broadcast lane (templates_app/delivery/share.py): at most BROADCAST_WINDOW of its
+# broadcast chunks are queued or running at once; the rest wait parked in Redis and are queued as its chunks
+# finish, so tenants broadcasting at once take turns in the queue. Keep the window at least the broadcast
+# slots (``worker`` processes × WORKER_CONCURRENCY) plus a few, or a tenant alone leaves slots idle. A chunk's
+# place in the window expires after BROADCAST_SHARE_LEASE seconds (a chunk lost with a SIGKILLed worker).
 BROADCAST_SHARE = env.bool("BROADCAST_SHARE", default=True)
-BROADCAST_SHARE_LEASE = env.float("BROADCAST_SHARE_LEASE", default=DELIVERY_CHUNK_BUDGET + 60.0)
+BROADCAST_WINDOW = env.int("BROADCAST_WINDOW", default=8)
+BROADCAST_SHARE_LEASE = env.float("BROADCAST_SHARE_LEASE", default=3 * DELIVERY_CHUNK_BUDGET)
 
 # --- Webhooks (webhooks/) --------------------------------------------------------------------------
 # The Celery queue of the webhook workers (the Procfile's ``webhooks`` process): never the senders' queue.

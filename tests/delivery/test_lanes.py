@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.core.cache import cache
 
 from pushhub.celery import app as celery_app
 from templates_app import tasks
@@ -110,53 +109,35 @@ def test_the_queue_metrics_list_every_lane(lane_queues):
 # --- the broadcast share -------------------------------------------------------------------------------
 @pytest.fixture
 def two_tenants_broadcasting(app, other_tenant, settings, monkeypatch):
-    """A broadcast push of each of two tenants, a Redis share of this test's own, and the chunks the share
-    queues again recorded: (push A, push B, queued)."""
+    """A broadcast push of each of two tenants, the share on with a window of 2, and what reaches the broker
+    recorded: (push A, push B, queued [(push id, ids)])."""
     if share._redis_client() is None:
         pytest.skip("the broadcast share needs the Redis cache")
-    settings.BROADCAST_SHARE = True
+    settings.BROADCAST_SHARE, settings.BROADCAST_WINDOW = True, 2
     other_app = services.register_app(
         other_tenant, appid=random_appid(), secret=random_secret(), name="Other", sandbox_app=True
     )
     pushes = (make_push(make_template(app, "formid")), make_push(make_template(other_app, "formid")))
     queued: list[tuple[str, list[int]]] = []
     monkeypatch.setattr(
-        queue, "enqueue_chunk", lambda push_id, ids, countdown=None: queued.append((push_id, ids))
+        queue, "enqueue", lambda task, push_id, ids, countdown=None: queued.append((push_id, ids))
     )
-    yield (*pushes, queued)
-    client = share._redis_client()
-    for key in client.keys(cache.make_and_validate_key("share:*")):
-        client.delete(key)
-
-
-def chunk(push: Push, ids: list[int], token: str, then=None) -> dict:
-    """Run a chunk of ``push`` through the share; ``then`` runs while it is running (another chunk at once)."""
-    return share.run_chunk(push.pk, ids, token, lambda: then() if then else {"sent": len(ids)})
+    return (*pushes, queued)
 
 
 @pytest.mark.django_db
-def test_a_second_tenants_chunk_runs_while_the_first_tenant_is_held_to_its_share(two_tenants_broadcasting):
+def test_a_second_tenants_chunks_are_queued_while_the_first_tenants_wait_parked(two_tenants_broadcasting):
     a, b, queued = two_tenants_broadcasting
-    seen = {}
+    for n in (1, 2, 3, 4):
+        queue.enqueue_chunk(a.pk, [n])
+    queue.enqueue_chunk(b.pk, [11])
 
-    def inside_b1():
-        seen["a3"] = chunk(a, [3], "a3")  # A runs 2 of 3: its share is 2
-        seen["b2"] = chunk(b, [12], "b2")  # B runs 1 of 3: it may take another
-        return {"sent": 1}
-
-    def inside_a2():
-        seen["b1"] = chunk(b, [11], "b1", then=inside_b1)  # B's first chunk always starts
-        return {"sent": 1}
-
-    def inside_a1():
-        seen["a2"] = chunk(a, [2], "a2", then=inside_a2)  # alone, A may take every slot
-        return {"sent": 1}
-
-    chunk(a, [1], "a1", then=inside_a1)
-
-    assert seen == {"a2": {"sent": 1}, "b1": {"sent": 1}, "a3": {"parked": 1}, "b2": {"sent": 1}}
-    # When the chunks finished, A's parked chunk was queued again (its rows untouched meanwhile).
-    assert queued == [(str(a.pk), [3])]
+    # A's window (2) is full: its 3rd and 4th chunks wait parked, their rows untouched; B's goes at once.
+    assert queued == [(str(a.pk), [1]), (str(a.pk), [2]), (str(b.pk), [11])]
+    queue.chunk_finished(a.pk, [1])  # one of A's chunks ends: the next one takes its place
+    assert queued[3:] == [(str(a.pk), [3])]
+    queue.chunk_finished(b.pk, [11])  # B's end gives A nothing
+    assert queued[4:] == []
 
 
 @pytest.mark.django_db
@@ -164,38 +145,29 @@ def test_a_lease_of_a_crashed_worker_expires_and_its_tenants_parked_chunk_is_que
     two_tenants_broadcasting, settings
 ):
     a, b, queued = two_tenants_broadcasting
-    client = share._redis_client()
     settings.BROADCAST_SHARE_LEASE = 0.5
-    # Two chunks of A whose worker was SIGKILLed: their leases taken, never given back.
-    assert share._take(client, str(a.tenant_id), "killed-1") and share._take(
-        client, str(a.tenant_id), "killed-2"
-    )
-    settings.BROADCAST_SHARE_LEASE = 60
-
-    def inside_b1():
-        assert chunk(a, [3], "a3") == {"parked": 1}  # A counts 2 running: its share of 3 slots is 2
-        assert tasks.run_scheduled_pushes(3600)["unparked"] == 0  # beat's pump: the dead leases still count
-        time.sleep(0.6)
-        # Once they expired, A runs nothing: beat's pump queues its chunk again while B still runs.
-        assert tasks.run_scheduled_pushes(3600)["unparked"] == 1
-        return {"sent": 1}
-
-    chunk(b, [11], "b1", then=inside_b1)
-    assert queued == [(str(a.pk), [3])]
+    for n in (1, 2, 3):
+        queue.enqueue_chunk(a.pk, [n])
+    assert queued == [(str(a.pk), [1]), (str(a.pk), [2])]
+    # Chunks 1 and 2 die with a SIGKILLed worker: nothing gives their places back.
+    assert tasks.run_scheduled_pushes(3600)["unparked"] == 0  # beat: the leases still count
+    time.sleep(0.6)
+    assert tasks.run_scheduled_pushes(3600)["unparked"] == 1  # expired: the parked chunk goes
+    assert queued[2:] == [(str(a.pk), [3])]
 
 
 @pytest.mark.django_db
-def test_a_chunk_of_the_sends_lane_or_without_the_share_runs_at_once(two_tenants_broadcasting, settings):
+def test_transactional_sends_and_chunks_without_the_share_are_never_parked(
+    two_tenants_broadcasting, settings
+):
     a, b, queued = two_tenants_broadcasting
-    client = share._redis_client()
-    for token in ("x1", "x2", "x3"):
-        share._take(client, str(a.tenant_id), token)
-    assert chunk(b, [1], "b1", then=lambda: chunk(a, [2], "a2")) == {"parked": 1}
-
     listed = make_push(a.template, to=["oListed000000000000000000001"])
-    assert chunk(listed, [5], "l1") == {"sent": 1}  # a transactional send: never held to a share
+    for n in (1, 2, 3):
+        queue.enqueue_chunk(listed.pk, [n])  # the sends lane
     settings.BROADCAST_SHARE = False
-    assert chunk(a, [6], "a6") == {"sent": 1}
+    for n in (4, 5, 6):
+        queue.enqueue_chunk(a.pk, [n])
+    assert [ids for _, ids in queued] == [[1], [2], [3], [4], [5], [6]]
 
 
 # --- real workers ------------------------------------------------------------------------------------------
@@ -240,3 +212,39 @@ def test_a_one_user_send_is_delivered_while_a_broadcasts_chunks_wait(
     finally:
         if broker.kind == "redis":  # the broadcast's waiting tasks
             forget_redis_queue(settings.CELERY_BROKER_URL, broadcast_queue)
+
+
+def test_two_tenants_broadcasting_on_a_real_worker_take_turns(
+    app,
+    other_tenant,
+    broker,  # noqa: F811 — the fixtures of test_worker.py
+    start_worker,  # noqa: F811
+    settings,
+):
+    """A's broadcast is enumerated first (its 20 chunks queued, or parked beyond its window); B's, queued right
+    after, is done before A's, and both reach every user exactly once."""
+    if share._redis_client() is None or broker.kind == "filesystem":
+        pytest.skip(
+            "the broadcast share needs the Redis cache; the pipeline queues through the configured broker"
+        )
+    window = {"BROADCAST_WINDOW": "2", "PUSH_CHUNK_SIZE": "25"}
+    settings.BROADCAST_WINDOW, settings.PUSH_CHUNK_SIZE = 2, 25
+    for name in ("SEND_QUEUE", "BROADCAST_QUEUE", "MAINTENANCE_QUEUE"):
+        setattr(settings, name, broker.queue)
+    a_users = seed_users(app, 500, formids=1)
+    other_app = services.register_app(
+        other_tenant, appid=random_appid(), secret=random_secret(), name="Other", sandbox_app=True
+    )
+    b_users = seed_users(other_app, 100, formids=1)
+    a, b = make_push(make_template(app, "formid")), make_push(make_template(other_app, "formid"))
+    assert tasks.deliver_push(str(a.pk)) == "started"  # enumerated here: A's chunks are ahead of B
+    broker.send(tasks.deliver_push, str(b.pk))
+    start_worker("threads", **window)
+
+    wait_for(lambda: Push.objects.filter(pk__in=[a.pk, b.pk], status="done").count() == 2, 60, "both pushes")
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert b.finished_at < a.finished_at, (a.finished_at, b.finished_at)
+    assert inbox_counts(app.appid) == {openid: 1 for openid in a_users}
+    assert inbox_counts(other_app.appid) == {openid: 1 for openid in b_users}
+    assert (a.sent, b.sent, a.pending, b.pending) == (500, 100, 0, 0)
