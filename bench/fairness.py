@@ -132,13 +132,13 @@ def new_tenant(fake, label: str, users: int):
 
 # --- 1. a one-user trigger while another tenant broadcasts -------------------------------------------------
 def triggers_during_broadcast(
-    fake, processes, env, scratch, users: int, rate: float, tag: str, failures
+    fake, processes, env, scratch, tenants, rate: float, tag: str, failures
 ) -> dict:
     import requests
 
+    (a_app, a_token), (b_app, b_token) = tenants
+    users = len(openids_of(a_app))
     stack = Stack(processes, env, scratch, tag)
-    a_app, a_token = new_tenant(fake, f"{tag}a", users)
-    b_app, b_token = new_tenant(fake, f"{tag}b", int(rate * max(60, users / 200)) + 20)
     b_openids = openids_of(b_app)
     session = requests.Session()
     for openid in b_openids[:10]:  # warm-up: every process has loaded everything (not measured)

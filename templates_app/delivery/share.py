@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from pushhub.ratelimit import _redis_client
-from templates_app.delivery import lanes
+from templates_app.delivery import lanes, progress
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,13 @@ def admit(push_id: Any, ids: Sequence[int]) -> bool:
         client, tenant = target
         chunk = json.dumps([str(push_id), [int(pk) for pk in ids]])
         args = _args(chunk_name(push_id, ids), chunk, tenant)
-        return bool(client.eval(_ADMIT, 3, *_keys(tenant), *args))
+        admitted = bool(client.eval(_ADMIT, 3, *_keys(tenant), *args))
     except Exception:  # Redis failing: sending matters more than sharing
         log.warning("push %s: broadcast share unavailable; the chunk is queued", push_id, exc_info=True)
         return True
+    if not admitted:
+        progress.touch_progress(push_id)  # waiting its turn is not a stall: the sweep leaves it parked
+    return admitted
 
 
 def finish(push_id: Any, ids: Sequence[int]) -> list[tuple[str, list[int]]]:
