@@ -54,6 +54,9 @@ def _fast_and_isolated(settings):
     # Sandbox apps registered by a test push their WeChat events nowhere (discard port) unless the test
     # serves PushHub over HTTP (sandbox_base), so a developer's running `make run` never receives them.
     settings.SANDBOX_EVENTS_BASE = "http://127.0.0.1:9"
+    # The broadcast share reorders a tenant's chunks (parked beyond its window): tests of the pipeline see them
+    # queued as the pipeline makes them; tests/delivery/test_lanes.py turns it on.
+    settings.BROADCAST_SHARE = False
     # The in-process token memo is keyed like the cache, whose namespace changes per test: start empty.
     from pushhub.wechat import tokens
 

@@ -228,7 +228,7 @@ def test_two_tenants_broadcasting_on_a_real_worker_take_turns(
             "the broadcast share needs the Redis cache; the pipeline queues through the configured broker"
         )
     window = {"BROADCAST_WINDOW": "2", "PUSH_CHUNK_SIZE": "25"}
-    settings.BROADCAST_WINDOW, settings.PUSH_CHUNK_SIZE = 2, 25
+    settings.BROADCAST_SHARE, settings.BROADCAST_WINDOW, settings.PUSH_CHUNK_SIZE = True, 2, 25
     for name in ("SEND_QUEUE", "BROADCAST_QUEUE", "MAINTENANCE_QUEUE"):
         setattr(settings, name, broker.queue)
     a_users = seed_users(app, 500, formids=1)
