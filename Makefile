@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Web (gunicorn) + Celery worker + webhook worker + beat from the Procfile, on SQLite and a filesystem broker by default.
+# Web (gunicorn) + the Celery workers of each lane + webhook worker + beat from the Procfile, on SQLite and a filesystem broker by default.
 # The web process also serves the WeChat sandbox that the demo's sandbox app talks to. var/metrics (the
 # Procfile's PROMETHEUS_MULTIPROC_DIR: every process's Prometheus counts) is emptied: each run counts from zero.
 run: install
@@ -50,7 +50,7 @@ js-tooling:
 	elif [ ! tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then \
 		npm ci --prefix tests/js --no-audit --no-fund --loglevel=error; fi
 
-# Fault injection (tests/faults): 20,000-user broadcasts on the real stack (gunicorn, two Celery workers, beat,
+# Fault injection (tests/faults): 20,000-user broadcasts on the real stack (gunicorn, the Procfile's Celery workers, beat,
 # a Redis of its own, PostgreSQL, the fake WeChat, the webhook worker) while WeChat errs, answers time out, the
 # token is reset, a worker is SIGKILLed, Redis restarts, PostgreSQL drops its connections, and a webhook receiver
 # refuses half its events (the webhook worker SIGKILLed too). Needs PostgreSQL and redis-server.

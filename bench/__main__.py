@@ -22,7 +22,18 @@ from pathlib import Path
 
 from bench import common
 
-BENCHMARKS = ("broadcast", "ingest", "trigger", "claims", "webhooks", "holds", "opens", "inbox", "stats")
+BENCHMARKS = (
+    "broadcast",
+    "ingest",
+    "trigger",
+    "claims",
+    "webhooks",
+    "holds",
+    "opens",
+    "inbox",
+    "stats",
+    "fairness",
+)
 
 
 def main() -> None:

@@ -38,7 +38,15 @@ def bench_env(**extra: str) -> dict[str, str]:
         "REDIS_URL": os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
         "LOG_LEVEL": "WARNING",
     }
-    env.setdefault("BENCH_QUEUE", f"bench-{uuid.uuid4().hex[:8]}")
+    env["BENCH_QUEUE"] = extra.get("BENCH_QUEUE") or env.get("BENCH_QUEUE") or f"bench-{uuid.uuid4().hex[:8]}"
+    # The lanes (README "Procfile"), on queues of the run's own: the Procfile's worker lines and the bench's
+    # settings both read these names.
+    queue = env["BENCH_QUEUE"]
+    env.update(DEFAULT_QUEUE=queue, BROADCAST_QUEUE=f"{queue}-broadcast", SEND_QUEUE=f"{queue}-sends",
+               MAINTENANCE_QUEUE=f"{queue}-maintenance")  # fmt: skip
+    # Prometheus counts in memory, as the figures before the Procfile started the workers (bench.metrics_cost
+    # measures the multiprocess directory's cost).
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", "")
     env.update(extra)
     return env
 
@@ -190,25 +198,56 @@ class Processes:
             child.wait()
 
 
+def procfile_line(process: str) -> str:
+    """The command of the Procfile's ``process`` line, as written (``${VAR:-default}`` and all)."""
+    for line in PROCFILE.read_text().splitlines():
+        if line.startswith(f"{process}:"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(f"no {process!r} line in the Procfile")
+
+
+def procfile_process(
+    processes: Processes, process: str, env: dict[str, str], log: Path | None = None, **variables: str
+) -> subprocess.Popen:
+    """Start the Procfile's ``process`` line as honcho would: through ``sh -c`` with ``variables`` in its
+    environment (WORKER_CONCURRENCY, WORKER_NAME, SEND_QUEUE ...), the virtualenv's commands first on PATH.
+    ``exec`` makes the started pid the command's own (its CPU, its signals)."""
+    env = {**env, **variables, "PATH": f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', os.defpath)}"}
+    return processes.start(["sh", "-c", f"exec {procfile_line(process)}"], env, log)
+
+
+def lane_queues(env: dict[str, str]) -> list[str]:
+    """The distinct queues of the delivery lanes in ``env`` (one when they are configured as one queue)."""
+    return list(dict.fromkeys(env[name] for name in ("BROADCAST_QUEUE", "SEND_QUEUE", "MAINTENANCE_QUEUE")))
+
+
+def one_queue(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with every lane on the bench's default queue: the pipeline as it ran before lanes."""
+    queue = env["BENCH_QUEUE"]
+    return {**env, "SEND_QUEUE": queue, "BROADCAST_QUEUE": queue, "MAINTENANCE_QUEUE": queue}
+
+
 def start_workers(
-    processes: Processes, env: dict[str, str], count: int, concurrency: int, logdir: Path
+    processes: Processes, env: dict[str, str], count: int, concurrency: int, logdir: Path, tag: str = ""
 ) -> list[subprocess.Popen]:
-    """``count`` Celery worker processes (threads pool) on the bench queue, waited for until ready."""
-    workers, logs = [], []
-    celery = str(Path(PYTHON).parent / "celery")
-    for n in range(count):
-        log = logdir / f"worker-{n}.log"
+    """The Procfile's workers, waited for until ready: ``count`` ``worker`` processes (the broadcast lane,
+    WORKER_CONCURRENCY=``concurrency`` threads each), and its ``sends`` and ``maintenance`` workers unless
+    ``env`` puts every lane on one queue (``one_queue``). The ``worker`` processes are returned first."""
+    started, logs = [], []
+    lanes = ["worker"] * count
+    if len(lane_queues(env)) > 1:
+        lanes += ["sends", "maintenance"]
+    for n, process in enumerate(lanes):
+        log = logdir / f"{tag}{process}-{n}.log"
         logs.append(log)
-        workers.append(
-            processes.start(
-                [celery, "-A", "pushhub", "worker", "--pool", "threads", "--concurrency", str(concurrency),
-                 "-Q", env["BENCH_QUEUE"], "-n", f"{env['BENCH_QUEUE']}-{n}@%h", "--loglevel", "INFO",
-                 *procfile_worker_flags("worker")],
-                env, log,
+        started.append(
+            procfile_process(
+                processes, process, env, log, WORKER_CONCURRENCY=str(concurrency),
+                WORKER_NAME=f"{env['BENCH_QUEUE']}-{tag}{process}-{n}",
             )
         )  # fmt: skip
     wait_until(lambda: all(_worker_ready(log) for log in logs), 60, "the Celery workers")
-    return workers
+    return started
 
 
 PROCFILE = BASE_DIR / "Procfile"
@@ -515,6 +554,7 @@ class Row:
     pushhub: str
     baseline: str = "—"
     ratio: str = "—"
+    target: str = ""
 
 
 def ratio(ours: float, theirs: float, higher_is_better: bool = True) -> str:
@@ -526,9 +566,10 @@ def ratio(ours: float, theirs: float, higher_is_better: bool = True) -> str:
 
 def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     """A Markdown table (the README takes it as printed)."""
-    head = ("figure", "PushHub", "baseline", "ratio")
-    cells = [head] + [(r.figure, r.pushhub, r.baseline, r.ratio) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    columns = 5 if any(r.target for r in rows) else 4  # the target column where a row has one
+    head = ("figure", "PushHub", "baseline", "ratio", "target")[:columns]
+    cells = [head] + [(r.figure, r.pushhub, r.baseline, r.ratio, r.target or "—")[:columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(columns)]
     lines = [f"### {title}", ""]
     for n, cell in enumerate(cells):
         lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) + " |")

@@ -222,7 +222,9 @@ def queue_names() -> list[str]:
 
     from pushhub.celery import app as celery_app
 
-    return list(dict.fromkeys([celery_app.conf.task_default_queue, settings.WEBHOOK_QUEUE]))
+    # Every lane (README "Procfile"), so each one's depth shows: one name when they are configured as one queue.
+    lanes = [settings.SEND_QUEUE, settings.BROADCAST_QUEUE, settings.MAINTENANCE_QUEUE]
+    return list(dict.fromkeys([celery_app.conf.task_default_queue, *lanes, settings.WEBHOOK_QUEUE]))
 
 
 def queue_lengths(names: Iterable[str]) -> dict[str, int | None]:

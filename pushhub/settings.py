@@ -285,6 +285,30 @@ DELIVERY_CHUNK_BUDGET = env.int("DELIVERY_CHUNK_BUDGET", default=60)
 TRIGGER_RATE_PER_TEMPLATE = env.int("TRIGGER_RATE_PER_TEMPLATE", default=600)
 TRIGGER_RATE_PER_TENANT = env.int("TRIGGER_RATE_PER_TENANT", default=3000)
 
+# --- Lanes: which Celery queue each kind of work waits in (templates_app/delivery/lanes.py) ------------------
+# Transactional sends (a push to listed recipients, at most SEND_LANE_MAX_RECIPIENTS, and hold releases) never
+# queue behind a broadcast's chunks: they have a queue of their own, consumed by the Procfile's ``sends``
+# worker. Broadcasts (@all, segments) are enumerated and sent from BROADCAST_QUEUE (the ``worker`` processes),
+# and beat's sweeps and the retention sweep run from MAINTENANCE_QUEUE (the ``maintenance`` worker), so a long
+# sweep never takes a sending slot. Give them all one name to run everything on one queue (as before lanes).
+DEFAULT_QUEUE = env.str("DEFAULT_QUEUE", default="celery")  # anything not routed (none of the pipeline)
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
+SEND_QUEUE = env.str("SEND_QUEUE", default="sends")
+BROADCAST_QUEUE = env.str("BROADCAST_QUEUE", default="broadcast")
+MAINTENANCE_QUEUE = env.str("MAINTENANCE_QUEUE", default="maintenance")
+# A listed push (openids or aliases; the API takes at most 1,000: two chunks) up to this many recipients is a
+# transactional send; more, and it shares the broadcast lane (and the per-tenant share below).
+SEND_LANE_MAX_RECIPIENTS = env.int("SEND_LANE_MAX_RECIPIENTS", default=1000)
+CELERY_TASK_ROUTES = ("templates_app.delivery.lanes.route",)
+# A tenant's share of the broadcast lane (templates_app/delivery/share.py): at most BROADCAST_WINDOW of its
+# broadcast chunks are queued or running at once; the rest wait parked in Redis and are queued as its chunks
+# finish, so tenants broadcasting at once take turns in the queue. Keep the window at least the broadcast
+# slots (``worker`` processes × WORKER_CONCURRENCY) plus a few, or a tenant alone leaves slots idle. A chunk's
+# place in the window expires after BROADCAST_SHARE_LEASE seconds (a chunk lost with a SIGKILLed worker).
+BROADCAST_SHARE = env.bool("BROADCAST_SHARE", default=True)
+BROADCAST_WINDOW = env.int("BROADCAST_WINDOW", default=8)
+BROADCAST_SHARE_LEASE = env.float("BROADCAST_SHARE_LEASE", default=3 * DELIVERY_CHUNK_BUDGET)
+
 # --- Webhooks (webhooks/) --------------------------------------------------------------------------
 # The Celery queue of the webhook workers (the Procfile's ``webhooks`` process): never the senders' queue.
 WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", default="webhooks")

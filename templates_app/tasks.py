@@ -12,7 +12,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from templates_app import retention
-from templates_app.delivery import chunk, holds, start, sweeps
+from templates_app.delivery import chunk, holds, queue, start, sweeps
 
 RETRY_ON_DATABASE = {
     "autoretry_for": (OperationalError, InterfaceError),
@@ -31,8 +31,11 @@ def deliver_push(push_id: str) -> str:
 
 @shared_task(name="templates_app.deliver_chunk", acks_late=True, ignore_result=True, **RETRY_ON_DATABASE)
 def deliver_chunk(push_id: str, delivery_ids: list[int]) -> dict[str, int]:
-    """Send one chunk of a push's deliveries."""
-    return chunk.deliver_chunk(push_id, delivery_ids)
+    """Send one chunk of a push's deliveries; then its tenant's next parked broadcast chunk may go."""
+    try:
+        return chunk.deliver_chunk(push_id, delivery_ids)
+    finally:
+        queue.chunk_finished(push_id, delivery_ids)
 
 
 @shared_task(name="templates_app.run_scheduled_pushes", acks_late=True, ignore_result=True)
@@ -41,6 +44,7 @@ def run_scheduled_pushes(stall_seconds: float | None = None) -> dict[str, int]:
     return {
         "started": sweeps.start_due_pushes(),
         "resumed": sweeps.resume_stalled_pushes(stall_seconds),
+        "unparked": queue.unpark(),
     }
 
 

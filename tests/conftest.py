@@ -26,10 +26,16 @@ def _celery_queue_of_our_own():
 
     queue = f"pushhub-tests-{uuid.uuid4().hex[:10]}"
     previous, previous_webhooks = app.conf.task_default_queue, settings.WEBHOOK_QUEUE
+    lanes = ("SEND_QUEUE", "BROADCAST_QUEUE", "MAINTENANCE_QUEUE")
+    previous_lanes = {name: getattr(settings, name) for name in lanes}
     app.conf.task_default_queue = queue
     settings.WEBHOOK_QUEUE = f"{queue}-webhooks"  # the webhook workers' queue: ours too
+    for name in lanes:  # the delivery lanes: all on our queue (tests of the lanes set their own)
+        setattr(settings, name, queue)
     yield queue
     app.conf.task_default_queue, settings.WEBHOOK_QUEUE = previous, previous_webhooks
+    for name, value in previous_lanes.items():
+        setattr(settings, name, value)
     try:
         with app.connection_for_write() as connection:
             for name in (queue, f"{queue}-webhooks"):
@@ -48,6 +54,9 @@ def _fast_and_isolated(settings):
     # Sandbox apps registered by a test push their WeChat events nowhere (discard port) unless the test
     # serves PushHub over HTTP (sandbox_base), so a developer's running `make run` never receives them.
     settings.SANDBOX_EVENTS_BASE = "http://127.0.0.1:9"
+    # The broadcast share reorders a tenant's chunks (parked beyond its window): tests of the pipeline see them
+    # queued as the pipeline makes them; tests/delivery/test_lanes.py turns it on.
+    settings.BROADCAST_SHARE = False
     # The in-process token memo is keyed like the cache, whose namespace changes per test: start empty.
     from pushhub.wechat import tokens
 

@@ -237,6 +237,6 @@ def test_the_procfile_workers_run_without_mingle_gossip_and_heartbeat():
     benchmarks read the switches from the Procfile, so this is what they run too."""
     from bench.common import WORKER_FLAGS, procfile_worker_flags
 
-    for process in ("worker", "webhooks"):
+    for process in ("worker", "sends", "maintenance", "webhooks"):
         assert procfile_worker_flags(process) == list(WORKER_FLAGS), process
     assert procfile_worker_flags("web") == []

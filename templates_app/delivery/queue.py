@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from pushhub.celery import app as celery_app
+from templates_app.delivery import share
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,32 @@ def enqueue(task: str, *args: Any, countdown: float | None = None) -> None:
 
 
 def enqueue_chunk(push_id: Any, ids: Sequence[int], countdown: float | None = None) -> None:
-    """Queue ``deliver_chunk`` for these deliveries of the push (nothing for none)."""
-    if ids:
+    """Queue ``deliver_chunk`` for these deliveries of the push (nothing for none). A broadcast's chunk
+    beyond its tenant's window is parked instead, and queued when one of the tenant's chunks finishes
+    (``share.py``)."""
+    if ids and share.admit(push_id, ids):
         enqueue("deliver_chunk", str(push_id), list(ids), countdown=countdown)
+
+
+def chunk_finished(push_id: Any, ids: Sequence[int]) -> None:
+    """A chunk's task ended (whatever its outcome): its place in the tenant's window goes to the tenant's
+    next parked chunks. If the broker is down, they are the stall sweep's."""
+    _enqueue_parked(share.finish(push_id, ids))
+
+
+def unpark() -> int:
+    """Beat: queue the parked chunks whose tenant's window has room again; returns how many."""
+    chunks = share.unpark()
+    _enqueue_parked(chunks)
+    return len(chunks)
+
+
+def _enqueue_parked(chunks: list[tuple[str, list[int]]]) -> None:
+    for push_id, ids in chunks:  # their places in the window are taken already
+        try:
+            enqueue("deliver_chunk", push_id, ids)
+        except Exception:
+            log.warning("push %s: a parked chunk is left for the stall sweep", push_id, exc_info=True)
 
 
 def enqueue_push(push_id: Any) -> None:

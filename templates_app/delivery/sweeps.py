@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from templates_app.delivery import ledger, progress, queue
+from templates_app.delivery import lanes, ledger, progress, queue
 from templates_app.delivery.start import start_scheduled
 from templates_app.delivery.timing import stall_after
 from templates_app.models import Delivery, Push
@@ -31,6 +31,7 @@ def start_due_pushes(now: datetime | None = None) -> int:
         push = ledger.load_push(push_id)
         if push and start_scheduled(push):
             progress.touch_progress(push_id, force=True)
+            lanes.remember(push)
             queue.enqueue_push(push_id)
             started += 1
     return started

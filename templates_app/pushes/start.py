@@ -16,7 +16,7 @@ from formids import services as credits
 from pushhub import idempotency, logs, metrics
 from pushhub.api import iso_utc
 from templates_app import webhook_events
-from templates_app.delivery import holds, queue
+from templates_app.delivery import holds, lanes, queue
 from templates_app.models import Delivery, IdempotencyRecord, Push, Template
 from templates_app.pushes.recipients import Prepared, prepare_listed
 from templates_app.pushes.request import SendRequest
@@ -64,6 +64,7 @@ def start_push(
                 record.response = body
                 record.save(update_fields=["response"])
             if push.status == Push.Status.QUEUED:
+                lanes.remember(push)  # its tasks' queue, known here without a lookup
                 if prepared is not None and 0 < len(prepared.pending) <= settings.PUSH_CHUNK_SIZE:
                     # Prepared already and one chunk: straight to deliver_chunk. A lost chunk is queued
                     # again by the stall sweep, as any other.

@@ -33,6 +33,8 @@ def own_queue(monkeypatch):
     previous = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = name
     monkeypatch.setattr(settings, "WEBHOOK_QUEUE", f"{name}-webhooks")
+    for lane in ("SEND_QUEUE", "BROADCAST_QUEUE", "MAINTENANCE_QUEUE"):  # the delivery lanes: that queue too
+        monkeypatch.setattr(settings, lane, name)
     conn = celery_app.connection_for_write()
     queues = {
         queue_name: Queue(

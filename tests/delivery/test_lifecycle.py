@@ -79,7 +79,7 @@ def test_a_scheduled_push_runs_when_due_and_not_before(app, formid_template, tas
     users = seed_users(app, 3, formids=1)
     push = make_push(formid_template, users, send_at=timezone.now() + timedelta(hours=1))
 
-    assert tasks.run_scheduled_pushes() == {"started": 0, "resumed": 0}
+    assert tasks.run_scheduled_pushes() == {"started": 0, "resumed": 0, "unparked": 0}
     assert tasks.deliver_push(str(push.pk)) == "not_due"
     assert task_queue.names() == [] and not push.deliveries.exists()
     assert not Credit.objects.filter(app=app, state="claimed").exists()
@@ -208,7 +208,7 @@ def test_the_sweep_requeues_a_push_whose_chunks_were_lost(app, formid_template, 
     task_queue.run_one()
     task_queue.pending.clear()  # the worker died with the other chunks (a broker without redelivery)
 
-    assert tasks.run_scheduled_pushes() == {"started": 0, "resumed": 0}  # progress is recent
+    assert tasks.run_scheduled_pushes() == {"started": 0, "resumed": 0, "unparked": 0}  # progress is recent
     assert tasks.run_scheduled_pushes(stall_seconds=0)["resumed"] == 1
     task_queue.run()
 

@@ -115,7 +115,7 @@ def test_held_deliveries_are_counted_from_the_database_when_scraped(
 
 @pytest.mark.parametrize(
     "pool", ["prefork", "threads"]
-)  # the Procfile's worker, and its webhook worker's pool
+)  # Celery's default pool, and the threads pool every Procfile worker runs
 def test_a_real_workers_processes_are_all_counted_in_the_multiprocess_directory(
     app,
     formid_template,

@@ -6,6 +6,10 @@ import os
 from pushhub.settings import *  # noqa: F403
 
 CELERY_TASK_DEFAULT_QUEUE = os.environ["DELIVERY_TEST_QUEUE"]
+# Every lane on the test's queue, unless the test gives the lanes queues of their own (the environment).
+SEND_QUEUE = os.environ.get("SEND_QUEUE", CELERY_TASK_DEFAULT_QUEUE)
+BROADCAST_QUEUE = os.environ.get("BROADCAST_QUEUE", CELERY_TASK_DEFAULT_QUEUE)
+MAINTENANCE_QUEUE = os.environ.get("MAINTENANCE_QUEUE", CELERY_TASK_DEFAULT_QUEUE)
 _broker_dir = os.environ.get("DELIVERY_TEST_BROKER_DIR")
 if _broker_dir:
     CELERY_BROKER_URL = "filesystem://"

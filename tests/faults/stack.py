@@ -9,8 +9,10 @@
   the suite's own (created for the run, deleted after it: closing its connections touches nobody else), the
   suite's Redis still the cache;
 - gunicorn serving PushHub (the trigger URLs the scenarios call, the status URLs they poll);
-- two Celery workers and Celery beat (the stall and stale-claim sweeps, every FAULTS_BEAT_SECONDS, and the
-  webhooks' sweep, every WEBHOOK_SWEEP_SECONDS);
+- the Procfile's Celery workers, started from its lines: two ``worker`` processes (the broadcast lane, the
+  ones a scenario SIGKILLs), one ``sends`` and one ``maintenance``; and Celery beat (the stall and stale-claim
+  sweeps, every FAULTS_BEAT_SECONDS, on the maintenance lane, and the webhooks' sweep, every
+  WEBHOOK_SWEEP_SECONDS);
 - the webhook worker, as the Procfile starts it (threads pool, its default concurrency, its own queue);
 - the benchmarks' fake WeChat (bench/fake_wechat.py: the sandbox's rules, in memory, with knobs for -1
   answers, lost answers and token resets), which counts every message each openid received.
@@ -57,6 +59,9 @@ TIMINGS = {
     "DELIVERY_MAX_ATTEMPTS": "8",
     "DELIVERY_RETRY_BASE": "0.5",
     "DELIVERY_RETRY_MAX": "4",
+    # A broadcast chunk's share lease (templates_app/delivery/share.py): a SIGKILLed worker's chunks stop
+    # counting against their tenant's share after 20 s (the chunk budget above, plus its last answers).
+    "BROADCAST_SHARE_LEASE": "20",
     # Claims outlive any recovery above (a chunk renews its claims when it runs).
     "CREDIT_CLAIM_LEASE": "60",
     # The engine, not the per-app limiter, is under test (the limiter has its own tests).
@@ -140,6 +145,9 @@ class Stack:
             env, self.workdir / "gunicorn.log",
         )  # fmt: skip
         self.workers = [self.start_worker(n) for n in range(self.worker_count)]
+        # The other lanes' workers, as the Procfile runs them: one-user sends, and beat's sweeps (the stall
+        # sweep the scenarios depend on) on the maintenance lane.
+        self.lane_workers = [self._start_procfile_worker(p, 0) for p in ("sends", "maintenance")]
         self.webhook_worker = self.start_webhook_worker()
         self.processes.start(
             [str(BIN / "celery"), "-A", "pushhub", "beat", "--loglevel", "INFO",
@@ -158,6 +166,11 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "CELERY_BROKER_URL": self.broker_url,
             "FAULTS_QUEUE": self.queue,
+            "DEFAULT_QUEUE": self.queue,
+            "BROADCAST_QUEUE": f"{self.queue}-broadcast",
+            "SEND_QUEUE": f"{self.queue}-sends",
+            "MAINTENANCE_QUEUE": f"{self.queue}-maintenance",
+            "PROMETHEUS_MULTIPROC_DIR": "",
             "LOG_LEVEL": "WARNING",
             **TIMINGS,
         }
@@ -212,15 +225,17 @@ class Stack:
         return count
 
     def start_worker(self, n: int) -> subprocess.Popen:
-        log = self.workdir / f"worker-{n}.log"
+        """The Procfile's ``worker`` line (the broadcast lane), ``self.concurrency`` threads."""
+        return self._start_procfile_worker("worker", n)
+
+    def _start_procfile_worker(self, process: str, n: int) -> subprocess.Popen:
+        log = self.workdir / f"{process}-{n}.log"
         log.unlink(missing_ok=True)
-        worker = self.processes.start(
-            [str(BIN / "celery"), "-A", "pushhub", "worker", "--pool", "threads",
-             "--concurrency", str(self.concurrency), "-Q", self.queue, "-n", f"{self.queue}-{n}@%h",
-             "--loglevel", "INFO", *common.procfile_worker_flags("worker")],
-            self.env(), log,
+        worker = common.procfile_process(
+            self.processes, process, self.env(), log,
+            WORKER_CONCURRENCY=str(self.concurrency), WORKER_NAME=f"{self.queue}-{process}-{n}",
         )  # fmt: skip
-        wait_until(lambda: " ready." in _read(log), 60, f"Celery worker {n}")
+        wait_until(lambda: " ready." in _read(log), 60, f"Celery {process} worker {n}")
         return worker
 
     def kill_worker(self, n: int, restart_after: float = 1.0) -> None:
