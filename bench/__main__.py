@@ -43,11 +43,17 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full sizes (100k users, 10M credits)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE (JSON)")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="with --json: add to FILE's figures (e.g. one benchmark at full size)",
+    )
     args = parser.parse_args()
     failures: dict[str, list[str]] = {}
     durations: dict[str, float] = {}
     started = time.monotonic()
     machine = common.machine_facts()
+    earlier = json.loads(args.json.read_text()) if args.append and args.json and args.json.exists() else None
     for name in args.only or BENCHMARKS:
         print(f"\n=== bench.{name} {'(full)' if args.full else '(quick)'} ===\n", flush=True)
         common.CURRENT_BENCHMARK["name"] = name
@@ -56,7 +62,7 @@ def main() -> None:
         failures[name] = module.run(full=args.full)
         durations[name] = time.monotonic() - began
         if args.json:  # after each benchmark: a run cut short still leaves what it measured
-            write_json(args.json, machine, args.full, durations, failures)
+            write_json(args.json, machine, args.full, durations, failures, earlier)
     print(f"\nall benchmarks done in {time.monotonic() - started:.0f} s", flush=True)
     failed = {name: found for name, found in failures.items() if found}
     for name, found in failed.items():
@@ -67,17 +73,28 @@ def main() -> None:
 
 
 def write_json(
-    path: Path, machine: dict, full: bool, durations: dict[str, float], failures: dict[str, list[str]]
+    path: Path,
+    machine: dict,
+    full: bool,
+    durations: dict[str, float],
+    failures: dict[str, list[str]],
+    earlier: dict | None = None,
 ) -> None:
+    """The run's document; with ``earlier`` (``--append``), this run's benchmarks, figures and tables are added
+    to that file's (a figure measured again is found last: ``bench.report`` takes the latest)."""
+    runs = {
+        name: {"seconds": round(durations[name], 1), "failed_checks": failures.get(name, []), "full": full}
+        for name in durations
+    }
+    earlier = earlier or {}
     document = {
         "machine": machine,
-        "full": full,
-        "benchmarks": {
-            name: {"seconds": round(durations[name], 1), "failed_checks": failures.get(name, [])}
-            for name in durations
-        },
-        "figures": common.RESULTS["figures"],
-        "tables": common.RESULTS["tables"],
+        "earlier_runs": [*earlier.get("earlier_runs", []), earlier["machine"]]
+        if earlier.get("machine")
+        else [],
+        "benchmarks": {**earlier.get("benchmarks", {}), **runs},
+        "figures": [*earlier.get("figures", []), *common.RESULTS["figures"]],
+        "tables": [*earlier.get("tables", []), *common.RESULTS["tables"]],
     }
     path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
 

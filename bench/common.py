@@ -583,7 +583,13 @@ def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> s
             "benchmark": CURRENT_BENCHMARK["name"],
             "title": title,
             "rows": [
-                {"figure": r.figure, "pushhub": r.pushhub, "baseline": r.baseline, "ratio": r.ratio}
+                {
+                    "figure": r.figure,
+                    "pushhub": r.pushhub,
+                    "baseline": r.baseline,
+                    "ratio": r.ratio,
+                    "target": r.target,
+                }
                 for r in rows
             ],
             "notes": list(notes),

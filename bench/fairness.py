@@ -287,6 +287,16 @@ def run_fairness(users: int, rate: float, second: int) -> list[str]:
         shared = two_broadcasts(fake, processes, env, scratch, data["share-"], "share-", failures)
         print(f"  share: B done in {shared['b_seconds']:.1f} s", flush=True)
 
+    scope = dict(users=users, rate=rate, second=second)
+    common.figure("fairness.b_trigger_end_to_end_p99_ms", lanes["p99"], "ms", baseline=single["p99"], goal=1000,
+                  better="lower", label=f"tenant B's one-user trigger, end to end p99, while A broadcasts {users:,}",
+                  baseline_label="one queue", **scope)  # fmt: skip
+    common.figure("fairness.b_trigger_end_to_end_p50_ms", lanes["p50"], "ms", baseline=single["p50"],
+                  better="lower", **scope)  # fmt: skip
+    common.figure("fairness.a_broadcast_seconds", lanes["a_seconds"], "s", baseline=single["a_seconds"],
+                  better="lower", **scope)  # fmt: skip
+    common.figure("fairness.b_broadcast_seconds", shared["b_seconds"], "s", baseline=unshared["b_seconds"],
+                  better="lower", **scope)  # fmt: skip
     common.print_table(
         f"Fairness 1: tenant B's one-user triggers at {rate:g}/s while tenant A broadcasts @all to {users:,} "
         f"({WORKERS} broadcast workers × {CONCURRENCY}, the sends and maintenance workers; fake WeChat 20 ms)",

@@ -124,11 +124,12 @@ def goals_table(document: dict[str, Any]) -> str:
             )
     for f in figures:
         if f["name"].startswith("fairness.") and f.get("goal") is not None:
-            add(
-                f.get("context", {}).get("label") or f["name"],
-                f,
-                f.get("context", {}).get("baseline_label", ""),
-            )
+            add(f["context"].get("label") or f["name"], f, f["context"].get("baseline_label", ""))
+    b_broadcast = find(figures, "fairness.b_broadcast_seconds")
+    if b_broadcast:
+        context = b_broadcast["context"]
+        add(f"tenant B's {context.get('second', 0):,}-user broadcast behind A's {context.get('users', 0):,}: "
+            "trigger → done", b_broadcast, "no per-tenant share")  # fmt: skip
     if not rows:
         return "No figures in the file.\n"
     return table(("figure", "measured", "baseline (same run)", "goal", ""), rows)

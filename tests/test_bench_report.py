@@ -45,6 +45,7 @@ def test_figures_and_tables_are_recorded_with_whether_the_goal_is_met(results, c
     assert by_name["broadcast.redis_cpu_ms_per_delivery"]["met"] is None  # no goal
     assert by_name["broadcast.deliveries_per_s"]["benchmark"] == "broadcast"
     assert results["tables"][0]["rows"][0] == {
+        "target": "",
         "figure": "deliveries/s",
         "pushhub": "3,200",
         "baseline": "43",
@@ -59,11 +60,36 @@ def test_json_file_holds_the_machine_the_checks_and_every_figure(results, tmp_pa
     write_json(path, {"cores": 2}, False, {"broadcast": 12.34}, {"broadcast": ["one user got two"]})
     document = json.loads(path.read_text())
     assert document["machine"] == {"cores": 2}
-    assert document["benchmarks"] == {"broadcast": {"seconds": 12.3, "failed_checks": ["one user got two"]}}
+    assert document["benchmarks"] == {
+        "broadcast": {"seconds": 12.3, "failed_checks": ["one user got two"], "full": False}
+    }
     assert [f["name"] for f in document["figures"]][:2] == [
         "broadcast.deliveries_per_s",
         "broadcast.worker_cpu_ms_per_delivery",
     ]
+
+
+def test_append_adds_a_second_run_to_the_first(results, tmp_path):
+    broadcast_figures(worker_ms=0.4, postgres_ms=0.2, redis_ms=0.02, rate=2500.0)
+    path = tmp_path / "bench.json"
+    write_json(path, {"commit": "a"}, False, {"broadcast": 10.0}, {"broadcast": []})
+    first = json.loads(path.read_text())
+    results["figures"].clear()
+    common.figure(
+        "fairness.b_broadcast_seconds", 9.0, "s", baseline=16.0, better="lower", users=100_000, second=10_000
+    )
+    write_json(path, {"commit": "b"}, True, {"fairness": 300.0}, {"fairness": []}, earlier=first)
+    document = json.loads(path.read_text())
+    assert document["machine"] == {"commit": "b"} and document["earlier_runs"] == [{"commit": "a"}]
+    assert (
+        set(document["benchmarks"]) == {"broadcast", "fairness"}
+        and document["benchmarks"]["fairness"]["full"]
+    )
+    assert len(document["figures"]) == 6
+    assert (
+        "| tenant B's 10,000-user broadcast behind A's 100,000: trigger → done | **9.00 s** | 16.0 s (no per-tenant share) |"
+        in report.goals_table(document)
+    )
 
 
 def test_scale_out_table_follows_the_measured_cost_per_delivery(results):
