@@ -27,6 +27,11 @@ from collections.abc import Iterable, Mapping
 _MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 if _MULTIPROC_DIR:
     os.makedirs(_MULTIPROC_DIR, exist_ok=True)
+elif "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    # Set but empty (the Procfile's ${PROMETHEUS_MULTIPROC_DIR-var/metrics} run with it empty, as the benches and
+    # the fault suite do) means "count in memory"; prometheus-client would take it as a directory, the working
+    # one, and leave a counter_*.db file per process there.
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 from prometheus_client import (  # noqa: E402
     REGISTRY,

@@ -302,3 +302,23 @@ def test_two_processes_writing_one_directory_are_summed_by_a_scrape(tmp_path: Pa
     )
     # Only the series of the processes' files (and the scrape-time gauges): no per-process collectors.
     assert not any(name.startswith("process_") for name, _ in samples)
+
+
+def test_an_empty_multiprocess_directory_counts_in_memory(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR set but empty (the Procfile's line run with it empty, as the benches do) must not
+    make prometheus-client write its files into the working directory."""
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'pushhub.settings'; django.setup();"
+        "from pushhub import metrics; metrics.PUSHES_FINISHED.labels(status='done').inc()"
+    )
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": "",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
