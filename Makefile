@@ -88,11 +88,13 @@ $(BIN)/.installed-bench: pyproject.toml $(BIN)/.installed
 
 install-bench: $(BIN)/.installed-bench
 
+# BENCH_JSON=FILE: also write every figure to FILE (`python -m bench.report FILE --readme README.md` makes the
+# README's generated tables from it).
 bench: install-bench
-	flock /tmp/pushhub-bench.lock $(BIN)/python -m bench
+	flock /tmp/pushhub-bench.lock $(BIN)/python -m bench $(if $(BENCH_JSON),--json $(BENCH_JSON))
 
 bench-full: install-bench
-	flock /tmp/pushhub-bench.lock $(BIN)/python -m bench --full
+	flock /tmp/pushhub-bench.lock $(BIN)/python -m bench --full $(if $(BENCH_JSON),--json $(BENCH_JSON))
 
 lint: install
 	$(BIN)/ruff check .

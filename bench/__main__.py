@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,7 +60,14 @@ def main() -> None:
         common.CURRENT_BENCHMARK["name"] = name
         began = time.monotonic()
         module = importlib.import_module(f"bench.{name}")
-        failures[name] = module.run(full=args.full)
+        environment = dict(os.environ)
+        try:
+            failures[name] = module.run(full=args.full)
+        finally:
+            # A benchmark may point the environment at its own database (bench.stats: BENCH_DATABASE_URL, a
+            # database it drops at the end): the next one starts from the environment this run was given.
+            os.environ.clear()
+            os.environ.update(environment)
         durations[name] = time.monotonic() - began
         if args.json:  # after each benchmark: a run cut short still leaves what it measured
             write_json(args.json, machine, args.full, durations, failures, earlier)
