@@ -125,6 +125,24 @@ class Intake:
     rejected: list[dict] = field(default_factory=list)
 
 
+def _screen(values, result: Intake, seen: set[str]) -> list[str]:
+    """The well-formed values not seen before (in this upload, across its lists), in order; the others are
+    counted on ``result`` as rejected (with the reason) or duplicates."""
+    fresh: list[str] = []
+    for value in values:
+        reason = formid_rejection(value)
+        if reason:
+            result.rejected.append(
+                {"formid": value if isinstance(value, str) else repr(value)[:128], "reason": reason}
+            )
+        elif value in seen:
+            result.duplicates += 1
+        else:
+            seen.add(value)
+            fresh.append(value)
+    return fresh
+
+
 def formid_rejection(value) -> str | None:
     """Why ``value`` cannot be a formId/prepay_id, or None."""
     if not isinstance(value, str):
@@ -150,17 +168,7 @@ def add_formids(
     caller adds the accepted ones to the daily statistics itself (after its transaction)."""
     now = now or timezone.now()
     result = Intake()
-    fresh: list[str] = []
-    for value in values:
-        reason = formid_rejection(value)
-        if reason:
-            result.rejected.append(
-                {"formid": value if isinstance(value, str) else repr(value)[:128], "reason": reason}
-            )
-        elif value in fresh:
-            result.duplicates += 1
-        else:
-            fresh.append(value)
+    fresh = _screen(values, result, set())
     if not fresh:
         return result
     uses = PREPAY_USES if kind == Credit.Kind.PREPAY else 1
@@ -385,18 +393,9 @@ def _take_ids_postgresql(app: MiniProgram, user: MiniUser, formids: Iterable, pr
     kinds: list[str] = []
     seen: set[str] = set()
     for given, kind in ((formids, Credit.Kind.FORMID), (prepay_ids, Credit.Kind.PREPAY)):
-        for value in given or ():
-            reason = formid_rejection(value)
-            if reason:
-                result.rejected.append(
-                    {"formid": value if isinstance(value, str) else repr(value)[:128], "reason": reason}
-                )
-            elif value in seen:
-                result.duplicates += 1
-            else:
-                seen.add(value)
-                values.append(value)
-                kinds.append(kind)
+        accepted = _screen(given or (), result, seen)
+        values += accepted
+        kinds += [kind] * len(accepted)
     if not values:
         return result
     day = now.date()
