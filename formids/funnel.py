@@ -56,10 +56,19 @@ def add_to_counter_rows(model: type[Model], rows: list[tuple[dict, dict[str, int
     """``add_to_counters`` for several rows (distinct keys, the same key fields) in one statement: a batch of
     credits for three templates is one round trip, not three. Rows are written in key order, so two batches
     touching the same rows lock them in the same order."""
+    statement = counter_rows_sql(model, rows)
+    if statement is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(*statement)
+
+
+def counter_rows_sql(model: type[Model], rows: list[tuple[dict, dict[str, int]]]) -> tuple[str, list] | None:
+    """The statement of ``add_to_counter_rows`` as (sql, params), to run alone or with others
+    (``pushhub.sql.execute_together``); None when there is nothing to add."""
     rows = [(key, {name: n for name, n in inc.items() if n}) for key, inc in rows]
     rows = [(key, inc) for key, inc in rows if inc]
     if not rows:
-        return
+        return None
     meta = model._meta
     key_names = list(rows[0][0])
     key_fields = [meta.get_field(name) for name in key_names]
@@ -92,8 +101,7 @@ def add_to_counter_rows(model: type[Model], rows: list[tuple[dict, dict[str, int
         f"VALUES {', '.join([placeholders] * len(records))} "
         f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO UPDATE SET {updates}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for record, counts in records for value in (*record, *counts)])
+    return sql, [value for record, counts in records for value in (*record, *counts)]
 
 
 def counter_upsert_from(
@@ -194,6 +202,12 @@ def _as_datetime(value) -> datetime:
 def send_outcomes(app_id: int, template_id: str, day: date, *, sent: int = 0, failed: int = 0) -> None:
     """A chunk's outcomes, under the push's template id (a formId template's sends under its own id)."""
     bump_template_stat(app_id, template_id, day, sent=sent, failed=failed)
+
+
+def send_outcomes_sql(app_id: int, template_id: str, day: date, *, sent: int = 0, failed: int = 0):
+    """``send_outcomes`` as (sql, params) for ``pushhub.sql.execute_together``; None when both are 0."""
+    key = {"app_id": app_id, "template_id": template_id, "day": day}
+    return counter_rows_sql(TemplateDailyStat, [(key, {"sent": sent, "failed": failed})])
 
 
 def sent_turned_failed(app_id: int, template_id: str, day: date) -> None:

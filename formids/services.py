@@ -26,12 +26,12 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from formids import funnel
-from formids.funnel import add_to_counters
+from formids.funnel import add_to_counters, counter_rows_sql
 from formids.hooks import claim_owners, credits_arrived, long_term_ids, subscribe_templates
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser, TemplateDailyStat
 from formids.webhook_events import subscriptions_changed
 from pushhub import metrics
-from pushhub.sql import any_of, texts_in
+from pushhub.sql import any_of, execute_together, texts_in
 from tenants.models import MiniProgram
 
 FORMID_LIFETIME = timedelta(days=7)  # WeChat: a formId / prepay_id is valid 7 days
@@ -742,6 +742,17 @@ def count_collected(
 def record_send_outcomes(app: MiniProgram, *, template_id: str = "", sent: int = 0, failed: int = 0) -> None:
     """Called by the delivery pipeline after each chunk: the app's day and the push's template's day
     (``template_id``: WeChat's id of the push's template, a formId template's too)."""
+    execute_together(send_outcome_statements(app, template_id=template_id, sent=sent, failed=failed))
+
+
+def send_outcome_statements(
+    app: MiniProgram, *, template_id: str = "", sent: int = 0, failed: int = 0
+) -> list[tuple[str, list]]:
+    """``record_send_outcomes`` as statements, for a caller that runs them with its own
+    (``pushhub.sql.execute_together``: the delivery ledger writes them with the push's counters)."""
     today = timezone.now().date()
-    bump_daily_stat(app, today, sent=sent, failed=failed)
-    funnel.send_outcomes(app.pk, template_id, today, sent=sent, failed=failed)
+    statements = [
+        counter_rows_sql(DailyStat, [({"app": app, "day": today}, {"sent": sent, "failed": failed})]),
+        funnel.send_outcomes_sql(app.pk, template_id, today, sent=sent, failed=failed),
+    ]
+    return [statement for statement in statements if statement is not None]

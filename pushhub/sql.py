@@ -47,3 +47,23 @@ def any_of(model, field: str, values: Iterable, db_type: str) -> RawSQL:
         [json.dumps(list(values))],
         output_field=BooleanField(),
     )
+
+
+def execute_together(statements: list[tuple[str, list]]) -> None:
+    """Run data-changing statements (no results wanted) in one round trip.
+
+    On PostgreSQL one statement: the first ones as data-modifying CTEs (``WITH s0 AS (…) … <last>``), which
+    PostgreSQL runs exactly once each whether or not the rest reads them, on one snapshot (so no two of them
+    may change the same row). A chunk's push counters and both day rows were three round trips. Elsewhere
+    (SQLite) one by one, in order."""
+    if not statements:
+        return
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql" or len(statements) == 1:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+            return
+        *first, (last_sql, last_params) = statements
+        ctes = ", ".join(f"s{n} AS ({sql})" for n, (sql, _params) in enumerate(first))
+        params = [value for _sql, statement_params in first for value in statement_params]
+        cursor.execute(f"WITH {ctes} {last_sql}", [*params, *last_params])

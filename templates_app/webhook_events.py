@@ -21,12 +21,16 @@ from templates_app.pushes.recipients import has_usable_credit
 from webhooks import outbox
 
 
-def push_finished(push_id) -> None:
-    """The push as it is now (call it in the transaction that finished it)."""
+def push_finished(push_id, tenant_id: int | None = None) -> None:
+    """The push as it is now (call it in the transaction that finished it). With the push's ``tenant_id``
+    (the caller has it) the push is read only when one of the tenant's endpoints wants the event."""
+    known = outbox.interest(tenant_id) if tenant_id is not None else None
+    if known is not None and not known.wants(outbox.PUSH_FINISHED):
+        return
     push = Push.objects.select_related("app").filter(pk=push_id).first()
     if push is None:
         return
-    known = outbox.interest(push.tenant_id)
+    known = known or outbox.interest(push.tenant_id)
     if not known.wants(outbox.PUSH_FINISHED):
         return
     body = push_payload(push)

@@ -7,12 +7,15 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from formids import services as credits
-from formids.models import Credit
+from formids.models import Credit, DailyStat, TemplateDailyStat
 from templates_app import catalogue
+from templates_app.delivery.chunk import deliver_chunk
 from templates_app.models import Delivery, Push
 
 pytestmark = pytest.mark.django_db
@@ -509,3 +512,72 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_push(formid_templ
     assert all(body["no_credit"] == [] for _, body in answers), (
         "the winner must not report a credit others held"
     )
+
+
+# --- what a trigger costs (issue 19): a new push is prepared without the checks a redelivered one needs (no
+# lock, no look for earlier rows, no savepoint, no re-read), and a chunk writes the push's counters with the
+# day's statistics in one statement; the answers stay the same.
+def statements(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"] not in ("BEGIN", "COMMIT") and "SAVEPOINT" not in q["sql"]]
+
+
+def test_a_one_user_trigger_is_a_handful_of_statements_and_answers_the_same(formid_template):
+    if connection.vendor != "postgresql":  # SQLite (development): the cache and the claims are SQL there too
+        pytest.skip("statement counts are PostgreSQL's (production)")
+    trigger(formid_template, {"to": [BOB], "data": FORMID_DATA})  # the token's first look-up: warm
+    with CaptureQueriesContext(connection) as queries:
+        response = trigger(formid_template, {"to": [ALICE], "data": FORMID_DATA})
+    assert response.status_code == 202
+    # template, push insert, opted-out users, claim, delivery insert, counters (no lock, no earlier-rows
+    # look-up, no savepoint, no re-read of the push)
+    assert len(statements(queries.captured_queries)) <= 6, statements(queries.captured_queries)
+    # the request's own transaction only (a savepoint here: the test runs in a transaction of its own)
+    assert sum(q["sql"].startswith("SAVEPOINT") for q in queries.captured_queries) <= 1
+    body = response.json()
+    assert (body["recipients"], body["no_credit"], body["opted_out"]) == (1, [], [])
+    push = Push.objects.get(pk=body["push_id"])
+    assert (push.status, push.recipients, push.pending, push.no_credit, push.opted_out, push.enumerated) == (
+        "queued",
+        1,
+        1,
+        0,
+        0,
+        True,
+    )
+
+
+def test_a_new_push_nobody_can_receive_is_done_with_its_counters(formid_template):
+    body = trigger(formid_template, {"to": [BOB, CAROL], "data": FORMID_DATA}).json()
+    push = Push.objects.get(pk=body["push_id"])
+    assert (push.status, push.recipients, push.no_credit, push.opted_out, push.pending) == (
+        "done",
+        2,
+        1,
+        1,
+        0,
+    )
+    assert push.started_at is not None and push.finished_at is not None
+    assert body["status"] == "queued" and body["no_credit"] == [BOB] and body["opted_out"] == [CAROL]
+
+
+def test_a_new_push_with_a_hold_gets_its_end_once(formid_template):
+    body = trigger(formid_template, {"to": [BOB], "data": FORMID_DATA, "hold": 3600}).json()
+    push = Push.objects.get(pk=body["push_id"])
+    assert body["held"] == [BOB]
+    assert push.status == "queued" and push.held == 1 and push.hold_until is not None
+    assert 3590 < (push.hold_until - push.created_at).total_seconds() <= 3601
+
+
+def test_a_chunk_counts_its_outcomes_in_the_push_and_both_day_rows(formid_template, sandbox_base):
+    app = formid_template.app
+    body = trigger(formid_template, {"to": [ALICE], "data": FORMID_DATA}).json()
+    push = Push.objects.get(pk=body["push_id"])
+    ids = list(Delivery.objects.filter(push=push).values_list("pk", flat=True))
+    report = deliver_chunk(push.pk, ids)
+    push.refresh_from_db()
+    outcome = "sent" if report["sent"] else "failed"
+    assert report[outcome] == 1 and push.pending == 0 and getattr(push, outcome) == 1
+    assert push.status == "done"
+    day = DailyStat.objects.get(app=app)
+    template_day = TemplateDailyStat.objects.get(app=app, template_id="TPL_FORM")
+    assert (getattr(day, outcome), getattr(template_day, outcome)) == (1, 1)

@@ -67,7 +67,7 @@ def deliver_chunk(push_id: Any, delivery_ids: Iterable[int]) -> dict[str, int]:
     now = timezone.now()
     loaded, claims_current = _load_jobs(push, delivery_ids, now)
     if not loaded:
-        ledger.maybe_finish(push.pk)
+        ledger.maybe_finish(push.pk, push.tenant_id)
         return vars(report)
     touch_progress(push.pk)
     if push.status == Push.Status.QUEUED:  # queued straight to its one chunk (start_push): it starts here
@@ -97,7 +97,7 @@ def deliver_chunk(push_id: Any, delivery_ids: Iterable[int]) -> dict[str, int]:
     jobs, no_credit = _ensure_credits(push, jobs, renew=not claims_current)
     report.add(ledger.write(push, decided + no_credit))
     _send_chunk(push, jobs, report)
-    ledger.maybe_finish(push.pk)
+    ledger.maybe_finish(push.pk, push.tenant_id)
     return vars(report)
 
 
@@ -290,7 +290,9 @@ def _send_round(
     pool = SendPool(min(concurrency, len(jobs)), sender(push, client))
     leftover: list[Job] = []
     canceled = interrupted = False
-    next_status_check = 0.0
+    # The push's status was read when the chunk started, and a cancel fails the unsent rows, which
+    # mark_attempts then leaves alone: the first look is due after a while, not before the first window.
+    next_status_check = time.monotonic() + 0.5
     last_flush = time.monotonic()
     try:
         index = 0

@@ -29,6 +29,7 @@ from formids import funnel
 from formids import services as credits
 from formids.models import Credit
 from pushhub import metrics
+from pushhub.sql import execute_together
 from templates_app import inbox, webhook_events
 from templates_app.delivery.job import ChunkReport, Job
 from templates_app.delivery.outcomes import (
@@ -63,9 +64,10 @@ def mark_running(push_id: Any, now: datetime) -> None:
     )
 
 
-def maybe_finish(push_id: Any) -> bool:
+def maybe_finish(push_id: Any, tenant_id: int | None = None) -> bool:
     """running → done once every recipient is enumerated and nothing is pending or held (a conditional UPDATE:
-    whichever of the last chunk and the enumerator comes second does it)."""
+    whichever of the last chunk and the enumerator comes second does it). ``tenant_id``, the push's, when
+    the caller has it: the finished push is then read only if a webhook endpoint wants it."""
     # Held deliveries are unfinished too: they wait for a credit until the push's hold ends.
     pending = Delivery.objects.filter(
         push_id=OuterRef("pk"), status__in=[Delivery.Status.PENDING, Delivery.Status.HELD]
@@ -77,7 +79,7 @@ def maybe_finish(push_id: Any) -> bool:
             .update(status=Push.Status.DONE, finished_at=timezone.now())
         )
         if finished:
-            webhook_events.push_finished(push_id)  # the outbox: committed with the status, or not at all
+            webhook_events.push_finished(push_id, tenant_id)  # the outbox: committed with the status
             metrics.after_commit(metrics.push_finished, Push.Status.DONE)
     return finished
 
@@ -217,15 +219,23 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
             credits.refresh_claims(settle[KEEP], holder)
         finished = report.sent + report.failed + report.no_credit
         if finished:
-            Push.objects.filter(pk=push.pk).update(
-                sent=F("sent") + report.sent,
-                failed=F("failed") + report.failed,
-                no_credit=Coalesce(F("no_credit"), 0) + report.no_credit,
-                pending=F("pending") - finished,
+            # The push's counters and the day's rows (app and template) in one round trip.
+            table = Push._meta.db_table
+            counters = (
+                f"UPDATE {table} SET sent = sent + %s, failed = failed + %s, "
+                "no_credit = COALESCE(no_credit, 0) + %s, pending = pending - %s WHERE id = %s",
+                [
+                    report.sent,
+                    report.failed,
+                    report.no_credit,
+                    finished,
+                    Push._meta.pk.get_db_prep_value(push.pk, connection),
+                ],  # fmt: skip
             )
-            credits.record_send_outcomes(
+            day_rows = credits.send_outcome_statements(
                 push.app, template_id=push.template.template_id, sent=report.sent, failed=attempted_failures
             )
+            execute_together([*day_rows, counters])
         # deliveries.failed and user.unreachable, in this transaction (the outbox).
         webhook_events.after_outcomes(
             push, [row for row in rows if row.status == Delivery.Status.FAILED], spent

@@ -119,23 +119,14 @@ def _new_push(template: Template, request: SendRequest, created_by: str) -> Push
 
 
 def _prepare_now(push: Push, request: SendRequest) -> Prepared | None:
-    """Claim now for listed recipients of an immediate push (broadcasts and scheduled pushes: the workers)."""
+    """Claim now for listed recipients of an immediate push (broadcasts and scheduled pushes: the workers).
+    The push is new (this transaction made it): ``prepare_listed`` writes its counters and status on it."""
     if request.to.is_broadcast or push.status == Push.Status.SCHEDULED:
         return None
-    prepared = prepare_listed(push)
-    finished = not prepared.pending and not prepared.held
-    Push.objects.filter(pk=push.pk).update(
-        enumerated=True,
-        **(
-            {"status": Push.Status.DONE, "started_at": timezone.now(), "finished_at": timezone.now()}
-            if finished
-            else {}
-        ),
-    )
-    if finished:
-        webhook_events.push_finished(push.pk)
+    prepared = prepare_listed(push, new_push=True)
+    if push.status == Push.Status.DONE:  # nobody to send to: finished here
+        webhook_events.push_finished(push.pk, push.tenant_id)
         metrics.after_commit(metrics.push_finished, Push.Status.DONE)
-    push.refresh_from_db()
     return prepared
 
 
@@ -196,7 +187,7 @@ def cancel_push(push: Push, actor: str = "system") -> Push:
             held=F("held") - dropped,
         )
         audit(locked.tenant, actor, "push.cancel", "push", locked.pk, canceled=canceled + dropped)
-        webhook_events.push_finished(locked.pk)
+        webhook_events.push_finished(locked.pk, locked.tenant_id)
         metrics.after_commit(metrics.push_finished, Push.Status.CANCELED)
         metrics.after_commit(metrics.deliveries, {(Delivery.Status.FAILED, "canceled"): canceled + dropped})
     locked.refresh_from_db()
