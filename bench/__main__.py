@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from bench import common
@@ -55,6 +56,10 @@ def main() -> None:
     started = time.monotonic()
     machine = common.machine_facts()
     earlier = json.loads(args.json.read_text()) if args.append and args.json and args.json.exists() else None
+    # One queue name for the whole run: this process reads Django's settings (its queues) once, in the first
+    # benchmark, and a later one's workers must listen where it queues (with a name each, `--only trigger
+    # broadcast` queued the broadcast where no worker listened).
+    os.environ.setdefault("BENCH_QUEUE", f"bench-{uuid.uuid4().hex[:8]}")
     for name in args.only or BENCHMARKS:
         print(f"\n=== bench.{name} {'(full)' if args.full else '(quick)'} ===\n", flush=True)
         common.CURRENT_BENCHMARK["name"] = name
