@@ -5,7 +5,7 @@ read aggregates and never scan deliveries or credits.
 
 - ``credits_collected``: at ingest (formids.services), one bump per template per batch (one multi-row
   statement); formIds and prepay ids under template "" (any formId template may use them).
-- ``sent`` / ``failed``: at outcomes (formids.services.record_send_outcomes, called by the delivery ledger),
+- ``sent`` / ``failed``: at outcomes (formids.services.send_outcome_statements, written by the delivery ledger),
   under the push's template id; WeChat's later sent-event failure moves one from sent to failed
   (``sent_turned_failed``) on the day it was sent.
 - ``opened``: ``record_open``, once per delivery (the first open).
@@ -199,13 +199,9 @@ def _as_datetime(value) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-def send_outcomes(app_id: int, template_id: str, day: date, *, sent: int = 0, failed: int = 0) -> None:
-    """A chunk's outcomes, under the push's template id (a formId template's sends under its own id)."""
-    bump_template_stat(app_id, template_id, day, sent=sent, failed=failed)
-
-
 def send_outcomes_sql(app_id: int, template_id: str, day: date, *, sent: int = 0, failed: int = 0):
-    """``send_outcomes`` as (sql, params) for ``pushhub.sql.execute_together``; None when both are 0."""
+    """A chunk's outcomes, under the push's template id (a formId template's sends under its own id), as
+    (sql, params) for ``pushhub.sql.execute_together``; None when both are 0."""
     key = {"app_id": app_id, "template_id": template_id, "day": day}
     return counter_rows_sql(TemplateDailyStat, [(key, {"sent": sent, "failed": failed})])
 

@@ -226,7 +226,7 @@ def test_add_to_counters_is_one_statement_and_creates_then_adds(shop, django_ass
 def test_a_sent_event_failure_moves_one_from_sent_to_failed_on_the_day_it_was_sent(shop):
     day = date(2026, 11, 29)
     credits.bump_daily_stat(shop, day, sent=2)
-    funnel.send_outcomes(shop.pk, ORDER, day, sent=2)
+    funnel.bump_template_stat(shop.pk, ORDER, day, sent=2)
 
     funnel.sent_turned_failed(shop.pk, ORDER, day)
     funnel.sent_turned_failed(shop.pk, ARRIVAL, day)  # no such row: nothing, and nothing negative

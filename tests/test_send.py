@@ -575,8 +575,10 @@ def test_a_chunk_counts_its_outcomes_in_the_push_and_both_day_rows(formid_templa
     ids = list(Delivery.objects.filter(push=push).values_list("pk", flat=True))
     report = deliver_chunk(push.pk, ids)
     push.refresh_from_db()
+    # The sandbox answers whatever it answers for this formId; whichever it is, it is counted everywhere once.
+    assert report["sent"] + report["failed"] == 1
     outcome = "sent" if report["sent"] else "failed"
-    assert report[outcome] == 1 and push.pending == 0 and getattr(push, outcome) == 1
+    assert push.pending == 0 and getattr(push, outcome) == 1
     assert push.status == "done"
     day = DailyStat.objects.get(app=app)
     template_day = TemplateDailyStat.objects.get(app=app, template_id="TPL_FORM")

@@ -166,7 +166,7 @@ def prepare_recipients(push: Push, openids: Sequence[str], *, new_push: bool = F
     result = Prepared()
     with transaction.atomic(savepoint=not new_push):  # new_push: inside the transaction that made it
         if new_push:
-            hold_seconds, done = push.hold_seconds, set()
+            hold_seconds = push.hold_seconds
         else:
             # One preparation per push at a time: the row lock serialises redelivered chunks.
             locked = (
