@@ -16,6 +16,7 @@ read aggregates and never scan deliveries or credits.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
@@ -104,36 +105,36 @@ def counter_rows_sql(model: type[Model], rows: list[tuple[dict, dict[str, int]]]
     return sql, [value for record, counts in records for value in (*record, *counts)]
 
 
-def counter_upsert_from(
-    model: type[Model], key: dict, counter: str, source: str, amount: str
-) -> tuple[str, list]:
+@functools.cache
+def counter_upsert_sql(
+    model: type[Model], key_names: tuple[str, ...], counter: str, source: str, amount: str
+) -> str:
     """``add_to_counters`` for one row and one counter as SQL to embed in a larger statement (a CTE): the
     amount is the SQL expression ``amount`` over the relation ``source`` (e.g. ``n`` of a ``counted`` CTE), and
-    nothing is written when it is not positive. Returns (sql, params) of the ``INSERT … SELECT … ON CONFLICT``;
-    ``formids.services`` stores an upload and counts it in the day's statistics with it, in one statement."""
+    nothing is written when it is not positive. The row's key goes in as one ``%s`` per name of ``key_names``
+    (column values: a foreign key's id), in that order. ``formids.services`` stores an upload and counts it
+    in the day's statistics with it, in one statement. Made once per shape: every SDK upload runs it."""
     meta = model._meta
-    key_fields = [meta.get_field(name) for name in key]
+    key_fields = [meta.get_field(name) for name in key_names]
     conflict = [field.column for field in key_fields]
     counters = [f for f in meta.concrete_fields if not f.primary_key and f.column not in conflict]
     if counter not in {f.name for f in counters}:
         raise ValueError(f"{meta.label} has no counter {counter!r}")
-    params = []
-    for name, field in zip(key, key_fields, strict=True):
-        value = key[name].pk if isinstance(key[name], Model) else key[name]
-        target = field.target_field if field.is_relation else field
-        params.append(target.get_db_prep_value(value, connection))
-    values = ["%s"] * len(conflict) + [amount if f.name == counter else "%s" for f in counters]
-    params += [f.get_default() for f in counters if f.name != counter]
+    defaults = {f.name: f.get_default() for f in counters if f.name != counter}
+    if not all(type(value) is int for value in defaults.values()):
+        raise ValueError(f"{meta.label}: counters must default to integers")
+    values = ["%s"] * len(conflict) + [
+        amount if f.name == counter else str(defaults[f.name]) for f in counters
+    ]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     column = quote(meta.get_field(counter).column)
-    sql = (
+    return (
         f"INSERT INTO {table} ({', '.join(quote(c) for c in [*conflict, *(f.column for f in counters)])}) "
         f"SELECT {', '.join(values)} FROM {source} WHERE {amount} > 0 "
         f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO UPDATE SET "
         f"{column} = {table}.{column} + EXCLUDED.{column}"
     )
-    return sql, params
 
 
 def credits_collected(

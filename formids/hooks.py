@@ -6,7 +6,7 @@ registers itself in its AppConfig.ready() (templates_app/apps.py):
 
 - the subscribe template catalogue: which subscribe template ids an app has, one-time or long-term;
 - claim owners: records that own a credit's claim, which the stale-claim sweep leaves alone;
-- credit arrivals: users gained credits (held deliveries wait for them);
+- credit arrivals: users gained credits (held deliveries wait for them), and who waits for one;
 - the ``subscribe_message_sent`` signal: WeChat reported the outcome of a subscribe send.
 
 Without templates_app installed formids still works: every subscribe template id is known, every stale
@@ -89,6 +89,28 @@ _arrival_listeners: list[Callable[[int, list[str]], None]] = []
 def register_credit_arrival_listener(listener: Callable[[int, list[str]], None]) -> None:
     if listener not in _arrival_listeners:
         _arrival_listeners.append(listener)
+
+
+# A listener may also tell, as SQL, whether a user waits for a credit at all: an SDK upload asks it in the
+# statement that stores the credits (a probe of an index) and calls the listeners only for a user who waits,
+# instead of every listener's own round trip on every upload. The SQL is a query of one row and one column,
+# true when the user waits, with the parameters %(app)s (the app's id) and %(openid)s.
+_arrival_probes: list[str] = []
+
+
+def register_credit_arrival_probe(sql: str) -> None:
+    if sql not in _arrival_probes:
+        _arrival_probes.append(sql)
+
+
+def credit_arrival_probe_sql() -> str:
+    """SQL of one boolean: does the user (%(app)s, %(openid)s) wait for a credit? True when a listener
+    registered no probe (it is then always called)."""
+    if len(_arrival_probes) < len(_arrival_listeners):
+        return "SELECT true"
+    if not _arrival_probes:
+        return "SELECT false"
+    return "SELECT " + " OR ".join(f"({probe})" for probe in _arrival_probes)
 
 
 def credits_arrived(app_id: int, openids: list[str]) -> None:

@@ -70,6 +70,20 @@ class SdkFormidsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         return attrs
 
 
+def is_plain_id_upload(data) -> bool:
+    """``data`` is what SdkFormidsSerializer takes as it is: an object of ``formids`` and/or ``prepay_ids``,
+    each a list of 1..MAX_IDS_PER_CALL items, and nothing else. Checked first on every upload: building the
+    serializer was a sixth of an upload's CPU, and it only ever gives back such an object."""
+    return (
+        isinstance(data, dict)
+        and 0 < len(data) <= 2
+        and all(
+            name in ("formids", "prepay_ids") and type(ids) is list and 0 < len(ids) <= MAX_IDS_PER_CALL
+            for name, ids in data.items()
+        )
+    )
+
+
 class SdkRejectedIdSerializer(serializers.Serializer):
     formid = serializers.CharField(help_text="the value as sent (non-strings: their repr)")
     reason = serializers.CharField(help_text="not_a_string, mock_formid (developer tools) or malformed")

@@ -22,7 +22,7 @@ from formids import sdk_serializers as s
 from formids.models import MiniUser
 from formids.quotas import user_summary
 from formids.sdk_auth import HasSdkSession, SdkSession, SdkSessionAuthentication, log_in
-from formids.services import report_subscriptions, set_push_enabled, take_ids, touch_user
+from formids.services import report_subscriptions, set_push_enabled, take_uploaded_ids, touch_user
 from pushhub import idempotency, logs, ratelimit
 from pushhub.api import ApiError, iso_utc
 from tenants.models import MiniProgram
@@ -65,6 +65,8 @@ class SdkView(APIView):
 
     app: MiniProgram
     user: MiniUser | None = None
+    # False: the view reads (or makes) the session's user itself, in its own statement (the upload's).
+    loads_user = True
 
     def initial(self, request, *args, **kwargs):
         # One Redis round trip for both rate limits: the app (cached) and the session (a signature, no
@@ -91,7 +93,7 @@ class SdkView(APIView):
             raise ApiError(404, "not_found", "No such mini-program.")
         if refused is not None:
             raise refused
-        if isinstance(session, SdkSession):
+        if isinstance(session, SdkSession) and self.loads_user:
             self.user = touch_user(app, session.openid)
 
     def finalize_response(self, request, response, *args, **kwargs):
@@ -131,6 +133,8 @@ class LoginView(SdkView):
 
 
 class FormidsView(SdkView):
+    loads_user = False  # take_uploaded_ids reads the user in the upload's one statement
+
     @sdk_schema(
         operation_id="sdk_formids_create",
         summary="Upload formIds and prepay_ids",
@@ -142,9 +146,14 @@ class FormidsView(SdkView):
         responses={200: s.SdkIntakeSerializer},
     )
     def post(self, request, appid):
-        data = self.parse(s.SdkFormidsSerializer)
-        intake = take_ids(
-            self.app, self.user, formids=data.get("formids", ()), prepay_ids=data.get("prepay_ids", ())
+        data = request.data
+        if not s.is_plain_id_upload(data):  # the serializer answers everything else, errors included
+            data = self.parse(s.SdkFormidsSerializer)
+        intake = take_uploaded_ids(
+            self.app,
+            request.user.openid,
+            formids=data.get("formids", ()),
+            prepay_ids=data.get("prepay_ids", ()),
         )
         return Response(
             {"accepted": intake.accepted, "duplicates": intake.duplicates, "rejected": intake.rejected}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 
-from django.db import connection
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
@@ -67,3 +69,54 @@ def execute_together(statements: list[tuple[str, list]]) -> None:
         ctes = ", ".join(f"s{n} AS ({sql})" for n, (sql, _params) in enumerate(first))
         params = [value for _sql, statement_params in first for value in statement_params]
         cursor.execute(f"WITH {ctes} {last_sql}", [*params, *last_params])
+
+
+# Large enough that psycopg never prepares a statement by counting its runs (Django's own cursors bind on the
+# client and never prepare anyway); not None, which would refuse the explicit prepare below.
+_NO_AUTOMATIC_PREPARE = 2**31 - 1
+
+
+def prepared_cursor():
+    """A cursor whose statements PostgreSQL parses and plans once per connection (server-side binding,
+    psycopg's ``prepare=True``), for the few fixed statements every request runs: an SDK upload's planning
+    alone was a fifth of PostgreSQL's time for it. Django's own cursors bind on the client and are planned
+    every time, which is what a pooler in transaction mode needs (DATABASE_POOL_MODE=transaction: there,
+    and on SQLite, this is Django's cursor). Everything else is Django's: the health check, the
+    connection, the timezone, the error translation, the queries log. ``with prepared_cursor() as c:``."""
+    db = connections[DEFAULT_DB_ALIAS]  # (the ``connection`` proxy looks the thread's up at each use)
+    if db.vendor != "postgresql" or settings.DATABASE_POOL_MODE != "session":
+        return db.cursor()
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = db.connection
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = _NO_AUTOMATIC_PREPARE
+    cursor_class, timezone_of = _prepared_cursor_class()
+    with db.wrap_database_errors:
+        cursor = cursor_class(raw)
+        if db.timezone != timezone_of(raw):  # as Django's create_cursor: timestamps in the connection's zone
+            from django.db.backends.postgresql.base import register_tzloader
+
+            register_tzloader(db.timezone, cursor)
+        return db._prepare_cursor(cursor)
+
+
+@functools.cache
+def _prepared_cursor_class():
+    """(the cursor class, the time zone a connection's timestamps load in), made once."""
+    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, Format, ServerBindingCursor
+
+    class PreparedCursor(ServerBindingCursor):
+        def execute(self, query, params=None, *, prepare=None, binary=None):
+            return super().execute(query, params, prepare=True, binary=binary)
+
+        def _convert_query(self, query, params=None):
+            # Kept as the client-side cursor keeps it: Django's queries log reads the statement from it
+            # (here with $1, $2 … where the values go).
+            self._query = converted = super()._convert_query(query, params)
+            return converted
+
+    def timezone_of(raw):
+        return raw.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone
+
+    return PreparedCursor, timezone_of

@@ -11,11 +11,12 @@ class TemplatesAppConfig(AppConfig):
         from formids.hooks import (
             register_claim_owner,
             register_credit_arrival_listener,
+            register_credit_arrival_probe,
             register_subscribe_template_provider,
         )
         from templates_app import receivers
         from templates_app.catalogue import subscribe_templates
-        from templates_app.delivery.holds import credits_arrived
+        from templates_app.delivery.holds import credits_arrived, waiting_for_credit_sql
         from templates_app.delivery.ledger import pending_delivery_holds_credit
 
         # formids asks "which subscribe templates does this app have?"
@@ -24,5 +25,6 @@ class TemplatesAppConfig(AppConfig):
         register_claim_owner(pending_delivery_holds_credit)
         # Held deliveries wait for their users' next credit.
         register_credit_arrival_listener(credits_arrived)
+        register_credit_arrival_probe(waiting_for_credit_sql())
         # The delivery log listens to formids' subscribe_message_sent signal (subscribe_msg_sent_event).
         receivers.connect()

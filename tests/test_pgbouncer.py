@@ -51,12 +51,19 @@ def test_the_code_keeps_no_state_in_the_database_session():
     assert found == []
 
 
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:  # the same transaction, so the same server session behind pgbouncer
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
 @postgresql_only
 @pytest.mark.django_db
 def test_django_prepares_no_statement_on_the_server():
     """Django's psycopg backend connects with prepare_threshold=None, and its default cursor is psycopg's
     ClientCursor (parameters bound on the client), which never prepares: a query run again and again is never
-    PREPAREd on the server (psycopg's own default, its server-binding Cursor, would after 5 runs)."""
+    PREPAREd on the server (psycopg's own default, its server-binding Cursor, would after 5 runs). Only
+    ``pushhub.sql.prepared_cursor`` prepares, and only in DATABASE_POOL_MODE=session."""
     User = get_user_model()
     User.objects.create_user("someone@acme.test", "someone@acme.test", "correct horse battery")
     for _ in range(10):
@@ -64,10 +71,35 @@ def test_django_prepares_no_statement_on_the_server():
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM auth_user WHERE username = %s", ["someone@acme.test"])
             assert cursor.fetchone() == (1,)
-    assert connection.connection.prepare_threshold is None
-    with connection.cursor() as cursor:  # the same transaction, so the same server session behind pgbouncer
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-        assert cursor.fetchone() == (0,)
+    assert not [sql for sql in prepared_statements() if "auth_user" in sql]
+    if THROUGH_PGBOUNCER:
+        assert connection.connection.prepare_threshold is None
+        assert prepared_statements() == []
+
+
+@postgresql_only
+@pytest.mark.django_db
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_prepared_cursor_prepares_only_when_sessions_are_kept(pool_mode, settings):
+    """``pushhub.sql.prepared_cursor``: planned once per connection when each connection is a session of its
+    own (DATABASE_POOL_MODE=session), Django's cursor behind a pooler in transaction mode; the same answers
+    either way, timestamps in UTC."""
+    from pushhub.sql import prepared_cursor
+
+    if pool_mode == "session" and THROUGH_PGBOUNCER:
+        pytest.skip(
+            "the pooler of `make test-pgbouncer` forgets prepared statements: session mode is not tested there"
+        )
+    settings.DATABASE_POOL_MODE = pool_mode
+    sql = "SELECT %(n)s::int + 1, now(), 'prepared_cursor probe'"
+    for n in range(3):
+        with prepared_cursor() as cursor:
+            cursor.execute(sql, {"n": n})
+            plus_one, now, _ = cursor.fetchone()
+        assert plus_one == n + 1
+        assert now.utcoffset().total_seconds() == 0
+    probes = [statement for statement in prepared_statements() if "prepared_cursor probe" in statement]
+    assert len(probes) == (1 if pool_mode == "session" else 0), probes
 
 
 @postgresql_only

@@ -5,6 +5,7 @@ and counts, and held deliveries still marked by an upload."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -110,18 +111,65 @@ def test_an_unknown_app_is_not_kept_so_a_new_one_is_served_at_once(tenant, clock
 
 
 # --- the upload: round trips and writes ------------------------------------------------------------------
-def test_an_upload_is_two_statements_and_writes_no_user_when_nothing_changed(app, phone):
+def user_row_version(app) -> str | None:
+    """PostgreSQL's xmin of the user's row: it changes with every write of the row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT xmin::text FROM formids_miniuser WHERE app_id = %s AND openid = %s", [app.pk, OPENID]
+        )
+        return cursor.fetchone()[0]
+
+
+def test_an_upload_is_one_statement_and_writes_no_user_when_nothing_changed(app, phone):
     assert upload(phone, app, formids=[formid(1)]).status_code == 200  # the app is cached, last_seen fresh
+    last_seen = MiniUser.objects.get(app=app, openid=OPENID).last_seen
+    version = user_row_version(app) if connection.vendor == "postgresql" else None
     with CaptureQueriesContext(connection) as queries:
         response = upload(phone, app, formids=[formid(2), formid(3)])
     assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
     statements = [q["sql"] for q in queries.captured_queries]
     assert not any("tenants_miniprogram" in sql for sql in statements), statements  # the cached app
-    assert not any(sql.startswith("UPDATE") and "formids_miniuser" in sql for sql in statements), statements
+    assert MiniUser.objects.get(app=app, openid=OPENID).last_seen == last_seen
     if connection.vendor == "postgresql":
-        # the user, then the insert with the day's statistics (the held deliveries' mark follows the commit,
-        # which a test's transaction never reaches: tests/delivery/test_holds.py)
-        assert len(statements) == 2, statements
+        # the user's read, the insert and the day's statistics in one (the held deliveries' mark follows
+        # the commit, which a test's transaction never reaches: tests/delivery/test_holds.py)
+        assert len(statements) == 1, statements
+        assert user_row_version(app) == version  # not even a write of the same values
+
+
+def test_an_upload_refreshes_a_stale_last_seen(app, phone, settings):
+    settings.SDK_LAST_SEEN_RESOLUTION = 300
+    stale = timezone.now() - timedelta(seconds=301)
+    MiniUser.objects.filter(app=app, openid=OPENID).update(last_seen=stale)
+    before = timezone.now()
+    assert upload(phone, app, formids=[formid(1)]).json()["accepted"] == 1
+    assert MiniUser.objects.get(app=app, openid=OPENID).last_seen >= before
+    fresh = timezone.now() - timedelta(seconds=299)
+    MiniUser.objects.filter(app=app, openid=OPENID).update(last_seen=fresh)
+    assert upload(phone, app, formids=[formid(2)]).json()["accepted"] == 1
+    assert MiniUser.objects.get(app=app, openid=OPENID).last_seen == fresh
+
+
+def test_an_upload_from_a_session_whose_user_was_erased_makes_the_user_again(app, phone):
+    assert phone.get(url(app, "me")).status_code == 200
+    MiniUser.objects.filter(app=app, openid=OPENID).delete()
+    response = upload(phone, app, formids=[formid(1), formid(2)], prepay_ids=[formid(3)])
+    assert response.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+    user = MiniUser.objects.get(app=app, openid=OPENID)
+    assert sorted(Credit.objects.filter(user=user).values_list("value", "kind")) == [
+        (formid(1), "formid"), (formid(2), "formid"), (formid(3), "prepay")
+    ]  # fmt: skip
+    assert DailyStat.objects.get(app=app, day=timezone.now().date()).formids_collected == 3
+
+
+def test_an_upload_of_nothing_usable_stores_nothing_and_makes_no_statement(app, phone):
+    assert upload(phone, app, formids=[formid(1)]).status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        response = upload(phone, app, formids=["the formId is a mock one", "bad value"])
+    assert response.json()["accepted"] == 0 and len(response.json()["rejected"]) == 2
+    assert Credit.objects.filter(app=app).count() == 1
+    if connection.vendor == "postgresql":  # (elsewhere the user is read first, as every SDK call does)
+        assert queries.captured_queries == []
 
 
 def test_a_stale_last_seen_is_written_once(app, phone, settings):
@@ -240,3 +288,22 @@ def test_a_login_of_a_known_user_reads_it_and_writes_nothing_unless_the_unionid_
     new_unionid = log_in()
     assert [sql.split()[0] for sql in new_unionid] == ["SELECT", "UPDATE"]
     assert MiniUser.objects.get(app=app, openid=OPENID).unionid == "uTwo"
+
+
+# --- the session: verified once per process, its age checked at every call ---------------------------------
+def test_a_session_kept_as_verified_is_refused_once_it_expires(app, monkeypatch, settings):
+    from rest_framework.test import APIClient
+
+    from formids import sdk_auth
+
+    token = sdk_auth.issue_session(app, OPENID)[0]
+    client = APIClient(HTTP_AUTHORIZATION=f"Session {token}")
+    assert client.get(url(app, "me")).status_code == 200  # verified, and kept
+    assert client.get(url(app, "me")).status_code == 200
+    later = time.time() + settings.SDK_SESSION_DAYS * 86400 + 5
+    monkeypatch.setattr(sdk_auth, "time", SimpleNamespace(time=lambda: later))
+    response = client.get(url(app, "me"))
+    assert response.status_code == 401
+    assert "expired" in error(response)["message"]
+    tampered = APIClient(HTTP_AUTHORIZATION=f"Session {token[:-1]}{'A' if token[-1] != 'A' else 'B'}")
+    assert tampered.get(url(app, "me")).status_code == 401

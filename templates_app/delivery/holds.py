@@ -3,7 +3,9 @@ recipients who have no credit ``held`` until its ``hold_until``; they are sent t
 
 - ``credits_arrived`` (formids' credit-arrival hook, called in the transaction that stored the credits): after
   the commit, one UPDATE over the (held) openid index marks the users' held deliveries, and only if it marked
-  some, a release of the app is queued. An upload for a user with no hold costs that one index probe.
+  some, a release of the app is queued. An SDK upload asks first, in the statement that stores the credits,
+  whether the user has a held delivery at all (``waiting_for_credit_sql``, formids' arrival probe: a probe of
+  the same index), and marks only then: an upload of a user with no hold makes no second round trip.
 - ``release_app`` (the ``release_holds`` task, and beat's ``sweep_holds``): for each of the app's pushes with
   marked deliveries, oldest push first, claim one credit per user for the push's template and turn those rows
   pending (their chunk is queued after the commit). A user with several holds gains them oldest first, one
@@ -36,7 +38,7 @@ from django.utils import timezone
 from formids.models import Credit
 from formids.services import usable_q
 from pushhub import metrics
-from pushhub.sql import ids_in, texts_in
+from pushhub.sql import ids_in, prepared_cursor, texts_in
 from templates_app.delivery import ledger, progress, queue
 from templates_app.models import Delivery, Push
 from templates_app.pushes.recipients import claim_for_push
@@ -54,6 +56,17 @@ def credits_arrived(app_id: int, openids: Iterable[str]) -> None:
     wanted = list(dict.fromkeys(o for o in openids if o))
     if wanted:
         transaction.on_commit(lambda: mark_arrivals(app_id, wanted))
+
+
+def waiting_for_credit_sql() -> str:
+    """The credit-arrival probe (formids.hooks): does the user (%(app)s, %(openid)s) have a held delivery?
+    A probe of the ``delivery_held_openid`` index, in the statement of an SDK upload."""
+    delivery, push = Delivery._meta.db_table, Push._meta.db_table
+    return (
+        f"EXISTS (SELECT 1 FROM {delivery} JOIN {push} ON {push}.id = {delivery}.push_id "
+        f"WHERE {delivery}.openid = %(openid)s AND {delivery}.status = '{HELD.value}' "
+        f"AND {push}.app_id = %(app)s)"
+    )
 
 
 def mark_arrivals(app_id: int, openids: list[str], now: datetime | None = None) -> int:
@@ -82,17 +95,18 @@ def mark_arrivals(app_id: int, openids: list[str], now: datetime | None = None) 
 def _mark_postgresql(app_id: int, openids: list[str], now: datetime) -> int:
     """``mark_arrivals``'s UPDATE as the fixed SQL ``update_in_pk_order`` makes of its query (the same plan:
     the ``delivery_held_openid`` partial index, rows locked in primary-key order), written out because every
-    SDK upload runs it and building it through the ORM was a quarter of an upload's CPU."""
+    SDK upload runs it and building it through the ORM was a quarter of an upload's CPU. Prepared (planned once per
+    connection): the status is written in, so that the plan PostgreSQL keeps for every upload still uses that index."""
     delivery, push = Delivery._meta.db_table, Push._meta.db_table
     sql = (
         f"UPDATE {delivery} SET credit_arrived_at = %s WHERE {delivery}.id IN ("
         f"SELECT {delivery}.id FROM {delivery} INNER JOIN {push} ON ({delivery}.push_id = {push}.id) "
         f"WHERE {delivery}.openid IN (SELECT unnest(%s::text[])) AND {push}.app_id = %s "
-        f"AND {push}.held > 0 AND {delivery}.status = %s "
+        f"AND {push}.held > 0 AND {delivery}.status = '{HELD.value}' "
         f"ORDER BY 1 ASC FOR UPDATE OF {delivery})"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [now, openids, app_id, HELD])
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, [now, openids, app_id])
         return cursor.rowcount
 
 

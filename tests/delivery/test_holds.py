@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from formids.models import Credit, MiniUser
@@ -370,6 +372,28 @@ def test_an_upload_for_a_user_without_holds_queues_nothing(app, formid_template,
     upload_formid(app, user)
 
     assert task_queue.names() == []
+
+
+def test_an_upload_of_a_user_with_no_hold_leaves_the_others_holds_alone_in_one_statement(
+    api, app, formid_template, task_queue
+):
+    waiting, other = new_user(app), new_user(app)
+    send(api, formid_template, {"to": [waiting], "data": ["A", "B"], "hold": 600})
+    task_queue.run()
+    client = sdk_client(app, other)
+    value = sandbox.issue_formids(app.appid, other)[0]
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(f"/sdk/v1/{app.appid}/formids", {"formids": [value]}, format="json")
+
+    assert response.json()["accepted"] == 1
+    assert task_queue.names() == []
+    assert not Delivery.objects.filter(credit_arrived_at__isnull=False).exists()
+    if connection.vendor == "postgresql":  # the held rows were asked about in the upload's own statement
+        touching = [q["sql"] for q in queries.captured_queries if "templates_app_delivery" in q["sql"]]
+        assert len(touching) == 1 and "formids_credit" in touching[0], touching
+    upload_formid(app, waiting)  # and the held user's upload still marks (and releases) the hold
+    assert task_queue.names() == ["release_holds"]
 
 
 def test_a_form_encoded_trigger_takes_hold_as_digits(client, app, formid_template, task_queue):
