@@ -96,7 +96,14 @@ def write_json(
     """The run's document; with ``earlier`` (``--append``), this run's benchmarks, figures and tables are added
     to that file's (a figure measured again is found last: ``bench.report`` takes the latest)."""
     runs = {
-        name: {"seconds": round(durations[name], 1), "failed_checks": failures.get(name, []), "full": full}
+        name: {
+            "seconds": round(durations[name], 1),
+            "failed_checks": failures.get(name, []),
+            "full": full,
+            # which run measured it (with --append, the file's benchmarks come from several)
+            "commit": machine.get("commit", ""),
+            "started_at": machine.get("started_at", ""),
+        }
         for name in durations
     }
     earlier = earlier or {}

@@ -253,6 +253,32 @@ def start_workers(
 PROCFILE = BASE_DIR / "Procfile"
 
 
+def procfile_default(variable: str) -> str:
+    """The default the Procfile gives ``variable`` (``${VARIABLE:-default}``)."""
+    import re
+
+    match = re.search(r"\$\{" + re.escape(variable) + r":-([^}]*)\}", PROCFILE.read_text())
+    if match is None:
+        raise KeyError(f"the Procfile gives {variable} no default")
+    return match.group(1)
+
+
+def web_shape(env: dict[str, str]) -> tuple[int, int]:
+    """(gunicorn workers, threads each) of the Procfile's ``web`` line in ``env``."""
+    return (
+        int(env.get("WEB_CONCURRENCY") or procfile_default("WEB_CONCURRENCY")),
+        int(env.get("WEB_THREADS") or procfile_default("WEB_THREADS")),
+    )
+
+
+def start_web(processes: Processes, env: dict[str, str], log: Path, port: int) -> subprocess.Popen:
+    """gunicorn as the Procfile's ``web`` line starts it (its workers, threads, access log and logger class;
+    WEB_CONCURRENCY / WEB_THREADS from ``env`` when set there), on 127.0.0.1:``port``, waited for."""
+    web = procfile_process(processes, "web", env, log, WEB_PORT=str(port), BIND="127.0.0.1")
+    wait_until(lambda: port_open(port), 60, "gunicorn")
+    return web
+
+
 def procfile_webhook_concurrency() -> int:
     """The webhook worker's default thread count, as the Procfile's ``webhooks`` line has it."""
     import re

@@ -36,10 +36,6 @@ BATCH = 20  # formIds per request in the PushHub run
 MAX_BATCH = 100  # the most the SDK endpoint takes in one list (an extra row of the table)
 DUPLICATE_SHARE = 0.1  # this share of the requests also repeats a formId sent just before
 TARGET = 10_000  # formIds/s (issue 19's goal for the batched run: ≥ 500 requests/s of 20)
-# gunicorn: 2 cores shared with PostgreSQL, Redis and the load generator. Threads overlap each request's
-# database and Redis round trips with another request's Python; one process per core gets both cores.
-GUNICORN_WORKERS = 2
-GUNICORN_THREADS = 4
 # Every request still checks both SDK rate limits (same Redis calls as in production); the ceilings are
 # raised because the whole load comes from one address, and a --full run sends more than 120/min per user.
 RATE_LIMITS = {"SDK_RATE_PER_IP": "1000000000", "SDK_RATE_PER_OPENID": "1000000000"}
@@ -323,17 +319,11 @@ def run(
     env = common.bench_env(**RATE_LIMITS)
     port = common.free_port()
     scratch = Path(tempfile.mkdtemp(prefix="pushhub-ingest-"))
-    gunicorn = str(Path(common.PYTHON).parent / "gunicorn")
-    server_args = [
-        gunicorn, "pushhub.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(GUNICORN_WORKERS),
-        "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--keep-alive", "30",
-        "--backlog", "2048", "--log-level", "warning",
-    ]  # fmt: skip
     url = f"http://127.0.0.1:{port}/sdk/v1/{app.appid}/formids"
+    workers, threads = common.web_shape(env)
     runs: list[Run] = []
     with common.Processes() as processes:
-        server = processes.start(server_args, env, scratch / "gunicorn.log")
-        common.wait_until(lambda: common.port_open(port), 60, "gunicorn")
+        server = common.start_web(processes, env, scratch / "gunicorn.log", port)  # the Procfile's web line
         if profile is not None:  # py-spy samples every gunicorn worker; collapsed stacks for flame graphs
             profile.mkdir(parents=True, exist_ok=True)
             spy = str(Path(common.PYTHON).parent / "py-spy")
@@ -387,8 +377,8 @@ def run(
     notes = [
         f"{seconds:.0f} s measured per run after 1 s of warm-up; {connections} keep-alive connections from one "
         f"aiohttp process; {USERS} users, each request from the next user's session.",
-        f"gunicorn: {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} threads (gthread), DEBUG off, PostgreSQL + "
-        "Redis on the same 2 cores as the server and the load generator.",
+        f"gunicorn: the Procfile's web line ({workers} workers × {threads} threads, gthread, its access log), "
+        "DEBUG off, PostgreSQL + Redis on the same 2 cores as the server and the load generator.",
         "SDK_RATE_PER_IP and SDK_RATE_PER_OPENID raised to 10⁹/min for the server (all the load comes from one "
         "address): both limits are still checked, with the same Redis calls, on every request.",
         f"{DUPLICATE_SHARE:.0%} of the requests repeat a formId sent just before (a duplicate, answered as such).",
@@ -399,7 +389,7 @@ def run(
         batch=BATCH,
         connections=connections,
         seconds=seconds,
-        gunicorn=f"{GUNICORN_WORKERS}x{GUNICORN_THREADS}",
+        gunicorn=f"{workers}x{threads}",
     )
     common.figure(
         "ingest.formids_per_s",

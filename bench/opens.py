@@ -36,9 +36,6 @@ TARGET_RATE = 1000.0  # opens per second
 TARGET_SLOWDOWN = 0.10  # the broadcast with opens within 10 % of without
 MAX_IN_FLIGHT = 128
 REPEAT_EVERY = 10  # every 10th open repeats an earlier ref
-# The Procfile's web defaults (WEB_CONCURRENCY, WEB_THREADS).
-GUNICORN_WORKERS = 2
-GUNICORN_THREADS = 8
 # The load comes from one address: the per-IP SDK limit (1,200 per minute) is raised for the run, so it measures
 # the endpoint, not the limiter; the per-user limit stays as it is (each user opens at most twice).
 # SEND_RATE_PER_APP is raised as bench.broadcast does.
@@ -192,14 +189,9 @@ def run_opens(
         alone_app, alone_template = broadcast_app(fake, "opens-alone", users)
         loaded_app, loaded_template = broadcast_app(fake, "opens-loaded", users)
         port = common.free_port()
-        gunicorn = str(Path(common.PYTHON).parent / "gunicorn")
-        web = processes.start(
-            [gunicorn, "pushhub.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(GUNICORN_WORKERS),
-             "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
-            env, scratch / "gunicorn.log",
-        )  # fmt: skip
+        web_workers, web_threads = common.web_shape(env)
+        web = common.start_web(processes, env, scratch / "gunicorn.log", port)  # the Procfile's web line
         worker_procs = common.start_workers(processes, env, workers, concurrency, scratch)
-        common.wait_until(lambda: common.port_open(port), 60, "gunicorn")
 
         seed_push, seed_wall = broadcast(seed_app, seed_template, timeout)  # also warms the workers up
         print(f"opens: seed broadcast sent {seed_push.sent:,} in {seed_wall:.1f} s", flush=True)
@@ -248,7 +240,7 @@ def run_opens(
         f"{concurrency} tasks, fake WeChat at {latency_ms:g} ms)",
         rows,
         [
-            f"gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} threads (the Procfile's defaults); the "
+            f"gunicorn from the Procfile's web line ({web_workers} workers × {web_threads} threads); the "
             f"load generator (aiohttp, ≤ {MAX_IN_FLIGHT} in flight) runs in the bench process on the same cores",
             f"baseline of the last row: the same broadcast to another app of {users:,} users without the opens; "
             f"target: within {100 * TARGET_SLOWDOWN:.0f} % ({'met' if slowdown <= TARGET_SLOWDOWN else 'NOT met'})",

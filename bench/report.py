@@ -190,8 +190,9 @@ def scale_out_table(document: dict[str, Any]) -> str:
              f"{per_redis_core:,.0f}" if redis else "—"),
         ],
     )  # fmt: skip
-    commit = document.get("machine", {}).get("commit", "")
-    when = document.get("machine", {}).get("started_at", "")
+    # The run that measured the broadcast (a file appended to holds several runs), else the file's own.
+    measured = {**document.get("machine", {}), **document.get("benchmarks", {}).get("broadcast", {})}
+    commit, when = measured.get("commit", ""), measured.get("started_at", "")
     return (
         summary
         + "\n"

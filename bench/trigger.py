@@ -39,8 +39,6 @@ TARGET_ACCEPT_P99_MS_HIGH = 50.0
 SENDERS = (
     64  # sender threads at most (open loop: one per 3/s asked, so answers up to ~300 ms never delay the next)
 )
-GUNICORN_WORKERS = 2
-GUNICORN_THREADS = 4
 # The trigger rate limits (600/min per template, 3000/min per tenant) are raised so that the run measures
 # latency rather than the limiter; every request still checks them.
 RATE_LIMITS = {"TRIGGER_RATE_PER_TEMPLATE": "1000000000", "TRIGGER_RATE_PER_TENANT": "1000000000"}
@@ -69,14 +67,9 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
             .values_list("openid", flat=True)
         )
         port = common.free_port()
-        gunicorn = str(Path(common.PYTHON).parent / "gunicorn")
-        web = processes.start(
-            [gunicorn, "pushhub.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(GUNICORN_WORKERS),
-             "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--log-level", "warning"],
-            env, scratch / "gunicorn.log",
-        )  # fmt: skip
+        web_workers, web_threads = common.web_shape(env)
+        web = common.start_web(processes, env, scratch / "gunicorn.log", port)  # the Procfile's web line
         workers = common.start_workers(processes, env, 2, 2, scratch)
-        common.wait_until(lambda: common.port_open(port), 60, "gunicorn")
         url = f"http://127.0.0.1:{port}/t/{token}"
         session = requests.Session()
         data = common.TEMPLATE_DATA["formid"]
@@ -162,7 +155,9 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
     per = {k: 1000 * v / max(len(openids), 1) for k, v in cpu.items()}
     rows.append(Row("CPU per trigger: gunicorn / workers / PostgreSQL",
                     f"{per['web']:.2f} / {per['workers']:.2f} / {per['postgres']:.2f} ms"))  # fmt: skip
-    scope = dict(rate=rate, requests=requests_count, latency_ms=latency_ms)
+    scope = dict(
+        rate=rate, requests=requests_count, latency_ms=latency_ms, gunicorn=f"{web_workers}x{web_threads}"
+    )
     for pct in (50, 95, 99):
         common.figure(f"trigger.accept_p{pct}_ms", common.percentile(accept_ms, pct), "ms",
                       baseline=common.percentile(baseline, pct), goal=target_accept if pct == 99 else None,
@@ -178,7 +173,8 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         f"{latency_ms:g} ms",
         rows,
         [
-            f"gunicorn {GUNICORN_WORKERS} workers × {GUNICORN_THREADS} threads; 2 Celery workers × 2 tasks; "
+            f"gunicorn from the Procfile's web line ({web_workers} workers × {web_threads} threads); 2 Celery "
+            "workers × 2 tasks; "
             f"PostgreSQL + Redis; {senders} keep-alive sender thread(s) in the bench process, open loop (request n "
             "leaves at n ÷ rate whatever the answers before it took)",
             "baseline: one `requests.post` per message straight to the fake's send endpoint (token in hand): "

@@ -498,8 +498,8 @@ def _take_ids_postgresql(
         # round trip. A hold committed while this statement ran is not seen, as one committed just after a
         # separate mark was not: the hold recheck sends to both.
         credits_arrived(app.pk, [openid])
-        for kind, n in stored.items():
-            metrics.after_commit(metrics.credits_ingested, kind, Credit.Source.SDK, n)
+    for kind, n in stored.items():
+        metrics.after_commit(metrics.credits_ingested, kind, Credit.Source.SDK, n)
     return result
 
 

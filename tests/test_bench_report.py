@@ -57,11 +57,18 @@ def test_figures_and_tables_are_recorded_with_whether_the_goal_is_met(results, c
 def test_json_file_holds_the_machine_the_checks_and_every_figure(results, tmp_path):
     broadcast_figures(worker_ms=0.4, postgres_ms=0.2, redis_ms=0.02, rate=2500.0)
     path = tmp_path / "bench.json"
-    write_json(path, {"cores": 2}, False, {"broadcast": 12.34}, {"broadcast": ["one user got two"]})
+    machine = {"cores": 2, "commit": "abc1234", "started_at": "2026-12-06T20:00:00Z"}
+    write_json(path, machine, False, {"broadcast": 12.34}, {"broadcast": ["one user got two"]})
     document = json.loads(path.read_text())
-    assert document["machine"] == {"cores": 2}
+    assert document["machine"] == machine
     assert document["benchmarks"] == {
-        "broadcast": {"seconds": 12.3, "failed_checks": ["one user got two"], "full": False}
+        "broadcast": {
+            "seconds": 12.3,
+            "failed_checks": ["one user got two"],
+            "full": False,
+            "commit": "abc1234",
+            "started_at": "2026-12-06T20:00:00Z",
+        }
     }
     assert [f["name"] for f in document["figures"]][:2] == [
         "broadcast.deliveries_per_s",
@@ -90,6 +97,8 @@ def test_append_adds_a_second_run_to_the_first(results, tmp_path):
         "| tenant B's 10,000-user broadcast behind A's 100,000: trigger → done | **9.00 s** | 16.0 s (no per-tenant share) |"
         in report.goals_table(document)
     )
+    # the sizing comes from the broadcast, so it names the run that measured the broadcast, not the last one
+    assert "From `python -m bench --json` at a " in report.scale_out_table(document)
 
 
 def test_scale_out_table_follows_the_measured_cost_per_delivery(results):

@@ -81,3 +81,28 @@ def test_the_procfile_runs_the_threads_pool_at_the_concurrency_the_broadcast_ben
     assert (
         line[line.index("--concurrency") + 1] == f"${{WORKER_CONCURRENCY:-{defaults['concurrency'].default}}}"
     )
+
+
+def test_the_bench_web_server_is_the_procfiles_web_line_and_follows_it(tmp_path, monkeypatch):
+    """bench.ingest, bench.trigger and bench.opens measure gunicorn as the Procfile's ``web`` line starts it:
+    its workers, threads, access log and logger class."""
+    monkeypatch.setattr(common, "wait_until", lambda *args, **kwargs: None)
+    env = common.bench_env(BENCH_QUEUE="q")
+    env.pop("WEB_CONCURRENCY", None)
+    env.pop("WEB_THREADS", None)
+    recorder = Recorder()
+    common.start_web(recorder, env, tmp_path / "web.log", 8123)
+
+    ((args, run_env),) = recorder.started
+    assert args[2] == f"exec {common.procfile_line('web')}"
+    web = words(args, run_env)
+    assert web[web.index("--bind") + 1] == "127.0.0.1:8123"
+    shape = (int(web[web.index("--workers") + 1]), int(web[web.index("--threads") + 1]))
+    assert shape == common.web_shape(env)  # what the bench reports is what ran
+    assert web[web.index("--access-logfile") + 1] == "-" and "pushhub.logs.GunicornLogger" in web
+
+    recorder = Recorder()
+    common.start_web(recorder, {**env, "WEB_THREADS": "3"}, tmp_path / "web.log", 8123)
+    ((args, run_env),) = recorder.started
+    assert words(args, run_env)[words(args, run_env).index("--threads") + 1] == "3"
+    assert common.web_shape({**env, "WEB_THREADS": "3"})[1] == 3
