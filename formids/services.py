@@ -405,8 +405,9 @@ def take_uploaded_ids(
 
 
 @functools.cache
-def _take_ids_sql() -> str:
-    """The statement of ``_take_ids_postgresql`` (the same for every upload: made once)."""
+def _take_ids_sql(arrival_probe: str) -> str:
+    """The statement of ``_take_ids_postgresql`` with this arrival probe (``hooks.credit_arrival_probe_sql``):
+    the same for every upload, so made once."""
     credit, user = Credit._meta.db_table, MiniUser._meta.db_table
     formid, prepay = Credit.Kind.FORMID.value, Credit.Kind.PREPAY.value
     day_stat = funnel.counter_upsert_sql(
@@ -446,7 +447,7 @@ def _take_ids_sql() -> str:
         UNION ALL
         SELECT '#uploader', count(*) FROM uploader
         UNION ALL
-        SELECT '#waiting', ({credit_arrival_probe_sql()})::int
+        SELECT '#waiting', ({arrival_probe})::int
     """
 
 
@@ -483,7 +484,7 @@ def _take_ids_postgresql(
         "day": now.date(),
     }
     with prepared_cursor() as cursor:
-        cursor.execute(_take_ids_sql(), params)
+        cursor.execute(_take_ids_sql(credit_arrival_probe_sql()), params)
         rows = cursor.fetchall()
     stored = {kind: n for kind, n in rows if not kind.startswith("#")}
     found = {kind: n for kind, n in rows if kind.startswith("#")}

@@ -307,3 +307,28 @@ def test_a_session_kept_as_verified_is_refused_once_it_expires(app, monkeypatch,
     assert "expired" in error(response)["message"]
     tampered = APIClient(HTTP_AUTHORIZATION=f"Session {token[:-1]}{'A' if token[-1] != 'A' else 'B'}")
     assert tampered.get(url(app, "me")).status_code == 401
+
+
+# --- credit arrivals: the listeners hear of a user who waits, in any case when they gave no probe -----------
+def test_an_arrival_listener_without_a_probe_hears_of_every_upload(app, phone, monkeypatch):
+    from formids import hooks
+
+    heard = []
+    monkeypatch.setattr(hooks, "_arrival_listeners", [lambda app_id, openids: heard.append(openids)])
+    monkeypatch.setattr(hooks, "_arrival_probes", [])
+    assert upload(phone, app, formids=[formid(1)]).json()["accepted"] == 1
+    assert heard == [[OPENID]]
+
+
+def test_a_probe_that_says_no_keeps_its_listener_quiet_and_yes_calls_it(app, phone, monkeypatch):
+    from formids import hooks
+
+    heard = []
+    monkeypatch.setattr(hooks, "_arrival_listeners", [lambda app_id, openids: heard.append(openids)])
+    monkeypatch.setattr(hooks, "_arrival_probes", ["SELECT %(openid)s = 'nobody'"])
+    assert upload(phone, app, formids=[formid(1)]).json()["accepted"] == 1
+    if connection.vendor == "postgresql":  # (elsewhere the listeners are always called: no probe is run)
+        assert heard == []
+    monkeypatch.setattr(hooks, "_arrival_probes", [f"SELECT %(openid)s = '{OPENID}' AND %(app)s = {app.pk}"])
+    assert upload(phone, app, formids=[formid(2)]).json()["accepted"] == 1
+    assert heard[-1] == [OPENID]
