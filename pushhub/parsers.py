@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import io
 
+from django.conf import settings
 from rest_framework import parsers
 
 
@@ -32,6 +33,11 @@ def _may_hold_what_check_json_refuses(body: bytes, parser_context, max_depth: in
     value (a tenth of an SDK upload's CPU) is skipped: a NUL or an unpaired surrogate can only come from a
     ``\\u`` escape (strict JSON refuses raw control characters, and UTF-8 cannot carry a surrogate), and
     nesting ``max_depth`` deep needs as many brackets."""
-    if codecs.lookup(parsers.get_encoding(parser_context or {})).name != "utf-8":
+    # The charset DRF's parse just decoded with (its own get_encoding is not in every DRF the pins allow).
+    encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
+    try:
+        if codecs.lookup(encoding).name != "utf-8":
+            return True
+    except LookupError:
         return True
     return b"\\u" in body or body.count(b"[") + body.count(b"{") >= max_depth

@@ -332,3 +332,13 @@ def test_a_probe_that_says_no_keeps_its_listener_quiet_and_yes_calls_it(app, pho
     monkeypatch.setattr(hooks, "_arrival_probes", [f"SELECT %(openid)s = '{OPENID}' AND %(app)s = {app.pk}"])
     assert upload(phone, app, formids=[formid(2)]).json()["accepted"] == 1
     assert heard[-1] == [OPENID]
+
+
+# --- the JSON check's shortcut: a NUL escape is still refused, whatever the charset -------------------------
+@pytest.mark.parametrize("charset", ["utf-8", "utf-16"])
+def test_a_nul_escape_is_refused_in_any_charset_the_shortcut_notwithstanding(app, phone, charset):
+    body = '{"formids": ["formid\\u0000000000000000000000000"]}'.encode(charset)
+    response = phone.post(url(app, "formids"), body, content_type=f"application/json; charset={charset}")
+    assert response.status_code == 400, response.content
+    assert error(response)["code"] == "validation_error"
+    assert not Credit.objects.filter(app=app).exists()
