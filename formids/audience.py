@@ -36,7 +36,7 @@ from django.utils import timezone
 from formids.models import MiniUser, UserTag
 from formids.quotas import has_usable_credit
 from pushhub.api import ApiError
-from pushhub.sql import any_of
+from pushhub.sql import any_of, pg_array
 from tenants.models import MiniProgram
 
 ALIAS_MAX_LENGTH = MiniUser._meta.get_field("alias").max_length  # 128
@@ -307,7 +307,7 @@ def _insert_tags(app: MiniProgram, tag: str, ids: Sequence[int], now: datetime) 
             INSERT INTO {table} (app_id, user_id, tag, created_at)
             SELECT %s, user_id, %s, %s FROM unnest(%s::bigint[]) AS user_id
             ON CONFLICT (user_id, tag) DO NOTHING"""
-        params = [app.pk, tag, created_at, list(ids)]
+        params = [app.pk, tag, created_at, pg_array(ids, "bigint")]
     else:  # SQLite, PushHub's other database. "WHERE true": its grammar wants one before an upsert clause.
         sql = f"""
             INSERT INTO {table} (app_id, user_id, tag, created_at)

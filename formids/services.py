@@ -38,7 +38,7 @@ from formids.hooks import (
 from formids.models import Credit, DailyStat, InboundEvent, MiniUser, TemplateDailyStat
 from formids.webhook_events import subscriptions_changed
 from pushhub import metrics
-from pushhub.sql import any_of, execute_together, prepared_cursor, texts_in
+from pushhub.sql import any_of, execute_together, pg_array, prepared_cursor, texts_in
 from tenants.models import MiniProgram
 
 FORMID_LIFETIME = timedelta(days=7)  # WeChat: a formId / prepay_id is valid 7 days
@@ -236,7 +236,16 @@ def _insert_formids_postgresql(
             ON CONFLICT DO NOTHING
             RETURNING 1
             """,
-            [app.pk, user.pk, kind, uses, expires_at, Credit.State.AVAILABLE, source, values],
+            [
+                app.pk,
+                user.pk,
+                kind,
+                uses,
+                expires_at,
+                Credit.State.AVAILABLE,
+                source,
+                pg_array(values, "text"),
+            ],
         )
         return len(cursor.fetchall())
 
@@ -607,7 +616,7 @@ def _claim_postgresql(app, template_kind, template_id, openids, claimed_by, now)
     # and every rescan (SKIP LOCKED, own locks aside) can pick another of the same user's credits.
     sql = (
         f"WITH chosen AS MATERIALIZED (SELECT u.openid, picked.id FROM {user} u CROSS JOIN LATERAL ({pick}) picked "
-        "     WHERE u.app_id = %(app_id)s AND u.openid = ANY(%(openids)s)) "
+        "     WHERE u.app_id = %(app_id)s AND u.openid = ANY(%(openids)s::text[])) "
         f"UPDATE {credit} AS claimed SET state = 'claimed', claimed_at = %(now)s, claimed_by = %(claimed_by)s "
         "FROM chosen WHERE claimed.id = chosen.id AND claimed.state = 'available' "
         "RETURNING claimed.id, chosen.openid, claimed.kind, claimed.value, claimed.uses_left"
@@ -618,7 +627,7 @@ def _claim_postgresql(app, template_kind, template_id, openids, claimed_by, now)
         "usable_after": now + expiry_margin(),
         "template_id": template_id,
         "app_id": app.pk,
-        "openids": openids,
+        "openids": pg_array(openids, "text"),
     }
     # One statement is atomic on its own: no transaction.atomic() (it would only add a savepoint pair).
     with connection.cursor() as cursor:

@@ -22,6 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pushhub.api import ApiError, iso_utc
+from pushhub.sql import pg_array
 from templates_app.models import Delivery, InboxMessage, Push
 
 PAGE_SIZE = 20
@@ -48,7 +49,13 @@ def add_sent(push: Push, rows: Iterable[Delivery], sent_at: datetime) -> None:
                 FROM unnest(%s::bigint[], %s::text[]) AS v(delivery_id, openid)
                 ON CONFLICT (delivery_id) DO NOTHING
                 """,
-                [push.app_id, push.pk, sent_at, [row.pk for row in rows], [row.openid for row in rows]],
+                [
+                    push.app_id,
+                    push.pk,
+                    sent_at,
+                    pg_array([row.pk for row in rows], "bigint"),
+                    pg_array([row.openid for row in rows], "text"),
+                ],
             )
         return
     InboxMessage.objects.bulk_create(

@@ -19,6 +19,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from pushhub.sql import pg_array
 from webhooks import queue
 from webhooks.models import EventDispatch, WebhookEndpoint, WebhookEvent, new_event_id
 
@@ -124,9 +125,9 @@ def _insert_postgresql(events: list[WebhookEvent], targets: list[Any], now) -> N
                 "tenant": events[0].tenant_id,
                 "type": events[0].type,
                 "now": now,
-                "ids": [event.pk for event in events],
-                "data": [json.dumps(event.data, ensure_ascii=False) for event in events],
-                "endpoints": [str(pk) for pk in targets],
+                "ids": pg_array([event.pk for event in events], "text"),
+                "data": pg_array([json.dumps(event.data, ensure_ascii=False) for event in events], "text"),
+                "endpoints": pg_array(targets, "uuid"),
             },
         )
 

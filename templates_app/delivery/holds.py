@@ -38,7 +38,7 @@ from django.utils import timezone
 from formids.models import Credit
 from formids.services import usable_q
 from pushhub import metrics
-from pushhub.sql import ids_in, prepared_cursor, texts_in
+from pushhub.sql import ids_in, pg_array, prepared_cursor, texts_in
 from templates_app.delivery import ledger, progress, queue
 from templates_app.models import Delivery, Push
 from templates_app.pushes.recipients import claim_for_push
@@ -106,7 +106,7 @@ def _mark_postgresql(app_id: int, openids: list[str], now: datetime) -> int:
         f"ORDER BY 1 ASC FOR UPDATE OF {delivery})"
     )
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [now, openids, app_id])
+        cursor.execute(sql, [now, pg_array(openids, "text"), app_id])
         return cursor.rowcount
 
 

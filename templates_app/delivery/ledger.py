@@ -29,7 +29,7 @@ from formids import funnel
 from formids import services as credits
 from formids.models import Credit
 from pushhub import metrics
-from pushhub.sql import execute_together
+from pushhub.sql import execute_together, pg_array
 from templates_app import inbox, webhook_events
 from templates_app.delivery.job import ChunkReport, Job
 from templates_app.delivery.outcomes import (
@@ -127,11 +127,12 @@ def _mark_attempts_sql(jobs: list[Job], now) -> set[int]:
     bump the attempts of those still at the attempt this run saw, with the credit it uses); the ids won.
     Three ORM queries per window of sends were a tenth of a broadcast worker's CPU."""
     table = Delivery._meta.db_table
+    ids = pg_array([job.delivery.pk for job in jobs], "bigint")
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             WITH locked AS (
-                SELECT id FROM {table} WHERE id = ANY(%s) AND status = 'pending' ORDER BY id FOR UPDATE
+                SELECT id FROM {table} WHERE id = ANY(%s::bigint[]) AND status = 'pending' ORDER BY id FOR UPDATE
             )
             UPDATE {table} AS d
             SET attempts = d.attempts + 1, errcode = '', errmsg = '', updated_at = %s, credit_id = v.credit_id
@@ -141,11 +142,11 @@ def _mark_attempts_sql(jobs: list[Job], now) -> set[int]:
             RETURNING d.id
             """,
             [
-                [job.delivery.pk for job in jobs],
+                ids,
                 now,
-                [job.delivery.pk for job in jobs],
-                [job.attempts for job in jobs],
-                [job.credit_id for job in jobs],
+                ids,
+                pg_array([job.attempts for job in jobs], "int"),
+                pg_array([job.credit_id for job in jobs], "bigint"),
             ],
         )
         return {pk for (pk,) in cursor.fetchall()}
@@ -269,11 +270,12 @@ def _write_rows(plans: list[tuple], now: datetime) -> set[int]:
     each. Elsewhere (SQLite in development) the ORM."""
     if connection.vendor == "postgresql":
         table = Delivery._meta.db_table
+        ids = pg_array([job.delivery.pk for job, *_ in plans], "bigint")
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
                 WITH locked AS (
-                    SELECT id FROM {table} WHERE id = ANY(%s) AND status = 'pending' ORDER BY id FOR UPDATE
+                    SELECT id FROM {table} WHERE id = ANY(%s::bigint[]) AND status = 'pending' ORDER BY id FOR UPDATE
                 )
                 UPDATE {table} AS d
                 SET status = v.status, errcode = v.errcode, errmsg = v.errmsg, updated_at = %s,
@@ -287,19 +289,22 @@ def _write_rows(plans: list[tuple], now: datetime) -> set[int]:
                 RETURNING d.id
                 """,
                 [
-                    [job.delivery.pk for job, *_ in plans],
+                    ids,
                     now,
                     now,
-                    [job.delivery.pk for job, *_ in plans],
-                    [job.attempts for job, *_ in plans],
-                    [status for _, _, status, _, _ in plans],
-                    [outcome.errcode for _, outcome, *_ in plans],
-                    [outcome.errmsg[:255] for _, outcome, *_ in plans],
-                    [detach for *_, detach in plans],
-                    [
-                        job.delivery.msgid if status == Delivery.Status.SENT else None
-                        for job, _, status, _, _ in plans
-                    ],
+                    ids,
+                    pg_array([job.attempts for job, *_ in plans], "int"),
+                    pg_array([status for _, _, status, _, _ in plans], "text"),
+                    pg_array([outcome.errcode for _, outcome, *_ in plans], "text"),
+                    pg_array([outcome.errmsg[:255] for _, outcome, *_ in plans], "text"),
+                    pg_array([detach for *_, detach in plans], "bool"),
+                    pg_array(
+                        [
+                            job.delivery.msgid if status == Delivery.Status.SENT else None
+                            for job, _, status, _, _ in plans
+                        ],
+                        "bigint",
+                    ),
                 ],
             )
             return {pk for (pk,) in cursor.fetchall()}

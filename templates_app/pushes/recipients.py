@@ -22,7 +22,7 @@ from django.utils import timezone
 from formids import services as credits
 from formids.models import Credit, MiniUser, UserTag
 from pushhub import metrics
-from pushhub.sql import texts_in
+from pushhub.sql import pg_array, texts_in
 from templates_app.models import Delivery, Push, Template
 from templates_app.pushes.addressing import Addressing, Segment
 from templates_app.pushes.request import SendRequest
@@ -273,7 +273,12 @@ def _insert_deliveries(push: Push, openids: list[str], claimed: dict, *, holding
                 ORDER BY r.n
                 RETURNING id, status
                 """,
-                [push.pk, openids, statuses, credit_ids],
+                [
+                    push.pk,
+                    pg_array(openids, "text"),
+                    pg_array(statuses, "text"),
+                    pg_array(credit_ids, "bigint"),
+                ],
             )
             return sorted(pk for pk, status in cursor.fetchall() if status == pending)
     rows = [
