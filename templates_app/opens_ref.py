@@ -41,7 +41,7 @@ def _base36(n: int) -> str:
 
 
 def _mac(id_text: str) -> str:
-    digest = hmac.new(_key(), id_text.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(_key(), id_text.encode(), "sha256")  # one-shot: no HMAC object per delivery
     return _base36(int.from_bytes(digest[:8], "big")).rjust(_MAC_LEN, "0")[-_MAC_LEN:]
 
 

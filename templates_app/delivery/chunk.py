@@ -316,8 +316,7 @@ def _send_round(
                 leftover, interrupted = jobs[index:], True
                 break
             index += len(window)
-            for job in marked:
-                pool.submit(job, token)
+            pool.submit_all(marked, token)
             touch_progress(push.pk)
             pool.wait_below(concurrency)  # at most one window marked ahead of the sends
             if pool.answered() >= FLUSH_ANSWERS or time.monotonic() - last_flush >= FLUSH_SECONDS:

@@ -213,6 +213,36 @@ def test_a_round_keeps_at_most_its_concurrency_in_flight(settings):
     assert failed == 13 and isinstance(error, RuntimeError)
 
 
+def test_windows_handed_over_at_once_are_all_answered_and_the_round_waits_for_room():
+    """The round hands each window to the loop in one go (submit_all) and waits until fewer than a window
+    are outstanding: every job is answered exactly once, never more than the pool's size in flight, and the
+    wait returns only once there is room (an answer wakes the round only then)."""
+    import asyncio
+
+    from templates_app.delivery.send_pool import SendPool
+
+    now, peak, outstanding_at_wake = [0], [0], []
+
+    async def send(job, token):
+        now[0] += 1
+        peak[0] = max(peak[0], now[0])
+        await asyncio.sleep(0.002 * (job % 3))
+        now[0] -= 1
+        return {"errcode": 0, "job": job, "token": token}
+
+    pool = SendPool(8, send)
+    for start in range(0, 64, 8):
+        pool.submit_all(list(range(start, start + 8)), token=f"t{start}")
+        pool.wait_below(8)
+        outstanding_at_wake.append(pool._outstanding)
+    pool.close()
+    assert peak[0] <= 8
+    assert all(n < 8 for n in outstanding_at_wake)
+    answers = sorted((job, answer["token"]) for job, answer, _ in pool.results)
+    assert answers == [(job, f"t{job - job % 8}") for job in range(64)]
+    assert pool._outstanding == 0
+
+
 @pytest.mark.parametrize("lost_to", ["the stale sweep", "another push"])
 def test_a_chunk_whose_claim_was_lost_sends_once_with_the_users_next_credit(
     app, formid_template, task_queue, lost_to
