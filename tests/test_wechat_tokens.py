@@ -208,7 +208,7 @@ def test_it_lists_both_kinds_of_templates(client, wechat_app):
     assert len(client.list_formid_templates()) == 23
 
 
-# --- the broadcast's send path (pushhub.wechat.sending: aiohttp on one event loop) ----------------------
+# --- the broadcast's send path (pushhub.wechat.sending: its keep-alive pool on one event loop) ---------------
 def send_async(client):
     """A POST through the send path (the formId template list: a POST any sandbox app answers)."""
     from pushhub.wechat import sending
