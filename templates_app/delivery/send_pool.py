@@ -117,7 +117,7 @@ class SendPool:
 
     def submit_all(self, jobs: list[Job], token: str | None = None) -> None:
         """``submit`` each of ``jobs``, handed to the loop in one go: a hand-off per send (a future and a
-        wake-up of the loop's thread each) was a tenth of a broadcast worker's CPU."""
+        wake-up of the loop's thread each) cost 36–40 µs of CPU a send, against 21–22 this way."""
         starting = []
         with self._done:
             for job in jobs:
