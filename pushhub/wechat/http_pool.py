@@ -111,12 +111,12 @@ class _Connection(asyncio.Protocol):
     # requests
     async def request(self, head_and_body: bytes, read_timeout: float) -> tuple[int, bytes, bool]:
         """(status, body, whether the connection may be reused)."""
+        if not self.usable():  # closed while it was being opened: nothing was sent
+            raise ConnectFailed("connection closed before the request was sent")
         loop = asyncio.get_running_loop()
         self._answer = answer = loop.create_future()
         self._parser = httptools.HttpResponseParser(self)
         self._body, self._headers_done, self._framed = [], False, False
-        if not self.usable():  # closed between the pool's look and now: nothing was sent
-            raise ConnectFailed("connection closed before the request was sent")
         self.transport.write(head_and_body)
         timer = loop.call_later(read_timeout, self._time_out)
         try:
