@@ -246,3 +246,19 @@ def test_the_async_send_path_refreshes_a_rejected_token_once_and_retries(client,
     assert "list" in answer  # the template list: the retry went through
     assert tokens.get_access_token(client) == old  # stable_token hands back the still-valid token
     assert len(client.fetches) == 2
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_remembered_query_string_is_urlencode_for_every_token_and_value():
+    from urllib.parse import urlencode
+
+    from pushhub.wechat.client import query_string
+
+    for params in (
+        {"access_token": "82_a+b/c=d&e"},
+        {"access_token": "82_a+b/c=d&f"},  # another token: its own string, never the one before
+        {"access_token": "82_a+b/c=d&e", "type": "中文 x"},
+        {"ids": ["a", "b"]},  # not hashable: quoted each time, the same way
+    ):
+        assert query_string(params) == urlencode(params)
+    assert query_string({"access_token": "t1"}) != query_string({"access_token": "t2"})
