@@ -129,6 +129,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, whose per-request health check asks the socket before it sends SELECT 1
+        # (pushhub/postgresql/base.py).
+        DATABASES["default"]["ENGINE"] = "pushhub.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Behind pgbouncer in transaction mode (README "Operations: pgbouncer") ------------------------
