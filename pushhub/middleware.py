@@ -1,5 +1,9 @@
 from django.conf import settings
+from django.contrib.auth import middleware as django_auth
+from django.contrib.messages import middleware as django_messages
+from django.contrib.sessions import middleware as django_sessions
 from django.http import HttpResponseBadRequest
+from django.middleware import locale as django_locale
 
 from pushhub.api import error_response
 
@@ -80,3 +84,36 @@ class ApiNotFoundMiddleware:
         ):
             return error_response(404, "not_found", "Not found.")
         return response
+
+
+# --- the browser's middleware, skipped on the machine paths ----------------------------------------------
+class _SkippedOnMachinePaths:
+    """Runs the wrapped Django middleware everywhere but on settings.MACHINE_PATH_PREFIXES.
+
+    What calls those paths is a program, never a browser: the SDK (a session token in a header), a trigger
+    URL's caller, WeChat's servers. No cookie session, signed-in user or flash message, and their answers are
+    in one language (English): sessions, locale, authentication and messages only cost them CPU (the locale
+    alone, 50 µs a request: Accept-Language parsed, a translation activated, Vary patched). The security
+    headers (SecurityMiddleware, X-Frame-Options) stay on every answer. These subclasses keep the places of
+    Django's classes in MIDDLEWARE, so Django's and the admin's checks still find them."""
+
+    def __call__(self, request):
+        if request.path_info.startswith(settings.MACHINE_PATH_PREFIXES):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SessionMiddleware(_SkippedOnMachinePaths, django_sessions.SessionMiddleware):
+    pass
+
+
+class LocaleMiddleware(_SkippedOnMachinePaths, django_locale.LocaleMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_SkippedOnMachinePaths, django_auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_SkippedOnMachinePaths, django_messages.MessageMiddleware):
+    pass

@@ -81,12 +81,13 @@ MIDDLEWARE = [
     "pushhub.middleware.NulInUrlMiddleware",
     "pushhub.middleware.ApiNotFoundMiddleware",
     "pushhub.ratelimit.RateLimitHeadersMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
+    # Django's session, locale, auth and messages middleware, skipped on MACHINE_PATH_PREFIXES.
+    "pushhub.middleware.SessionMiddleware",
+    "pushhub.middleware.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "pushhub.middleware.AuthenticationMiddleware",
+    "pushhub.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -427,6 +428,10 @@ API_BODY_LIMIT = 64 * 1024
 # Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), which then never refuses an API body first.
 API_BULK_BODY_LIMIT = 2 * 1024 * 1024
 API_PATH_PREFIXES = ("/api/", "/sdk/", "/t/", "/wechat/")
+# Called only by programs (the SDK, trigger URLs' callers, WeChat's servers): the browser's middleware (sessions,
+# language, signed-in user, messages) is skipped there (pushhub.middleware). Not /api/: its Swagger UI and
+# Redoc pages are a browser's.
+MACHINE_PATH_PREFIXES = ("/sdk/", "/t/", "/wechat/")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.auth.HasApiKeyScope"],
