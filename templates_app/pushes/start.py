@@ -97,7 +97,7 @@ def _new_push(template: Template, request: SendRequest, created_by: str) -> Push
     scheduled = request.send_at is not None
     unknown = request.to.is_broadcast or scheduled  # counted by the workers
     return Push.objects.create(
-        tenant=template.app.tenant,
+        tenant_id=template.app.tenant_id,
         app=template.app,
         template=template,
         status=Push.Status.SCHEDULED if scheduled else Push.Status.QUEUED,
