@@ -189,11 +189,7 @@ def prepare_recipients(push: Push, openids: Sequence[str], *, new_push: bool = F
             if not wanted:
                 return result
         if wanted and not push.force:
-            result.opted_out = list(
-                MiniUser.objects.filter(
-                    app_id=push.app_id, openid__in=texts_in(wanted), push_enabled=False
-                ).values_list("openid", flat=True)
-            )
+            result.opted_out = _opted_out(push.app_id, wanted)
         eligible = [o for o in wanted if o not in set(result.opted_out)]
         claimed = claim_for_push(push, eligible) if eligible else {}
         without = [o for o in eligible if o not in claimed]
@@ -234,9 +230,35 @@ def _write_new_push_counters(push: Push, recipients: int, result: Prepared) -> N
         fields["hold_until"] = now + timedelta(seconds=push.hold_seconds)
     if not result.pending and not result.held:
         fields |= {"status": Push.Status.DONE, "started_at": now, "finished_at": now}
-    Push.objects.filter(pk=push.pk).update(**fields)
+    if connection.vendor == "postgresql":
+        # Plain columns by primary key: fixed SQL (the ORM's compile of this UPDATE was 0.4 ms a trigger).
+        columns = ", ".join(f"{Push._meta.get_field(name).column} = %s" for name in fields)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Push._meta.db_table} SET {columns} WHERE id = %s", [*fields.values(), push.pk]
+            )
+    else:
+        Push.objects.filter(pk=push.pk).update(**fields)
     for name, value in fields.items():
         setattr(push, name, value)
+
+
+def _opted_out(app_id: int, openids: list[str]) -> list[str]:
+    """Which of the openids belong to users of the app who turned pushes off. Fixed SQL on PostgreSQL (the
+    ORM's compile was 0.4 ms of a one-user trigger's CPU)."""
+    if connection.vendor != "postgresql":
+        return list(
+            MiniUser.objects.filter(
+                app_id=app_id, openid__in=texts_in(openids), push_enabled=False
+            ).values_list("openid", flat=True)
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT openid FROM {MiniUser._meta.db_table}"
+            " WHERE app_id = %s AND openid = ANY(%s::text[]) AND NOT push_enabled",
+            [app_id, pg_array(openids, "text")],
+        )
+        return [openid for (openid,) in cursor.fetchall()]
 
 
 def claim_for_push(push: Push, openids: Sequence[str]) -> dict[str, Credit]:
