@@ -688,6 +688,8 @@ def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = Fal
     counted. Only the claim's holder can settle it. A long-term subscription is never claimed, so it is left
     standing (43101 ends it: ``end_subscriptions``)."""
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        return _consume_postgresql([int(pk) for pk in credit_ids], claimed_by, exhausted, now)
     held = Credit.objects.filter(_ids(credit_ids), state=Credit.State.CLAIMED, claimed_by=claimed_by)
     if exhausted:
         return held.update(
@@ -701,6 +703,26 @@ def consume(credit_ids: Iterable[int], claimed_by: str, *, exhausted: bool = Fal
         claimed_at=None,
         claimed_by="",
     )
+
+
+def _consume_postgresql(credit_ids: list[int], claimed_by: str, exhausted: bool, now: datetime) -> int:
+    """``consume`` as fixed SQL (every flush of a chunk runs it; the ORM's compile of its CASE expressions
+    was a tenth of a one-user push's worker CPU). A SET expression reads the row as it was, as F() does."""
+    if exhausted:
+        changes = "uses_left = 0, state = 'consumed', finished_at = %(now)s"
+    else:
+        changes = (
+            "uses_left = uses_left - 1,"
+            " state = CASE WHEN uses_left <= 1 THEN 'consumed' ELSE 'available' END,"
+            " finished_at = CASE WHEN uses_left <= 1 THEN %(now)s::timestamptz END"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Credit._meta.db_table} SET {changes}, claimed_at = NULL, claimed_by = ''"
+            " WHERE id = ANY(%(ids)s::bigint[]) AND state = 'claimed' AND claimed_by = %(holder)s",
+            {"now": now, "ids": pg_array(credit_ids, "bigint"), "holder": claimed_by},
+        )
+        return cursor.rowcount
 
 
 def _held_by(credit_ids: Iterable[int], claimed_by: str):

@@ -57,10 +57,19 @@ class Interest:
 
 
 def interest(tenant_id: int) -> Interest:
-    return Interest(
-        tenant_id,
-        list(WebhookEndpoint.objects.filter(tenant_id=tenant_id, enabled=True).values_list("pk", "events")),
-    )
+    if connection.vendor != "postgresql":
+        endpoints = WebhookEndpoint.objects.filter(tenant_id=tenant_id, enabled=True).values_list(
+            "pk", "events"
+        )
+        return Interest(tenant_id, list(endpoints))
+    # Fixed SQL: every chunk's write and every finished push asks this, and the ORM's compile of it was a
+    # tenth of a one-user push's worker CPU. psycopg gives the jsonb list as a list.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, events FROM {WebhookEndpoint._meta.db_table} WHERE tenant_id = %s AND enabled",
+            [tenant_id],
+        )
+        return Interest(tenant_id, [(pk, events) for pk, events in cursor.fetchall()])
 
 
 def record(

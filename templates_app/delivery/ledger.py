@@ -54,7 +54,9 @@ WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 def load_push(push_id: Any) -> Push | None:
-    return Push.objects.select_related("template", "app").filter(pk=push_id).first()
+    # [:1], not first(): its ORDER BY pk on a primary-key look-up was compiled by the ORM on every chunk.
+    found = list(Push.objects.select_related("template", "app").filter(pk=push_id)[:1])
+    return found[0] if found else None
 
 
 def mark_running(push_id: Any, now: datetime) -> None:
@@ -68,20 +70,49 @@ def maybe_finish(push_id: Any, tenant_id: int | None = None) -> bool:
     """running → done once every recipient is enumerated and nothing is pending or held (a conditional UPDATE:
     whichever of the last chunk and the enumerator comes second does it). ``tenant_id``, the push's, when
     the caller has it: the finished push is then read only if a webhook endpoint wants it."""
-    # Held deliveries are unfinished too: they wait for a credit until the push's hold ends.
-    pending = Delivery.objects.filter(
-        push_id=OuterRef("pk"), status__in=[Delivery.Status.PENDING, Delivery.Status.HELD]
-    )
     with transaction.atomic():
-        finished = bool(
-            Push.objects.filter(pk=push_id, status__in=ACTIVE, enumerated=True)
-            .filter(~Exists(pending))
-            .update(status=Push.Status.DONE, finished_at=timezone.now())
-        )
+        if connection.vendor == "postgresql":
+            finished = _finish_postgresql(push_id)
+        else:
+            # Held deliveries are unfinished too: they wait for a credit until the push's hold ends.
+            pending = Delivery.objects.filter(
+                push_id=OuterRef("pk"), status__in=[Delivery.Status.PENDING, Delivery.Status.HELD]
+            )
+            finished = bool(
+                Push.objects.filter(pk=push_id, status__in=ACTIVE, enumerated=True)
+                .filter(~Exists(pending))
+                .update(status=Push.Status.DONE, finished_at=timezone.now())
+            )
         if finished:
             webhook_events.push_finished(push_id, tenant_id)  # the outbox: committed with the status
             metrics.after_commit(metrics.push_finished, Push.Status.DONE)
     return finished
+
+
+def _finish_postgresql(push_id: Any) -> bool:
+    """``maybe_finish``'s UPDATE as fixed SQL: every chunk's end runs it, and the ORM's compile of it (the
+    NOT EXISTS of pending or held rows: held ones wait for a credit until the push's hold ends) was a sixth of
+    a one-user push's worker CPU."""
+    push, delivery = Push._meta.db_table, Delivery._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {push} AS p SET status = %s, finished_at = %s"
+            " WHERE p.id = %s AND p.status = ANY(%s::text[]) AND p.enumerated"
+            f" AND NOT EXISTS (SELECT 1 FROM {delivery} AS d WHERE d.push_id = p.id AND d.status = ANY(%s::text[]))",
+            [
+                Push.Status.DONE.value,
+                timezone.now(),
+                _push_pk(push_id),
+                pg_array([status.value for status in ACTIVE], "text"),
+                pg_array([Delivery.Status.PENDING.value, Delivery.Status.HELD.value], "text"),
+            ],
+        )
+        return cursor.rowcount > 0
+
+
+def _push_pk(push_id: Any):
+    """A push id (a UUID or its text) as the database takes it."""
+    return Push._meta.pk.get_db_prep_value(Push._meta.pk.to_python(push_id), connection)
 
 
 def mark_attempts(jobs: list[Job]) -> list[Job]:
@@ -177,7 +208,7 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
         plans.append((job, outcome, status, credit_id, row.credit_id is not None and credit_id is None))
     rows = []
     with transaction.atomic():
-        Push.objects.select_for_update().filter(pk=push.pk).values_list("pk", flat=True).first()  # lock order
+        _lock_push(push.pk)  # lock order: the push row, then its delivery rows
         written = _write_rows(plans, now)  # only rows still pending with this run's attempt
         attempted_failures = 0
         spent: list[str] = []  # users whose credit this write consumed (maybe their last: user.unreachable)
@@ -258,6 +289,16 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
         except RedisError:  # the early events were in Redis: gone with it (the status stays "sent")
             log.warning("push %s: early sent-events not read", push.pk, exc_info=True)
     return report
+
+
+def _lock_push(push_id: Any) -> None:
+    if connection.vendor == "postgresql":  # fixed SQL: the ORM compiled this look-up on every flush
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {Push._meta.db_table} WHERE id = %s FOR UPDATE", [_push_pk(push_id)]
+            )
+        return
+    Push.objects.select_for_update().filter(pk=push_id).values_list("pk", flat=True).first()
 
 
 _STATUS_OF = {
