@@ -15,15 +15,15 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from formids import services as credits
 from formids.models import Credit
-from pushhub.sql import any_of
+from pushhub.sql import any_of, pg_array
 from pushhub.wechat.client import WeChatClient
-from templates_app.delivery import ledger, queue
+from templates_app.delivery import lanes, ledger, queue
 from templates_app.delivery.job import ChunkReport, Job, Row
 from templates_app.delivery.outcomes import (
     CANCELED,
@@ -64,6 +64,7 @@ def deliver_chunk(push_id: Any, delivery_ids: Iterable[int]) -> dict[str, int]:
     push = ledger.load_push(push_id)
     if push is None:
         return vars(report)
+    lanes.remember(push)  # its requeues and the share's bookkeeping then need no look-up of its lane
     now = timezone.now()
     loaded, claims_current = _load_jobs(push, delivery_ids, now)
     if not loaded:
@@ -114,28 +115,32 @@ def _load_jobs(push: Push, delivery_ids: Iterable[int], now) -> tuple[list[Job],
     a tenth of a broadcast worker's CPU."""
     holder, young = push.claim_holder, now - _fresh_enough()
     rows = (
+        _job_rows_postgresql(push, delivery_ids)
+        if connection.vendor == "postgresql"
         # = ANY(array), a primary-key probe per id: IN (SELECT unnest(…)) was planned as a merge join over
         # every row of the push with that status (the push's statistics are stale while it is written).
-        Delivery.objects.filter(
-            any_of(Delivery, "id", [int(pk) for pk in delivery_ids], "bigint"),
-            push=push,
-            status=Delivery.Status.PENDING,
+        else (
+            Delivery.objects.filter(
+                any_of(Delivery, "id", [int(pk) for pk in delivery_ids], "bigint"),
+                push=push,
+                status=Delivery.Status.PENDING,
+            )
+            .order_by("pk")
+            .values_list(
+                "pk",
+                "openid",
+                "attempts",
+                "credit_id",
+                "updated_at",
+                "errcode",
+                "errmsg",
+                "credit__kind",
+                "credit__value",
+                "credit__state",
+                "credit__claimed_by",
+                "credit__claimed_at",
+            )  # fmt: skip
         )
-        .order_by("pk")
-        .values_list(
-            "pk",
-            "openid",
-            "attempts",
-            "credit_id",
-            "updated_at",
-            "errcode",
-            "errmsg",
-            "credit__kind",
-            "credit__value",
-            "credit__state",
-            "credit__claimed_by",
-            "credit__claimed_at",
-        )  # fmt: skip
     )
     jobs, current = [], True
     for pk, openid, attempts, credit_id, updated_at, errcode, errmsg, kind, value, state, by, at in rows:
@@ -148,6 +153,25 @@ def _load_jobs(push: Push, delivery_ids: Iterable[int], now) -> tuple[list[Job],
         else:  # only a standing long-term subscription is sent with unclaimed (credits._held_by)
             current = current and kind == Credit.Kind.LONG_TERM and state == Credit.State.AVAILABLE
     return jobs, current
+
+
+def _job_rows_postgresql(push: Push, delivery_ids: Iterable[int]) -> list[tuple]:
+    """``_load_jobs``' query as fixed SQL (its ORM compile, a join and twelve columns, was a tenth of a
+    one-user push's worker CPU), the same columns in the same order."""
+    delivery, credit = Delivery._meta.db_table, Credit._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT d.id, d.openid, d.attempts, d.credit_id, d.updated_at, d.errcode, d.errmsg,"
+            f" c.kind, c.value, c.state, c.claimed_by, c.claimed_at"
+            f" FROM {delivery} AS d LEFT JOIN {credit} AS c ON c.id = d.credit_id"
+            f" WHERE d.id = ANY(%s::bigint[]) AND d.push_id = %s AND d.status = %s ORDER BY d.id",
+            [
+                pg_array([int(pk) for pk in delivery_ids], "bigint"),
+                Push._meta.pk.get_db_prep_value(push.pk, connection),
+                Delivery.Status.PENDING.value,
+            ],
+        )
+        return cursor.fetchall()
 
 
 def _ensure_credits(

@@ -61,6 +61,14 @@ def load_push(push_id: Any) -> Push | None:
 
 def mark_running(push_id: Any, now: datetime) -> None:
     """queued → running (once: whichever of deliver_push and a first chunk comes first)."""
+    if connection.vendor == "postgresql":  # fixed SQL: a one-user push's chunk runs it, the ORM compiled it
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Push._meta.db_table} SET status = %s, started_at = COALESCE(started_at, %s)"
+                " WHERE id = %s AND status = %s",
+                [Push.Status.RUNNING.value, now, _push_pk(push_id), Push.Status.QUEUED.value],
+            )
+        return
     Push.objects.filter(pk=push_id, status=Push.Status.QUEUED).update(
         status=Push.Status.RUNNING, started_at=Coalesce(F("started_at"), now)
     )
