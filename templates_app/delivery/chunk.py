@@ -167,7 +167,7 @@ def _job_rows_postgresql(push: Push, delivery_ids: Iterable[int]) -> list[tuple]
             f" WHERE d.id = ANY(%s::bigint[]) AND d.push_id = %s AND d.status = %s ORDER BY d.id",
             [
                 pg_array([int(pk) for pk in delivery_ids], "bigint"),
-                Push._meta.pk.get_db_prep_value(push.pk, connection),
+                ledger.push_pk(push.pk),
                 Delivery.Status.PENDING.value,
             ],
         )

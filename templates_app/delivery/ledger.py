@@ -66,7 +66,7 @@ def mark_running(push_id: Any, now: datetime) -> None:
             cursor.execute(
                 f"UPDATE {Push._meta.db_table} SET status = %s, started_at = COALESCE(started_at, %s)"
                 " WHERE id = %s AND status = %s",
-                [Push.Status.RUNNING.value, now, _push_pk(push_id), Push.Status.QUEUED.value],
+                [Push.Status.RUNNING.value, now, push_pk(push_id), Push.Status.QUEUED.value],
             )
         return
     Push.objects.filter(pk=push_id, status=Push.Status.QUEUED).update(
@@ -110,7 +110,7 @@ def _finish_postgresql(push_id: Any) -> bool:
             [
                 Push.Status.DONE.value,
                 timezone.now(),
-                _push_pk(push_id),
+                push_pk(push_id),
                 pg_array([status.value for status in ACTIVE], "text"),
                 pg_array([Delivery.Status.PENDING.value, Delivery.Status.HELD.value], "text"),
             ],
@@ -118,8 +118,8 @@ def _finish_postgresql(push_id: Any) -> bool:
         return cursor.rowcount > 0
 
 
-def _push_pk(push_id: Any):
-    """A push id (a UUID or its text) as the database takes it."""
+def push_pk(push_id: Any):
+    """A push id (a UUID or its text) as the database takes it, for the fixed SQL here and in chunk.py."""
     return Push._meta.pk.get_db_prep_value(Push._meta.pk.to_python(push_id), connection)
 
 
@@ -276,7 +276,7 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
                     report.failed,
                     report.no_credit,
                     finished,
-                    Push._meta.pk.get_db_prep_value(push.pk, connection),
+                    push_pk(push.pk),
                 ],  # fmt: skip
             )
             day_rows = credits.send_outcome_statements(
@@ -303,7 +303,7 @@ def _lock_push(push_id: Any) -> None:
     if connection.vendor == "postgresql":  # fixed SQL: the ORM compiled this look-up on every flush
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id FROM {Push._meta.db_table} WHERE id = %s FOR UPDATE", [_push_pk(push_id)]
+                f"SELECT id FROM {Push._meta.db_table} WHERE id = %s FOR UPDATE", [push_pk(push_id)]
             )
         return
     Push.objects.select_for_update().filter(pk=push_id).values_list("pk", flat=True).first()

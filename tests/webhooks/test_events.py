@@ -165,6 +165,24 @@ def test_an_endpoint_gets_only_the_types_it_wants(tenant, endpoint, receiver, dr
     assert list(EventDispatch.objects.values_list("endpoint_id", flat=True)) == [endpoint.pk]
 
 
+def test_the_interest_lists_each_enabled_endpoint_with_its_event_types(tenant, other_tenant, receiver):
+    wanting, _ = services.create_endpoint(
+        tenant, url=receiver.url, events=["push.finished", "user.unreachable"]
+    )
+    everything, _ = services.create_endpoint(tenant, url=receiver.url + "?all", events=["*"])
+    disabled, _ = services.create_endpoint(tenant, url=receiver.url + "?off", events=["*"])
+    disabled.enabled = False
+    disabled.save(update_fields=["enabled"])
+    services.create_endpoint(other_tenant, url=receiver.url, events=["*"])  # another tenant's: not listed
+
+    interest = outbox.interest(tenant.pk)
+    assert sorted(interest.endpoints, key=lambda e: str(e[0])) == sorted(
+        [(wanting.pk, ["push.finished", "user.unreachable"]), (everything.pk, ["*"])], key=lambda e: str(e[0])
+    )  # the types as a list, not as JSON text
+    assert set(interest.endpoints_for("user.unreachable")) == {wanting.pk, everything.pk}
+    assert interest.endpoints_for("message.opened") == [everything.pk]
+
+
 def test_a_tenant_without_endpoints_records_nothing(tenant, other_tenant, receiver, drains):
     services.create_endpoint(other_tenant, url=receiver.url, events=["*"])
     assert outbox.record(tenant.pk, outbox.PUSH_FINISHED, [{"x": 1}]) == []
