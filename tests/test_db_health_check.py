@@ -77,6 +77,21 @@ def test_a_connection_the_server_dropped_is_replaced_before_a_query_uses_it(obse
     assert connection.connection.info.backend_pid != pid
 
 
+def test_a_connection_left_in_an_aborted_transaction_is_replaced_as_django_s_select_1_would(observer):
+    """Quiet socket, good status, but a failed statement inside an open transaction: Django's SELECT 1 fails
+    there and replaces the connection, so ours must not take it as it is."""
+    Tenant.objects.exists()
+    pgconn = connection.connection.pgconn
+    pid = connection.connection.info.backend_pid
+    pgconn.exec_(b"BEGIN")
+    pgconn.exec_(b"SELECT 1/0")
+    assert pgconn.transaction_status == 3  # PQTRANS_INERROR
+
+    new_request()
+    assert Tenant.objects.exists() is False  # no "current transaction is aborted": a new connection
+    assert connection.connection.info.backend_pid != pid
+
+
 def test_without_the_check_the_dropped_connection_fails_the_query(observer):
     """The case the check exists for (so the test above can fail)."""
     from django.db import OperationalError

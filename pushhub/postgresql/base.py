@@ -7,6 +7,7 @@ for PostgreSQL each time.
 
 The check here first asks the operating system: an idle connection the server dropped has something to read
 (PostgreSQL's FATAL message, pgbouncer's error, then the end of the stream) or is already marked bad by psycopg.
+A connection left in an aborted transaction is not quiet either: ``SELECT 1`` would fail there.
 Nothing to read and a good status: the connection is used as it is, as after a successful ``SELECT 1``. Anything
 else: Django's own check (``SELECT 1``) decides, and closes it if it fails. What neither can see, a peer gone
 without a word (a cable cut), a ``SELECT 1`` would only have waited on too.
@@ -33,12 +34,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().close_if_health_check_failed()
 
 
+# libpq's PQtransactionStatus values in which a connection that sent nothing takes a statement as it is: idle,
+# or inside a transaction of Django's own (an atomic block). Not "in error": there ``SELECT 1`` fails, so
+# Django's check would have replaced the connection; nor "active" (a query still running) or "unknown".
+_USABLE_TRANSACTION_STATUSES = frozenset({0, 2})  # PQTRANS_IDLE, PQTRANS_INTRANS
+
+
 def _quiet(connection) -> bool:
-    """The psycopg connection is open, in a good state, and the server has sent it nothing since its last
-    answer (an idle connection is only ever sent something when it is being closed)."""
+    """The psycopg connection is open, in a good state outside an aborted transaction, and the server has sent
+    it nothing since its last answer (an idle connection is only ever sent something when it is being closed)."""
     try:
         pgconn = connection.pgconn
         if connection.closed or pgconn.status != 0:  # 0: CONNECTION_OK
+            return False
+        if pgconn.transaction_status not in _USABLE_TRANSACTION_STATUSES:
             return False
         poller = select.poll()
         poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
