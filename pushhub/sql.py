@@ -160,3 +160,71 @@ def _prepared_cursor_class():
         return raw.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone
 
     return PreparedCursor, timezone_of
+
+
+class CompiledSelect:
+    """A model queryset whose SQL the ORM builds once per database connection, then run with new parameters.
+
+    ``build(*params)`` returns the queryset (``select_related`` and slicing allowed; no annotations,
+    ``prefetch_related`` or ``values()``); ``fetch(*params)`` gives its model instances, as iterating it would
+    (the related objects of ``select_related`` cached on them, each column through its field's converters).
+    The parameters are what the filters bind, in the database's form (a str, an int, a UUID): the first
+    build checks that the compiled statement binds exactly them, in that order.
+
+    Compiling a ``select_related`` look-up (its SELECT list, joins and converters) was 60 % of its CPU: 1.4 ms
+    of a trigger request's template look-up and of a one-user push's ``load_push``. The statement is run
+    through ``prepared_cursor``, so PostgreSQL plans it once per connection too."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def fetch(self, *params) -> list:
+        db = connections[DEFAULT_DB_ALIAS]
+        try:
+            compiled = db.pushhub_compiled_selects[self]
+        except AttributeError:
+            db.pushhub_compiled_selects = {}
+            compiled = None
+        except KeyError:
+            compiled = None
+        if compiled is None:
+            compiled = db.pushhub_compiled_selects[self] = self._compile(db, params)
+        sql, compiler, init_list, start, end, populators, converters = compiled
+        with prepared_cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        if not rows:
+            return []
+        if converters:
+            rows = compiler.apply_converters(rows, converters)
+        model = compiler.klass_info["model"]
+        found = []
+        for row in rows:
+            instance = model.from_db(db.alias, init_list, row[start:end])
+            for populator in populators:
+                populator.populate(row, instance)
+            found.append(instance)
+        return found
+
+    def _compile(self, db, params):
+        from django.db.models.query import ModelIterable, get_related_populators
+
+        queryset = self.build(*params)
+        if (
+            queryset._iterable_class is not ModelIterable
+            or queryset._prefetch_related_lookups
+            or queryset._known_related_objects
+            or queryset.query.annotation_select
+        ):
+            raise TypeError("CompiledSelect takes a plain model queryset (select_related and filters only)")
+        compiler = queryset.query.get_compiler(connection=db)
+        sql, compiled_params = compiler.as_sql()
+        if list(compiled_params) != list(params):
+            raise TypeError(f"the statement binds {compiled_params!r}, not the parameters given {params!r}")
+        select, klass_info = compiler.select, compiler.klass_info
+        fields = klass_info["select_fields"]
+        start, end = fields[0], fields[-1] + 1
+        init_list = [column[0].target.attname for column in select[start:end]]
+        populators = get_related_populators(klass_info, select, db.alias)
+        converters = compiler.get_converters([column[0] for column in select[0 : compiler.col_count]])
+        return sql, compiler, init_list, start, end, populators, converters

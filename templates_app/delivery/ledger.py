@@ -29,7 +29,7 @@ from formids import funnel
 from formids import services as credits
 from formids.models import Credit
 from pushhub import metrics
-from pushhub.sql import execute_together, pg_array
+from pushhub.sql import CompiledSelect, execute_together, pg_array
 from templates_app import inbox, webhook_events
 from templates_app.delivery.job import ChunkReport, Job
 from templates_app.delivery.outcomes import (
@@ -53,9 +53,13 @@ ACTIVE = (Push.Status.QUEUED, Push.Status.RUNNING)
 WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
+# [:1], not first() and its ORDER BY; compiled once per connection (the ORM building it was most of a one-user
+# push's look-up).
+_PUSH_BY_PK = CompiledSelect(lambda pk: Push.objects.select_related("template", "app").filter(pk=pk)[:1])
+
+
 def load_push(push_id: Any) -> Push | None:
-    # [:1], not first(): its ORDER BY pk on a primary-key look-up was compiled by the ORM on every chunk.
-    found = list(Push.objects.select_related("template", "app").filter(pk=push_id)[:1])
+    found = _PUSH_BY_PK.fetch(push_pk(push_id))
     return found[0] if found else None
 
 
