@@ -107,7 +107,7 @@ def _find_user(app: MiniProgram, openid: str) -> MiniUser | None:
         return MiniUser.objects.filter(app=app, openid=openid).first()
     table = MiniUser._meta.db_table
     columns = ", ".join(f'"{field.column}"' for field in _USER_FIELDS)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f'SELECT {columns} FROM "{table}" WHERE "app_id" = %s AND "openid" = %s', [app.pk, openid]
         )
@@ -630,7 +630,7 @@ def _claim_postgresql(app, template_kind, template_id, openids, claimed_by, now)
         "openids": pg_array(openids, "text"),
     }
     # One statement is atomic on its own: no transaction.atomic() (it would only add a savepoint pair).
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         return {row[1]: ClaimedCredit(*row) for row in cursor.fetchall()}
 
@@ -716,7 +716,7 @@ def _consume_postgresql(credit_ids: list[int], claimed_by: str, exhausted: bool,
             " state = CASE WHEN uses_left <= 1 THEN 'consumed' ELSE 'available' END,"
             " finished_at = CASE WHEN uses_left <= 1 THEN %(now)s::timestamptz END"
         )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"UPDATE {Credit._meta.db_table} SET {changes}, claimed_at = NULL, claimed_by = ''"
             " WHERE id = ANY(%(ids)s::bigint[]) AND state = 'claimed' AND claimed_by = %(holder)s",

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from pushhub.sql import pg_array
+from pushhub.sql import pg_array, prepared_cursor
 from webhooks import queue
 from webhooks.models import EventDispatch, WebhookEndpoint, WebhookEvent, new_event_id
 
@@ -65,7 +65,7 @@ def interest(tenant_id: int) -> Interest:
     # Fixed SQL: every chunk's write and every finished push asks this, and the ORM's compile of it was a
     # tenth of a one-user push's worker CPU. Django has psycopg hand jsonb over as text (JSONField decodes
     # it): decoded here, or a membership test would be a substring test.
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT id, events FROM {WebhookEndpoint._meta.db_table} WHERE tenant_id = %s AND enabled",
             [tenant_id],
@@ -120,7 +120,7 @@ def _insert_postgresql(events: list[WebhookEvent], targets: list[Any], now) -> N
     (``user.unreachable``) inside the sending worker's transaction, where the ORM's two bulk inserts of model
     instances cost about a fifth of the worker's CPU per delivery."""
     event_table, dispatch_table = WebhookEvent._meta.db_table, EventDispatch._meta.db_table
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"""
             WITH recorded AS (

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from formids import services as credits
 from formids.models import Credit
-from pushhub.sql import any_of, pg_array
+from pushhub.sql import any_of, pg_array, prepared_cursor
 from pushhub.wechat.client import WeChatClient
 from templates_app.delivery import lanes, ledger, queue
 from templates_app.delivery.job import ChunkReport, Job, Row
@@ -159,7 +159,7 @@ def _job_rows_postgresql(push: Push, delivery_ids: Iterable[int]) -> list[tuple]
     """``_load_jobs``' query as fixed SQL (its ORM compile, a join and twelve columns, was a tenth of a
     one-user push's worker CPU), the same columns in the same order."""
     delivery, credit = Delivery._meta.db_table, Credit._meta.db_table
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT d.id, d.openid, d.attempts, d.credit_id, d.updated_at, d.errcode, d.errmsg,"
             f" c.kind, c.value, c.state, c.claimed_by, c.claimed_at"

@@ -29,7 +29,7 @@ from formids import funnel
 from formids import services as credits
 from formids.models import Credit
 from pushhub import metrics
-from pushhub.sql import CompiledSelect, execute_together, pg_array
+from pushhub.sql import CompiledSelect, execute_together, pg_array, prepared_cursor
 from templates_app import inbox, webhook_events
 from templates_app.delivery.job import ChunkReport, Job
 from templates_app.delivery.outcomes import (
@@ -66,7 +66,7 @@ def load_push(push_id: Any) -> Push | None:
 def mark_running(push_id: Any, now: datetime) -> None:
     """queued → running (once: whichever of deliver_push and a first chunk comes first)."""
     if connection.vendor == "postgresql":  # fixed SQL: a one-user push's chunk runs it, the ORM compiled it
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 f"UPDATE {Push._meta.db_table} SET status = %s, started_at = COALESCE(started_at, %s)"
                 " WHERE id = %s AND status = %s",
@@ -106,7 +106,7 @@ def _finish_postgresql(push_id: Any) -> bool:
     NOT EXISTS of pending or held rows: held ones wait for a credit until the push's hold ends) was a sixth of
     a one-user push's worker CPU."""
     push, delivery = Push._meta.db_table, Delivery._meta.db_table
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"UPDATE {push} AS p SET status = %s, finished_at = %s"
             " WHERE p.id = %s AND p.status = ANY(%s::text[]) AND p.enumerated"
@@ -178,7 +178,7 @@ def _mark_attempts_sql(jobs: list[Job], now) -> set[int]:
     Three ORM queries per window of sends were a tenth of a broadcast worker's CPU."""
     table = Delivery._meta.db_table
     ids = pg_array([job.delivery.pk for job in jobs], "bigint")
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"""
             WITH locked AS (
@@ -305,7 +305,7 @@ def write(push: Push, outcomes: list[tuple[Job, Outcome]]) -> ChunkReport:
 
 def _lock_push(push_id: Any) -> None:
     if connection.vendor == "postgresql":  # fixed SQL: the ORM compiled this look-up on every flush
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 f"SELECT id FROM {Push._meta.db_table} WHERE id = %s FOR UPDATE", [push_pk(push_id)]
             )
@@ -331,7 +331,7 @@ def _write_rows(plans: list[tuple], now: datetime) -> set[int]:
     if connection.vendor == "postgresql":
         table = Delivery._meta.db_table
         ids = pg_array([job.delivery.pk for job, *_ in plans], "bigint")
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 f"""
                 WITH locked AS (
