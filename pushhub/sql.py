@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import BooleanField
+from django.db.models import BooleanField, signals
 from django.db.models.expressions import RawSQL
 
 
@@ -228,3 +228,44 @@ class CompiledSelect:
         populators = get_related_populators(klass_info, select, db.alias)
         converters = compiler.get_converters([column[0] for column in select[0 : compiler.col_count]])
         return sql, compiler, init_list, start, end, populators, converters
+
+
+def insert_new(instance) -> None:
+    """Save a new model instance with one fixed ``INSERT``, as ``instance.save(force_insert=True)`` would: each
+    field's ``pre_save`` (``auto_now_add``) and database form, and the instance marked as saved. For models
+    whose primary key has a default (a UUID), so nothing needs reading back.
+
+    The ORM's INSERT compiler for a push's twenty-odd columns was a tenth of a trigger request's CPU. When
+    something listens to the model's ``pre_save`` or ``post_save``, or the primary key is unset, this is
+    ``save()`` itself."""
+    model = type(instance)
+    meta = model._meta
+    db = connections[DEFAULT_DB_ALIAS]
+    sql = _insert_statement(model)
+    if (
+        sql is None
+        or instance.pk is None
+        or signals.pre_save.has_listeners(model)
+        or signals.post_save.has_listeners(model)
+    ):
+        instance.save(force_insert=True)
+        return
+    fields = meta.local_concrete_fields
+    params = [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+    instance._state.adding = False
+    instance._state.db = db.alias
+
+
+@functools.cache
+def _insert_statement(model) -> str | None:
+    """The model's INSERT of every column, or None where a plain list of values cannot say it: a child of
+    another concrete model (two tables), a column the database fills (``db_default``, generated)."""
+    meta = model._meta
+    if meta.parents or any(field.generated or field.has_db_default() for field in meta.local_concrete_fields):
+        return None
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in meta.local_concrete_fields)
+    marks = ", ".join(["%s"] * len(meta.local_concrete_fields))
+    return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})"

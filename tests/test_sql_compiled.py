@@ -1,6 +1,7 @@
 """pushhub.sql.CompiledSelect: a queryset compiled once per connection gives what iterating the queryset gives
 (every column converted, select_related objects cached), for each new parameter, on each thread's own
-connection; and the look-ups built on it (trigger tokens, load_push) answer as before."""
+connection; and the look-ups built on it (trigger tokens, load_push) answer as before. pushhub.sql.insert_new:
+one INSERT that stores what save() would."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from pushhub.sql import CompiledSelect
+from pushhub.sql import CompiledSelect, insert_new
 from templates_app import catalogue
 from templates_app.delivery import ledger
 from templates_app.models import Push, Template
@@ -133,3 +134,54 @@ def test_trigger_tokens_and_load_push_answer_through_it(sandbox_app):
             assert loaded.template.title == "发货通知" and loaded.app.appid == sandbox_app.appid
         assert len(queries) == 0
     assert ledger.load_push(uuid.uuid4()) is None
+
+
+@pytest.mark.django_db
+def test_insert_new_stores_what_save_would(sandbox_app):
+    template = add(sandbox_app, "T_ONE", "发货通知")
+    push = Push(
+        tenant_id=sandbox_app.tenant_id,
+        app=sandbox_app,
+        template=template,
+        to=["oA", "oB"],
+        data={"thing1": {"value": "订单 #1"}},
+        hold_seconds=3600,
+        recipients=2,
+    )
+    with CaptureQueriesContext(connection) as queries:
+        insert_new(push)
+    assert len(queries) == 1 and queries[0]["sql"].startswith("INSERT")
+    assert push._state.adding is False
+    assert (
+        push.created_at is not None and push.created_at.tzinfo is not None
+    )  # auto_now_add, as save() sets it
+
+    stored = Push.objects.get(pk=push.pk)
+    assert columns(stored) == columns(push)
+    assert stored.to == ["oA", "oB"] and stored.data == {"thing1": {"value": "订单 #1"}}
+    assert stored.send_at is None and stored.status == Push.Status.QUEUED  # the fields' defaults
+
+    push.status = Push.Status.DONE
+    push.save(update_fields=["status"])  # an UPDATE of the row, not a second INSERT
+    assert Push.objects.filter(template=template).count() == 1
+    assert Push.objects.get(pk=push.pk).status == Push.Status.DONE
+
+
+@pytest.mark.django_db
+def test_insert_new_is_save_when_something_listens(sandbox_app):
+    from django.db.models.signals import post_save
+
+    template = add(sandbox_app, "T_ONE", "发货通知")
+    heard = []
+
+    def listener(sender, instance, created, **kwargs):
+        heard.append((instance.pk, created))
+
+    post_save.connect(listener, sender=Push)
+    try:
+        push = Push(tenant_id=sandbox_app.tenant_id, app=sandbox_app, template=template)
+        insert_new(push)
+    finally:
+        post_save.disconnect(listener, sender=Push)
+    assert heard == [(push.pk, True)]
+    assert Push.objects.filter(pk=push.pk).exists()
