@@ -630,7 +630,7 @@ def _claim_postgresql(app, template_kind, template_id, openids, claimed_by, now)
         "openids": pg_array(openids, "text"),
     }
     # One statement is atomic on its own: no transaction.atomic() (it would only add a savepoint pair).
-    with prepared_cursor() as cursor:
+    with prepared_cursor(len(openids)) as cursor:
         cursor.execute(sql, params)
         return {row[1]: ClaimedCredit(*row) for row in cursor.fetchall()}
 
@@ -716,7 +716,7 @@ def _consume_postgresql(credit_ids: list[int], claimed_by: str, exhausted: bool,
             " state = CASE WHEN uses_left <= 1 THEN 'consumed' ELSE 'available' END,"
             " finished_at = CASE WHEN uses_left <= 1 THEN %(now)s::timestamptz END"
         )
-    with prepared_cursor() as cursor:
+    with prepared_cursor(len(credit_ids)) as cursor:
         cursor.execute(
             f"UPDATE {Credit._meta.db_table} SET {changes}, claimed_at = NULL, claimed_by = ''"
             " WHERE id = ANY(%(ids)s::bigint[]) AND state = 'claimed' AND claimed_by = %(holder)s",

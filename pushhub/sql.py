@@ -116,15 +116,30 @@ def execute_together(statements: list[tuple[str, list]]) -> None:
 _NO_AUTOMATIC_PREPARE = 2**31 - 1
 
 
-def prepared_cursor():
+# The longest array a prepared statement is given. After five runs PostgreSQL may keep a prepared statement's
+# generic plan, costed for an array parameter of about ten elements whatever it is given: for a 500-row
+# chunk's ANY/unnest arrays that plan (nested loops over the unnested rows) made the chunk's row write seven
+# times slower and doubled PostgreSQL's CPU per broadcast delivery. Longer arrays go through Django's cursor,
+# planned for the array it has; short ones (a one-user push, a few formIds) keep the saved planning.
+PREPARED_ARRAY_LIMIT = 8
+
+
+def prepared_cursor(array_length: int = 0):
     """A cursor whose statements PostgreSQL parses and plans once per connection (server-side binding,
     psycopg's ``prepare=True``), for the few fixed statements every request runs: an SDK upload's planning
     alone was a fifth of PostgreSQL's time for it. Django's own cursors bind on the client and are planned
     every time, which is what a pooler in transaction mode needs (DATABASE_POOL_MODE=transaction: there,
     and on SQLite, this is Django's cursor). Everything else is Django's: the health check, the
-    connection, the timezone, the error translation, the queries log. ``with prepared_cursor() as c:``."""
+    connection, the timezone, the error translation, the queries log. ``with prepared_cursor() as c:``.
+
+    ``array_length``: the longest array the statement binds (its rows, for a batch statement); beyond
+    PREPARED_ARRAY_LIMIT this is Django's cursor (see there why)."""
     db = connections[DEFAULT_DB_ALIAS]  # (the ``connection`` proxy looks the thread's up at each use)
-    if db.vendor != "postgresql" or settings.DATABASE_POOL_MODE != "session":
+    if (
+        db.vendor != "postgresql"
+        or settings.DATABASE_POOL_MODE != "session"
+        or array_length > PREPARED_ARRAY_LIMIT
+    ):
         return db.cursor()
     db.close_if_health_check_failed()
     db.ensure_connection()

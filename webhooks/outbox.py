@@ -120,7 +120,7 @@ def _insert_postgresql(events: list[WebhookEvent], targets: list[Any], now) -> N
     (``user.unreachable``) inside the sending worker's transaction, where the ORM's two bulk inserts of model
     instances cost about a fifth of the worker's CPU per delivery."""
     event_table, dispatch_table = WebhookEvent._meta.db_table, EventDispatch._meta.db_table
-    with prepared_cursor() as cursor:
+    with prepared_cursor(len(events)) as cursor:
         cursor.execute(
             f"""
             WITH recorded AS (

@@ -159,14 +159,15 @@ def _job_rows_postgresql(push: Push, delivery_ids: Iterable[int]) -> list[tuple]
     """``_load_jobs``' query as fixed SQL (its ORM compile, a join and twelve columns, was a tenth of a
     one-user push's worker CPU), the same columns in the same order."""
     delivery, credit = Delivery._meta.db_table, Credit._meta.db_table
-    with prepared_cursor() as cursor:
+    ids = [int(pk) for pk in delivery_ids]
+    with prepared_cursor(len(ids)) as cursor:
         cursor.execute(
             f"SELECT d.id, d.openid, d.attempts, d.credit_id, d.updated_at, d.errcode, d.errmsg,"
             f" c.kind, c.value, c.state, c.claimed_by, c.claimed_at"
             f" FROM {delivery} AS d LEFT JOIN {credit} AS c ON c.id = d.credit_id"
             f" WHERE d.id = ANY(%s::bigint[]) AND d.push_id = %s AND d.status = %s ORDER BY d.id",
             [
-                pg_array([int(pk) for pk in delivery_ids], "bigint"),
+                pg_array(ids, "bigint"),
                 ledger.push_pk(push.pk),
                 Delivery.Status.PENDING.value,
             ],

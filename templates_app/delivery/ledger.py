@@ -178,7 +178,7 @@ def _mark_attempts_sql(jobs: list[Job], now) -> set[int]:
     Three ORM queries per window of sends were a tenth of a broadcast worker's CPU."""
     table = Delivery._meta.db_table
     ids = pg_array([job.delivery.pk for job in jobs], "bigint")
-    with prepared_cursor() as cursor:
+    with prepared_cursor(len(jobs)) as cursor:
         cursor.execute(
             f"""
             WITH locked AS (
@@ -331,7 +331,7 @@ def _write_rows(plans: list[tuple], now: datetime) -> set[int]:
     if connection.vendor == "postgresql":
         table = Delivery._meta.db_table
         ids = pg_array([job.delivery.pk for job, *_ in plans], "bigint")
-        with prepared_cursor() as cursor:
+        with prepared_cursor(len(plans)) as cursor:
             cursor.execute(
                 f"""
                 WITH locked AS (

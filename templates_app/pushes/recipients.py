@@ -252,7 +252,7 @@ def _opted_out(app_id: int, openids: list[str]) -> list[str]:
                 app_id=app_id, openid__in=texts_in(openids), push_enabled=False
             ).values_list("openid", flat=True)
         )
-    with prepared_cursor() as cursor:
+    with prepared_cursor(len(openids)) as cursor:
         cursor.execute(
             f"SELECT openid FROM {MiniUser._meta.db_table}"
             " WHERE app_id = %s AND openid = ANY(%s::text[]) AND NOT push_enabled",
@@ -285,7 +285,7 @@ def _insert_deliveries(push: Push, openids: list[str], claimed: dict, *, holding
     statuses = [pending if o in claimed else no_credit for o in openids]
     credit_ids = [claimed[o].id if o in claimed else None for o in openids]
     if connection.vendor == "postgresql":
-        with prepared_cursor() as cursor:
+        with prepared_cursor(len(openids)) as cursor:
             cursor.execute(
                 f"""
                 INSERT INTO {Delivery._meta.db_table}
