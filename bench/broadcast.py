@@ -275,7 +275,8 @@ def run_broadcast(
     # queueing, the first enumeration page and the final status update.
     sending = max(stats["last_send"] - stats["first_send"], 1e-9) if stats["delivered"] else 0
     rate = state.sent / wall
-    in_flight = workers * concurrency * int(settings.SEND_CONCURRENCY)
+    # Each process's sends share its connection pool (WECHAT_POOL_SIZE), whatever its tasks ask for.
+    in_flight = workers * min(concurrency * int(settings.SEND_CONCURRENCY), int(settings.WECHAT_POOL_SIZE))
     ceiling = in_flight / (latency_ms / 1000)
     base_rate = baseline["rate"]
     rows = [

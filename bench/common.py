@@ -680,7 +680,8 @@ def machine_facts() -> dict[str, Any]:
         "started_at": datetime.datetime.now(datetime.UTC)
         .isoformat(timespec="seconds")
         .replace("+00:00", "Z"),
-        "commit": output("git", "rev-parse", "--short", "HEAD"),
+        # "-dirty" when tracked files differ from the commit: the figures are then not that commit's.
+        "commit": output("git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"),
         "cores": os.cpu_count(),
         "cpu": first("/proc/cpuinfo", "model name"),
         "memory": first("/proc/meminfo", "MemTotal"),

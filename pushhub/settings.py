@@ -264,6 +264,8 @@ WECHAT_READ_TIMEOUT = env.float("WECHAT_READ_TIMEOUT", default=10.0)
 WECHAT_TOKEN_REFRESH_AHEAD = env.int("WECHAT_TOKEN_REFRESH_AHEAD", default=300)
 # Seconds a process reuses the token it last read from the cache before reading it again (see tokens.py).
 WECHAT_TOKEN_MEMO_SECONDS = env.float("WECHAT_TOKEN_MEMO_SECONDS", default=5.0)
+# Sends in flight per process (and keep-alive connections kept): a `worker` process's chunk tasks share them,
+# so while one task reads or writes its rows the other can have them all.
 WECHAT_POOL_SIZE = env.int("WECHAT_POOL_SIZE", default=64)
 
 # --- Credits ---------------------------------------------------------------------------------
@@ -274,7 +276,11 @@ CREDIT_CLAIM_LEASE = env.int("CREDIT_CLAIM_LEASE", default=15 * 60)
 
 # --- Delivery ------------------------------------------------------------------------------------
 PUSH_CHUNK_SIZE = env.int("PUSH_CHUNK_SIZE", default=500)  # recipients per chunk task
-SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=32)  # parallel WeChat calls per chunk task
+# Parallel WeChat calls per chunk task, and the window of sends marked as attempted in one statement. Sending
+# is bound by WeChat's latency, not CPU: with 32, a process's pool (WECHAT_POOL_SIZE, 64) was full only while
+# both its tasks were sending; with 64 either can fill it while the other reads or writes its rows (issue 19:
+# the 30k broadcast ~2,600 → ~3,300/s, with less CPU a delivery). SEND_RATE_PER_APP paces WeChat, not this.
+SEND_CONCURRENCY = env.int("SEND_CONCURRENCY", default=64)
 SEND_RATE_PER_APP = env.int("SEND_RATE_PER_APP", default=2000)  # sends per second per app, all workers
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=5)
 DELIVERY_RETRY_BASE = env.float("DELIVERY_RETRY_BASE", default=2.0)  # seconds, doubled per attempt (+ jitter)

@@ -119,6 +119,9 @@ def start_worker(broker, sandbox_base, transactional_db, settings, tmp_path):
             "DELIVERY_RETRY_BASE": "0.05",
             "DELIVERY_RETRY_MAX": "0.5",
             "LOG_LEVEL": "INFO",
+            # The sandbox here is the test's live server: a thread and a PostgreSQL connection per request.
+            # Two prefork children × the default 64 sends would pass max_connections (100).
+            "WECHAT_POOL_SIZE": "32",
             **extra_env,
         }
         if broker.directory:
