@@ -348,7 +348,8 @@ def run_broadcast(
         audience = f"@all to {users:,} users"
     common.print_table(
         f"Broadcast: {audience} ({kind}){(', webhooks on: ' + ','.join(webhook_events)) if webhooks else ''}, {workers} workers × {concurrency} tasks × "
-        f"{settings.SEND_CONCURRENCY} sends, fake WeChat at {latency_ms:g} ms",
+        f"{settings.SEND_CONCURRENCY} sends (at most {settings.WECHAT_POOL_SIZE} a worker), fake WeChat at "
+        f"{latency_ms:g} ms",
         rows,
         [
             f"baseline: a sequential `requests.post` loop against the same fake ({baseline['sent']} messages "
