@@ -114,14 +114,24 @@ def goals_table(document: dict[str, Any]) -> str:
         "one formId a request")  # fmt: skip
     add("the same: PostgreSQL CPU a request", find(figures, "ingest.postgres_cpu_ms_per_request"),
         "one formId a request")  # fmt: skip
-    for rate in sorted({f["context"]["rate"] for f in figures if f["name"] == "trigger.accept_p99_ms"}):
-        add(f"trigger accept p99 at {rate:g}/s", find(figures, "trigger.accept_p99_ms", rate=rate),
+    # The goals' points (fake WeChat at 20 ms; a file from before the sends lane's point has no other).
+    for rate in sorted({f["context"]["rate"] for f in figures if f["name"] == "trigger.accept_p99_ms"
+                        and f["context"].get("latency_ms", 20.0) == 20.0}):  # fmt: skip
+        add(f"trigger accept p99 at {rate:g}/s", find(figures, "trigger.accept_p99_ms", rate=rate, latency_ms=20.0),
             "calling WeChat directly")  # fmt: skip
-        achieved = find(figures, "trigger.achieved_per_s", rate=rate)
+        achieved = find(figures, "trigger.achieved_per_s", rate=rate, latency_ms=20.0)
         if achieved and achieved["value"] < 0.95 * rate:
             rows.append(
                 (f"triggers/s achieved of {rate:g}/s asked", number(achieved["value"]), "", "", "**short**")
             )
+    # The sends lane against a slower WeChat: no goal, its baseline is WeChat's own answer.
+    for f in figures:
+        if f["name"] in ("trigger.end_to_end_p50_ms", "trigger.end_to_end_p99_ms") and (
+            f["context"].get("latency_ms", 20.0) != 20.0
+        ):
+            context = f["context"]
+            add(f"one-user trigger end to end {f['name'].split('_')[-2]} at {context['rate']:g}/s, fake WeChat "
+                f"at {context['latency_ms']:g} ms (the sends lane)", f, "calling WeChat directly")  # fmt: skip
     for f in figures:
         if f["name"].startswith("fairness.") and f.get("goal") is not None:
             add(f["context"].get("label") or f["name"], f, f["context"].get("baseline_label", ""))

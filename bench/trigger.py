@@ -36,6 +36,9 @@ TARGET_E2E_P50_MS = 60.0
 RATE = 10.0  # triggers per second: latency of the path, not of a saturated machine (see --rate)
 HIGH_RATE = 200.0  # the issue's second point: accept p99 < 50 ms at 200 triggers/s
 TARGET_ACCEPT_P99_MS_HIGH = 50.0
+# The sends lane's point (no goal): one-user triggers at 50/s while WeChat takes 100 ms to answer.
+SENDS_LANE_RATE = 50.0
+SENDS_LANE_LATENCY_MS = 100.0
 SENDERS = (
     64  # sender threads at most (open loop: one per 3/s asked, so answers up to ~300 ms never delay the next)
 )
@@ -44,7 +47,8 @@ SENDERS = (
 RATE_LIMITS = {"TRIGGER_RATE_PER_TEMPLATE": "1000000000", "TRIGGER_RATE_PER_TENANT": "1000000000"}
 
 
-def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> list[str]:
+def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0, goals: bool = True) -> list[str]:
+    """One run; ``goals``: its figures carry the issue's goals (the 20 ms points), else they are only figures."""
     import requests
 
     common.setup_django()
@@ -68,6 +72,7 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         )
         port = common.free_port()
         web_workers, web_threads = common.web_shape(env)
+        sends_threads = int(env.get("SENDS_CONCURRENCY") or common.procfile_default("SENDS_CONCURRENCY"))
         web = common.start_web(processes, env, scratch / "gunicorn.log", port)  # the Procfile's web line
         workers = common.start_workers(processes, env, 2, 2, scratch)
         url = f"http://127.0.0.1:{port}/t/{token}"
@@ -151,6 +156,7 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
     ]  # fmt: skip
     target_accept = TARGET_ACCEPT_P99_MS if rate <= RATE else TARGET_ACCEPT_P99_MS_HIGH
     accept_met = common.percentile(accept_ms, 99) < target_accept
+    target_e2e = TARGET_E2E_P50_MS if goals else None
     rows.append(Row("triggers/s achieved (asked)", f"{achieved:,.1f} ({rate:g})"))
     per = {k: 1000 * v / max(len(openids), 1) for k, v in cpu.items()}
     rows.append(Row("CPU per trigger: gunicorn / workers / PostgreSQL",
@@ -160,10 +166,11 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
     )
     for pct in (50, 95, 99):
         common.figure(f"trigger.accept_p{pct}_ms", common.percentile(accept_ms, pct), "ms",
-                      baseline=common.percentile(baseline, pct), goal=target_accept if pct == 99 else None,
+                      baseline=common.percentile(baseline, pct), goal=target_accept if pct == 99 and goals else None,
                       better="lower", **scope)  # fmt: skip
         common.figure(f"trigger.end_to_end_p{pct}_ms", common.percentile(e2e_ms, pct), "ms",
-                      goal=TARGET_E2E_P50_MS if pct == 50 else None, better="lower", **scope)  # fmt: skip
+                      baseline=common.percentile(baseline, pct), goal=target_e2e if pct == 50 else None,
+                      better="lower", **scope)  # fmt: skip
     common.figure("trigger.achieved_per_s", achieved, "triggers/s", goal=rate, **scope)
     for part, ms in per.items():
         common.figure(f"trigger.{part}_cpu_ms_per_trigger", ms, "ms", better="lower", **scope)
@@ -173,15 +180,17 @@ def run_trigger(requests_count: int, rate: float, latency_ms: float = 20.0) -> l
         f"{latency_ms:g} ms",
         rows,
         [
-            f"gunicorn from the Procfile's web line ({web_workers} workers × {web_threads} threads); 2 Celery "
-            "workers × 2 tasks; "
+            f"gunicorn from the Procfile's web line ({web_workers} workers × {web_threads} threads); the "
+            f"Procfile's workers: 2 `worker` × 2 tasks, `sends` × {sends_threads} (one-user pushes), `maintenance`; "
             f"PostgreSQL + Redis; {senders} keep-alive sender thread(s) in the bench process, open loop (request n "
             "leaves at n ÷ rate whatever the answers before it took)",
             "baseline: one `requests.post` per message straight to the fake's send endpoint (token in hand): "
             "the caller waits for WeChat; its end to end is the same call",
             "TRIGGER_RATE_PER_TEMPLATE / TRIGGER_RATE_PER_TENANT raised for the run (still checked per request)",
             f"targets: accept p99 < {target_accept:g} ms ({'met' if accept_met else 'NOT met'}); end to "
-            f"end p50 < {TARGET_E2E_P50_MS:g} ms ({'met' if e2e_met else 'NOT met'})",
+            f"end p50 < {TARGET_E2E_P50_MS:g} ms ({'met' if e2e_met else 'NOT met'})"
+            if goals
+            else "no goal at this point: it measures the sends lane against WeChat's own latency",
         ],
     )
     common.check(statuses == {202: len(openids)}, f"every trigger answered 202 ({statuses})", failures)
@@ -221,9 +230,14 @@ def direct_baseline(fake: common.FakeWeChat, count: int) -> list[float]:
 
 
 def run(full: bool = False) -> list[str]:
-    # The path's latency at 10/s, then the same path at 200/s (the issue's two points).
+    # The path's latency at 10/s, then the same path at 200/s (the issue's two points), then the sends lane at
+    # a steady 50/s against a WeChat answering in 100 ms (nearer the real one than the 20 ms of the others):
+    # each one-user push holds a sends thread for a WeChat round trip, so this is the lane's capacity.
     failures = run_trigger(600 if full else 200, rate=RATE)
-    return failures + run_trigger(6000 if full else 2000, rate=HIGH_RATE)
+    failures += run_trigger(6000 if full else 2000, rate=HIGH_RATE)
+    return failures + run_trigger(
+        1500 if full else 500, rate=SENDS_LANE_RATE, latency_ms=SENDS_LANE_LATENCY_MS, goals=False
+    )
 
 
 def main() -> None:

@@ -138,6 +138,22 @@ def test_goals_table_shows_measured_baseline_goal_and_misses(results):
     assert "triggers/s achieved of 200/s asked | 150 |" in text
 
 
+def test_goals_table_shows_the_sends_lane_point_without_a_goal(results):
+    """The 50/s point against a 100 ms WeChat is a figure, not one of the issue's trigger goals."""
+    scope = dict(rate=50.0, requests=500, latency_ms=100.0)
+    common.figure("trigger.accept_p99_ms", 12.6, "ms", baseline=103.0, better="lower", **scope)
+    common.figure("trigger.end_to_end_p50_ms", 111.0, "ms", baseline=102.6, better="lower", **scope)
+    common.figure("trigger.end_to_end_p99_ms", 118.1, "ms", baseline=103.6, better="lower", **scope)
+    common.figure("trigger.achieved_per_s", 50.0, "triggers/s", goal=50.0, **scope)
+    text = report.goals_table({"figures": results["figures"]})
+    assert "trigger accept p99 at 50/s" not in text
+    assert (
+        "| one-user trigger end to end p50 at 50/s, fake WeChat at 100 ms (the sends lane) | **111 ms** "
+        "| 103 ms (calling WeChat directly) |  |  |" in text
+    )
+    assert "| one-user trigger end to end p99 at 50/s, fake WeChat at 100 ms (the sends lane) | **118 ms** |" in text
+
+
 def test_rewrite_replaces_only_the_marked_sections(results):
     broadcast_figures(worker_ms=0.5, postgres_ms=0.25, redis_ms=0.02, rate=2000.0)
     readme = (
