@@ -151,7 +151,10 @@ def test_goals_table_shows_the_sends_lane_point_without_a_goal(results):
         "| one-user trigger end to end p50 at 50/s, fake WeChat at 100 ms (the sends lane) | **111 ms** "
         "| 103 ms (calling WeChat directly) |  |  |" in text
     )
-    assert "| one-user trigger end to end p99 at 50/s, fake WeChat at 100 ms (the sends lane) | **118 ms** |" in text
+    assert (
+        "| one-user trigger end to end p99 at 50/s, fake WeChat at 100 ms (the sends lane) | **118 ms** |"
+        in text
+    )
 
 
 def test_rewrite_replaces_only_the_marked_sections(results):
