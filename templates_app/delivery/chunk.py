@@ -45,6 +45,7 @@ from templates_app.delivery.send_pool import SendPool, SendRateLimiter, current_
 from templates_app.delivery.timing import chunk_budget, in_flight_lease, retry_countdown
 from templates_app.models import Delivery, Push
 from templates_app.pushes.recipients import claim_for_push
+from webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def deliver_chunk(push_id: Any, delivery_ids: Iterable[int]) -> dict[str, int]:
     """Send the chunk's pending deliveries. Idempotent: finished deliveries are skipped, those another run
     is sending are left to it (and looked at again after the in-flight lease)."""
     report = ChunkReport()
+    outbox.forget_interest()  # its finish may reuse only what this chunk's own write read
     push = ledger.load_push(push_id)
     if push is None:
         return vars(report)

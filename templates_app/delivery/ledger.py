@@ -44,6 +44,7 @@ from templates_app.delivery.outcomes import (
     Outcome,
 )
 from templates_app.models import Delivery, Push, Template
+from webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,24 @@ def mark_running(push_id: Any, now: datetime) -> None:
     )
 
 
+# How old an answer of outbox.interest the push's finish may take from the chunk's own last write (seconds).
+INTEREST_REUSE_SECONDS = 1.0
+
+
 def maybe_finish(push_id: Any, tenant_id: int | None = None) -> bool:
     """running → done once every recipient is enumerated and nothing is pending or held (a conditional UPDATE:
     whichever of the last chunk and the enumerator comes second does it). ``tenant_id``, the push's, when
-    the caller has it: the finished push is then read only if a webhook endpoint wants it."""
+    the caller has it: the finished push is then read only if a webhook endpoint wants it, and when none
+    wants ``push.finished`` the UPDATE runs alone, autocommitted: a transaction has nothing to hold with it
+    (its BEGIN, COMMIT and a second read of the interest were three of a one-user push's worker round
+    trips)."""
+    if tenant_id is not None and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        known = outbox.interest(tenant_id, reuse_within=INTEREST_REUSE_SECONDS)
+        if not known.wants(outbox.PUSH_FINISHED):
+            finished = _finish_postgresql(push_id)
+            if finished:
+                metrics.after_commit(metrics.push_finished, Push.Status.DONE)  # now: autocommitted
+            return finished
     with transaction.atomic():
         if connection.vendor == "postgresql":
             finished = _finish_postgresql(push_id)

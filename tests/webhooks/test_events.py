@@ -4,12 +4,14 @@ each recorded with the state change it reports (the outbox) and delivered to a v
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from formids.models import MiniUser
 from templates_app import webhook_events
 from templates_app.delivery import ledger
 from templates_app.delivery import queue as delivery_queue
+from templates_app.delivery.chunk import deliver_chunk
 from templates_app.models import Delivery, Push
 from templates_app.pushes.start import cancel_push
 from tests.delivery.helpers import DATA, make_push, make_template, seed_users
@@ -201,6 +203,45 @@ def test_no_event_without_the_state_change(app, endpoint, drains):
     assert not WebhookEvent.objects.exists() and drains.queued == []
     assert ledger.maybe_finish(push.pk)
     assert WebhookEvent.objects.get().type == "push.finished"
+
+
+def test_a_finish_no_endpoint_wants_is_its_update_alone(app, drains):
+    """Nobody wants push.finished: the push becomes done in one autocommitted UPDATE (after the interest,
+    read here: a chunk's own write has usually read it already), and nothing is recorded."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the autocommitted finish is PostgreSQL's (elsewhere the transaction as before)")
+    push = make_push(make_template(app, "formid"), "@all")
+    Push.objects.filter(pk=push.pk).update(enumerated=True, status="running")
+    with CaptureQueriesContext(connection) as queries:
+        assert ledger.maybe_finish(push.pk, app.tenant_id)
+    assert [q["sql"].split()[0] for q in queries] == ["SELECT", "UPDATE"]
+    assert Push.objects.get(pk=push.pk).status == "done"
+    assert not WebhookEvent.objects.exists() and drains.queued == []
+    assert not ledger.maybe_finish(push.pk, app.tenant_id), "finished once"
+
+
+def test_an_endpoint_added_after_a_chunk_hears_the_next_push_finish(
+    app, tenant, receiver, task_queue, drains, monkeypatch
+):
+    """A chunk's finish may reuse the interest its own write read, never one an earlier chunk of the same
+    thread read before the tenant added an endpoint."""
+    monkeypatch.setattr(ledger, "INTEREST_REUSE_SECONDS", 600.0)  # however slow the machine
+    template = make_template(app, "formid")
+    (openid,) = seed_users(app, 1, formids=1)
+    first = make_push(template, [openid])
+    delivery_queue.enqueue_push(first.pk)
+    task_queue.run()  # its chunk, in this thread: sent and finished with nobody listening
+    assert Push.objects.get(pk=first.pk).status == "done"
+    created, receiver.secret = services.create_endpoint(tenant, url=receiver.url, events=["push.finished"])
+    # A push whose one delivery is settled already: its chunk loads nothing and goes straight to the finish.
+    second = make_push(template, "@all")
+    Push.objects.filter(pk=second.pk).update(enumerated=True, status="running")
+    delivery = Delivery.objects.create(push=second, openid=openid, status=Delivery.Status.SENT)
+    deliver_chunk(second.pk, [delivery.pk])
+    assert Push.objects.get(pk=second.pk).status == "done"
+    drains.run()
+    (finished,) = events_of(receiver, "push.finished")
+    assert finished["data"]["push_id"] == str(second.pk)
 
 
 def test_a_crash_after_the_state_change_still_delivers(app, endpoint, receiver, monkeypatch):
