@@ -232,7 +232,7 @@ def test_an_endpoint_added_after_a_chunk_hears_the_next_push_finish(
     delivery_queue.enqueue_push(first.pk)
     task_queue.run()  # its chunk, in this thread: sent and finished with nobody listening
     assert Push.objects.get(pk=first.pk).status == "done"
-    created, receiver.secret = services.create_endpoint(tenant, url=receiver.url, events=["push.finished"])
+    _endpoint, receiver.secret = services.create_endpoint(tenant, url=receiver.url, events=["push.finished"])
     # A push whose one delivery is settled already: its chunk loads nothing and goes straight to the finish.
     second = make_push(template, "@all")
     Push.objects.filter(pk=second.pk).update(enumerated=True, status="running")
