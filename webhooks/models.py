@@ -83,7 +83,8 @@ class EventDispatch(models.Model):
         SUCCEEDED = "succeeded", "succeeded"
         FAILED = "failed", "failed"
 
-    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="dispatches")
+    # dispatch_unique_endpoint (event, endpoint) is the event's index.
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="dispatches", db_index=False)
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="dispatches")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)  # every POST ever made (numbers the attempts log)
@@ -113,7 +114,9 @@ class EventDispatch(models.Model):
 
 class WebhookAttempt(models.Model):
     dispatch = models.ForeignKey(EventDispatch, on_delete=models.CASCADE, related_name="attempt_log")
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="attempt_log")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
+    )  # webhook_attempt_endpoint
     event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="+")
     attempt = models.PositiveIntegerField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
