@@ -128,7 +128,9 @@ class Push(models.Model):
     BROADCASTS = (Audience.ALL, Audience.TAGS)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="pushes", db_index=False)  # push_tenant_recent
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="pushes", db_index=False
+    )  # push_tenant_recent
     app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="pushes")
     template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="pushes")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)

@@ -84,7 +84,9 @@ class EventDispatch(models.Model):
         FAILED = "failed", "failed"
 
     # dispatch_unique_endpoint (event, endpoint) is the event's index.
-    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="dispatches", db_index=False)
+    event = models.ForeignKey(
+        WebhookEvent, on_delete=models.CASCADE, related_name="dispatches", db_index=False
+    )
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="dispatches")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)  # every POST ever made (numbers the attempts log)
