@@ -128,9 +128,7 @@ class Push(models.Model):
     BROADCASTS = (Audience.ALL, Audience.TAGS)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    tenant = models.ForeignKey(
-        Tenant, on_delete=models.CASCADE, related_name="pushes", db_index=False
-    )  # push_tenant_recent
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="pushes", db_index=False)
     app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="pushes")
     template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="pushes")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
@@ -172,6 +170,7 @@ class Push(models.Model):
 
     class Meta:
         indexes = [
+            # Also the tenant's index (no single-column one).
             models.Index(fields=["tenant", "-created_at"], name="push_tenant_recent"),
             models.Index(fields=["send_at"], condition=Q(status="scheduled"), name="push_scheduled_due"),
             # the stall sweep: pushes that should be moving

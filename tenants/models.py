@@ -28,9 +28,8 @@ class Membership(models.Model):
         ADMIN = "admin", "Admin"
         VIEWER = "viewer", "Viewer"
 
-    tenant = models.ForeignKey(
-        Tenant, on_delete=models.CASCADE, related_name="memberships", db_index=False
-    )  # membership_unique_user
+    # membership_unique_user (tenant, user) is the tenant's index.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -116,9 +116,10 @@ class EventDispatch(models.Model):
 
 class WebhookAttempt(models.Model):
     dispatch = models.ForeignKey(EventDispatch, on_delete=models.CASCADE, related_name="attempt_log")
+    # webhook_attempt_endpoint (endpoint, -created_at) is the endpoint's index.
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
-    )  # webhook_attempt_endpoint
+    )
     event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="+")
     attempt = models.PositiveIntegerField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
