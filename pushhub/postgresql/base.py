@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend (``ENGINE = "pushhub.postgresql"``), with a cheaper per-request health check.
+"""Django's PostgreSQL backend (``ENGINE = "pushhub.postgresql"``), with a cheaper per-request health check and,
+straight to PostgreSQL, the prepared statements' plans made once.
 
 With ``CONN_HEALTH_CHECKS`` Django runs ``SELECT 1`` on a persistent connection before the first query of
 every request (and of every Celery task), so a connection the server dropped meanwhile is replaced instead of
@@ -17,10 +18,32 @@ from __future__ import annotations
 
 import select
 
+from django.conf import settings
 from django.db.backends.postgresql import base
+
+# The statements ``pushhub.sql.prepared_cursor`` prepares are fixed ones, given arrays of at most
+# PREPARED_ARRAY_LIMIT items: planned once (the generic plan, costed for about ten items) is what they are
+# prepared for. Left to choose, PostgreSQL re-planned every one of them that takes an array, at every run: a
+# plan for one id is always cheaper on paper than the generic plan for ten, so after its five trial custom
+# plans it never switched (pg_prepared_statements: generic_plans 0). That was five of a one-user push's
+# statements, each planned at each run. Django's own statements are not prepared, so this changes nothing
+# for them.
+PLAN_CACHE_MODE_SQL = "SET plan_cache_mode = force_generic_plan"
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def _configure_connection(self, connection):
+        # At connect, as Django sets the connection's time zone and role. Only where prepared statements are
+        # used (DATABASE_POOL_MODE=session: PostgreSQL itself, or a pgbouncer in session mode, whose
+        # server_reset_query clears it when the client leaves); behind a pooler in transaction mode nothing
+        # is prepared, and nothing may be left in the session.
+        commit = super()._configure_connection(connection)
+        if settings.DATABASE_POOL_MODE != "session":
+            return commit
+        with connection.cursor() as cursor:
+            cursor.execute(PLAN_CACHE_MODE_SQL)
+        return True
+
     def close_if_health_check_failed(self):
         if (
             self.connection is not None
