@@ -3,13 +3,18 @@ with that column (a unique constraint or a composite index): one index fewer to 
 for the planner to pick instead of the composite one when statistics lag behind a table's growth.
 
 Only the indexes go (the model state says ``db_index=False``): the foreign-key constraints stay as they are,
-not dropped and re-added, so the upgrade validates no rows and holds no lock beyond the index's own drop."""
+not dropped and re-added, so the upgrade validates no rows; on PostgreSQL the indexes are dropped (and made)
+concurrently, so sends and uploads go on meanwhile."""
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+from pushhub.migration_ops import drop_index
+
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY on PostgreSQL
+
     dependencies = [
         ("formids", "0005_recent_opens"),
         ("tenants", "0004_fk_indexes_led_by_others"),
@@ -40,14 +45,8 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "formids_dailystat_app_id_d958b7d6"',
-                    'CREATE INDEX IF NOT EXISTS "formids_dailystat_app_id_d958b7d6" ON "formids_dailystat" ("app_id")',
-                ),
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "formids_miniuser_app_id_da101d0b"',
-                    'CREATE INDEX IF NOT EXISTS "formids_miniuser_app_id_da101d0b" ON "formids_miniuser" ("app_id")',
-                ),
+                drop_index("formids_dailystat_app_id_d958b7d6", "formids_dailystat", "app_id"),
+                drop_index("formids_miniuser_app_id_da101d0b", "formids_miniuser", "app_id"),
             ],
         ),
     ]

@@ -1,15 +1,15 @@
-"""Drop the single-column indexes Django gives a foreign key where another index of the table already leads
-with that column (a unique constraint or a composite index): one index fewer to write per row, and no index
-for the planner to pick instead of the composite one when statistics lag behind a table's growth.
-
-Only the indexes go (the model state says ``db_index=False``): the foreign-key constraints stay as they are,
-not dropped and re-added, so the upgrade validates no rows and holds no lock beyond the index's own drop."""
+"""Drop the foreign keys' own indexes that another index of their table leads with, as
+formids/migrations/0006_fk_indexes_led_by_others.py explains. Delivery.msgid's index becomes partial (IS NOT NULL)."""
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+from pushhub.migration_ops import create_index, drop_index
+
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY on PostgreSQL
+
     dependencies = [
         ("formids", "0006_fk_indexes_led_by_others"),
         ("templates_app", "0006_opens_inbox_stats"),
@@ -51,29 +51,29 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "templates_app_delivery_push_id_ea1e60e8"',
-                    'CREATE INDEX IF NOT EXISTS "templates_app_delivery_push_id_ea1e60e8" ON "templates_app_delivery" ("push_id")',
-                ),
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "templates_app_idempotencyrecord_template_id_767c15cd"',
-                    'CREATE INDEX IF NOT EXISTS "templates_app_idempotencyrecord_template_id_767c15cd" ON "templates_app_idempotencyrecord" ("template_id")',
-                ),
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "templates_app_push_tenant_id_8be9288a"',
-                    'CREATE INDEX IF NOT EXISTS "templates_app_push_tenant_id_8be9288a" ON "templates_app_push" ("tenant_id")',
-                ),
+                drop_index("templates_app_delivery_push_id_ea1e60e8", "templates_app_delivery", "push_id"),
+                drop_index("templates_app_idempotencyrecord_template_id_767c15cd", "templates_app_idempotencyrecord", "template_id"),
+                drop_index("templates_app_push_tenant_id_8be9288a", "templates_app_push", "tenant_id"),
             ],
         ),
-        migrations.AlterField(
-            model_name="delivery",
-            name="msgid",
-            field=models.BigIntegerField(blank=True, null=True),
-        ),
-        migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(
-                condition=models.Q(("msgid__isnull", False)), fields=["msgid"], name="delivery_msgid"
-            ),
+        # The MsgID index, partial: made before the full one goes, so a lookup always has one.
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name="delivery",
+                    name="msgid",
+                    field=models.BigIntegerField(blank=True, null=True),
+                ),
+                migrations.AddIndex(
+                    model_name="delivery",
+                    index=models.Index(
+                        condition=models.Q(("msgid__isnull", False)), fields=["msgid"], name="delivery_msgid"
+                    ),
+                ),
+            ],
+            database_operations=[
+                create_index("delivery_msgid", "templates_app_delivery", "msgid", where='"msgid" IS NOT NULL'),
+                drop_index("templates_app_delivery_msgid_0811b863", "templates_app_delivery", "msgid"),
+            ],
         ),
     ]

@@ -1,15 +1,15 @@
-"""Drop the single-column indexes Django gives a foreign key where another index of the table already leads
-with that column (a unique constraint or a composite index): one index fewer to write per row, and no index
-for the planner to pick instead of the composite one when statistics lag behind a table's growth.
-
-Only the indexes go (the model state says ``db_index=False``): the foreign-key constraints stay as they are,
-not dropped and re-added, so the upgrade validates no rows and holds no lock beyond the index's own drop."""
+"""Drop the foreign keys' own indexes that another index of their table leads with, as
+formids/migrations/0006_fk_indexes_led_by_others.py explains."""
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+from pushhub.migration_ops import drop_index
+
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY on PostgreSQL
+
     dependencies = [
         ("tenants", "0003_opens_inbox_stats"),
     ]
@@ -29,10 +29,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "tenants_membership_tenant_id_55f75d05"',
-                    'CREATE INDEX IF NOT EXISTS "tenants_membership_tenant_id_55f75d05" ON "tenants_membership" ("tenant_id")',
-                ),
+                drop_index("tenants_membership_tenant_id_55f75d05", "tenants_membership", "tenant_id"),
             ],
         ),
     ]

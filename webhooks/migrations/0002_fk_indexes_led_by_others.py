@@ -1,15 +1,15 @@
-"""Drop the single-column indexes Django gives a foreign key where another index of the table already leads
-with that column (a unique constraint or a composite index): one index fewer to write per row, and no index
-for the planner to pick instead of the composite one when statistics lag behind a table's growth.
-
-Only the indexes go (the model state says ``db_index=False``): the foreign-key constraints stay as they are,
-not dropped and re-added, so the upgrade validates no rows and holds no lock beyond the index's own drop."""
+"""Drop the foreign keys' own indexes that another index of their table leads with, as
+formids/migrations/0006_fk_indexes_led_by_others.py explains."""
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+from pushhub.migration_ops import drop_index
+
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY on PostgreSQL
+
     dependencies = [
         ("webhooks", "0001_initial"),
     ]
@@ -39,18 +39,15 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
-                migrations.RunSQL(
-                    [
-                        'DROP INDEX IF EXISTS "webhooks_eventdispatch_event_id_ca5fa3f2"',
-                        # PostgreSQL's second index of a text foreign key (for LIKE, which nothing asks).
-                        'DROP INDEX IF EXISTS "webhooks_eventdispatch_event_id_ca5fa3f2_like"',
-                    ],
-                    'CREATE INDEX IF NOT EXISTS "webhooks_eventdispatch_event_id_ca5fa3f2" ON "webhooks_eventdispatch" ("event_id")',
+                drop_index("webhooks_eventdispatch_event_id_ca5fa3f2", "webhooks_eventdispatch", "event_id"),
+                # PostgreSQL's second index of a text foreign key (for LIKE, which nothing asks).
+                drop_index(
+                    "webhooks_eventdispatch_event_id_ca5fa3f2_like",
+                    "webhooks_eventdispatch",
+                    "event_id",
+                    remake=False,
                 ),
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "webhooks_webhookattempt_endpoint_id_53f93a93"',
-                    'CREATE INDEX IF NOT EXISTS "webhooks_webhookattempt_endpoint_id_53f93a93" ON "webhooks_webhookattempt" ("endpoint_id")',
-                ),
+                drop_index("webhooks_webhookattempt_endpoint_id_53f93a93", "webhooks_webhookattempt", "endpoint_id"),
             ],
         ),
     ]
