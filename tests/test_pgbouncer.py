@@ -122,6 +122,27 @@ def test_generic_plans_only_where_statements_are_prepared():
 
 @postgresql_only
 @pytest.mark.django_db
+@pytest.mark.parametrize("server_side_binding", [False, True])
+def test_no_generic_plans_forced_when_django_binds_on_the_server(server_side_binding, monkeypatch):
+    """With OPTIONS server_side_binding every Django query with parameters is bound on the server: forcing generic
+    plans would plan those blind to their values, so a new connection is left with PostgreSQL's default there."""
+    if THROUGH_PGBOUNCER:
+        pytest.skip("transaction mode: the setting is never sent (test_generic_plans_only_where_…)")
+    options = {**connection.settings_dict["OPTIONS"], "server_side_binding": server_side_binding}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    raw = connection.get_new_connection(connection.get_connection_params())
+    try:
+        connection._configure_connection(raw)
+        with raw.cursor() as cursor:
+            cursor.execute("SHOW plan_cache_mode")
+            mode = cursor.fetchone()[0]
+    finally:
+        raw.close()
+    assert mode == ("auto" if server_side_binding else "force_generic_plan")
+
+
+@postgresql_only
+@pytest.mark.django_db
 def test_prepared_cursor_leaves_long_arrays_to_django_s_cursor(settings):
     """A statement given an array longer than PREPARED_ARRAY_LIMIT is not prepared: PostgreSQL's generic plan of
     a prepared statement is costed for about ten elements, and for a 500-row chunk it was seven times slower.

@@ -37,8 +37,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # used (DATABASE_POOL_MODE=session: PostgreSQL itself, or a pgbouncer in session mode, whose
         # server_reset_query clears it when the client leaves); behind a pooler in transaction mode nothing
         # is prepared, and nothing may be left in the session.
+        # Not with OPTIONS server_side_binding either: there every Django query with parameters is a statement
+        # the server binds, and it would get a generic plan too, blind to its values.
         commit = super()._configure_connection(connection)
-        if settings.DATABASE_POOL_MODE != "session":
+        if settings.DATABASE_POOL_MODE != "session" or self.settings_dict["OPTIONS"].get(
+            "server_side_binding"
+        ):
             return commit
         with connection.cursor() as cursor:
             cursor.execute(PLAN_CACHE_MODE_SQL)
