@@ -160,10 +160,10 @@ class InboundEventAdmin(admin.ModelAdmin):
 
 @admin.register(DailyStat)
 class DailyStatAdmin(admin.ModelAdmin):
-    list_display = ["day", "app", "formids_collected", "subscribe_collected", "sent", "failed"]
+    list_display = ["day", "app", "shard", "formids_collected", "subscribe_collected", "sent", "failed"]
     list_filter = ["app"]
     date_hierarchy = "day"
-    readonly_fields = ["app", "day", "formids_collected", "subscribe_collected", "sent", "failed"]
+    readonly_fields = ["app", "day", "shard", "formids_collected", "subscribe_collected", "sent", "failed"]
 
     def has_add_permission(self, request):
         return False
@@ -177,6 +177,7 @@ class TemplateDailyStatAdmin(admin.ModelAdmin):
         "day",
         "app",
         "template_id",
+        "shard",
         "credits_collected",
         "sent",
         "failed",
@@ -191,6 +192,7 @@ class TemplateDailyStatAdmin(admin.ModelAdmin):
         "app",
         "template_id",
         "day",
+        "shard",
         "credits_collected",
         "sent",
         "failed",

@@ -66,7 +66,7 @@ def add_to_counter_rows(model: type[Model], rows: list[tuple[dict, dict[str, int
 def counter_rows_sql(model: type[Model], rows: list[tuple[dict, dict[str, int]]]) -> tuple[str, list] | None:
     """The statement of ``add_to_counter_rows`` as (sql, params), to run alone or with others
     (``pushhub.sql.execute_together``); None when there is nothing to add."""
-    rows = [(key, {name: n for name, n in inc.items() if n}) for key, inc in rows]
+    rows = [(_sharded(model, key), {name: n for name, n in inc.items() if n}) for key, inc in rows]
     rows = [(key, inc) for key, inc in rows if inc]
     if not rows:
         return None
@@ -105,6 +105,14 @@ def counter_rows_sql(model: type[Model], rows: list[tuple[dict, dict[str, int]]]
     return sql, [value for record, counts in records for value in (*record, *counts)]
 
 
+def _sharded(model: type[Model], key: dict) -> dict:
+    """The key with its ``shard`` (DailyStat, TemplateDailyStat): 0 unless the caller named one. Only the SDK
+    upload spreads its count over the shards (formids.models.DailyStat.shard says why)."""
+    if "shard" in key or not any(field.name == "shard" for field in model._meta.concrete_fields):
+        return key
+    return {**key, "shard": 0}
+
+
 @functools.cache
 def counter_upsert_sql(
     model: type[Model], key_names: tuple[str, ...], counter: str, source: str, amount: str
@@ -113,8 +121,11 @@ def counter_upsert_sql(
     amount is the SQL expression ``amount`` over the relation ``source`` (e.g. ``n`` of a ``counted`` CTE), and
     nothing is written when it is not positive. The row's key goes in as one ``%s`` per name of ``key_names``
     (column values: a foreign key's id), in that order. ``formids.services`` stores an upload and counts it
-    in the day's statistics with it, in one statement. Made once per shape: every SDK upload runs it."""
+    in the day's statistics with it, in one statement. Made once per shape: every SDK upload runs it. A model
+    with a ``shard`` not named in ``key_names`` gets shard 0."""
     meta = model._meta
+    given = key_names
+    key_names = tuple(_sharded(model, dict.fromkeys(given)))
     key_fields = [meta.get_field(name) for name in key_names]
     conflict = [field.column for field in key_fields]
     counters = [f for f in meta.concrete_fields if not f.primary_key and f.column not in conflict]
@@ -123,7 +134,7 @@ def counter_upsert_sql(
     defaults = {f.name: f.get_default() for f in counters if f.name != counter}
     if not all(type(value) is int for value in defaults.values()):
         raise ValueError(f"{meta.label}: counters must default to integers")
-    values = ["%s"] * len(conflict) + [
+    values = ["%s" if name in given else "0" for name in key_names] + [
         amount if f.name == counter else str(defaults[f.name]) for f in counters
     ]
     quote = connection.ops.quote_name
@@ -215,7 +226,8 @@ def sent_turned_failed(app_id: int, template_id: str, day: date) -> None:
         (DailyStat, {"app_id": app_id, "day": day}),
         (TemplateDailyStat, {"app_id": app_id, "template_id": template_id, "day": day}),
     ):
-        model.objects.filter(**key, sent__gt=0).update(sent=F("sent") - 1, failed=F("failed") + 1)
+        # Sends are counted in shard 0 only (formids.models.DailyStat.shard): one row moves.
+        model.objects.filter(**key, shard=0, sent__gt=0).update(sent=F("sent") - 1, failed=F("failed") + 1)
 
 
 def record_open(app_id: int, openid: str, template_id: str, opened_at) -> None:

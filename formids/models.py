@@ -187,8 +187,14 @@ class InboundEvent(models.Model):
         return f"{self.source}:{self.event} {self.openid}"
 
 
+# Rows per (app, day) and per (app, template, day) that the SDK upload's count is spread over (formids.funnel).
+STAT_SHARDS = 8
+
+
 class DailyStat(models.Model):
-    """Per app and UTC day: credits collected, messages sent and failed (for quotas and charts)."""
+    """Per app and UTC day: credits collected, messages sent and failed (for quotas and charts). A day is the
+    sum of its rows: an SDK upload counts in the row of its uploader's shard (``shard``, see there), every
+    other count in shard 0."""
 
     app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="daily_stats", db_index=False)
     day = models.DateField()
@@ -196,10 +202,15 @@ class DailyStat(models.Model):
     subscribe_collected = models.PositiveIntegerField(default=0)
     sent = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    # 0..STAT_SHARDS-1: the SDK upload bumps the row of its uploader's id modulo STAT_SHARDS. Every upload of
+    # an app counted in the same row made that row a lock all of them queued on (held to each upload's
+    # commit): with 12 concurrent uploaders, 1.3-1.5 ms of PostgreSQL CPU an upload against 1.0 spread over
+    # eight rows, and a third fewer uploads a second. Readers sum a day's rows.
+    shard = models.PositiveSmallIntegerField(default=0, db_default=0)
 
     class Meta:
         # Also the app's index (no single-column one).
-        constraints = [models.UniqueConstraint(fields=["app", "day"], name="dailystat_unique_day")]
+        constraints = [models.UniqueConstraint(fields=["app", "day", "shard"], name="dailystat_unique_day")]
 
     def __str__(self) -> str:
         return f"{self.app_id} {self.day}"
@@ -209,7 +220,7 @@ class TemplateDailyStat(models.Model):
     """The funnel per app, template and UTC day (``GET /api/v1/apps/{appid}/stats``), bumped with the events
     themselves (credit stored, outcome written, open reported), so a page view reads at most 366 rows a
     template. ``template_id`` is WeChat's id; "" holds what belongs to no template (formIds and prepay ids,
-    which any formId template may use)."""
+    which any formId template may use). A day is the sum of its rows (``shard``: as DailyStat's)."""
 
     app = models.ForeignKey(MiniProgram, on_delete=models.CASCADE, related_name="+", db_index=False)
     template_id = models.CharField(max_length=128, blank=True, default="")
@@ -219,10 +230,13 @@ class TemplateDailyStat(models.Model):
     failed = models.PositiveIntegerField(default=0)
     opened = models.PositiveIntegerField(default=0)
     resubscribed = models.PositiveIntegerField(default=0)
+    shard = models.PositiveSmallIntegerField(default=0, db_default=0)  # as DailyStat.shard
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["app", "template_id", "day"], name="templatedailystat_unique_day")
+            models.UniqueConstraint(
+                fields=["app", "template_id", "day", "shard"], name="templatedailystat_unique_day"
+            )
         ]
         indexes = [models.Index(fields=["app", "day"], name="templatedailystat_app_day")]
 

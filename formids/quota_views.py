@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.core.paginator import Paginator
+from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -53,11 +54,13 @@ def chart_series(app, days: int = CHART_DAYS, today=None) -> dict:
     """The last ``days`` UTC days (today included) of DailyStat, one query, days without a row as 0."""
     today = today or timezone.now().date()
     first = today - timedelta(days=days - 1)
-    rows = {
+    counters = ("formids_collected", "subscribe_collected", "sent", "failed")
+    rows = {  # a day is the sum of its rows (DailyStat.shard)
         row["day"]: row
-        for row in DailyStat.objects.filter(app=app, day__gte=first, day__lte=today).values(
-            "day", "formids_collected", "subscribe_collected", "sent", "failed"
-        )
+        for row in DailyStat.objects.filter(app=app, day__gte=first, day__lte=today)
+        .order_by()
+        .values("day")
+        .annotate(**{name: Sum(name) for name in counters})
     }
     labels, formids, subscribe, sent, failed = [], [], [], [], []
     for offset in range(days):

@@ -36,14 +36,16 @@ def app_quota(app: MiniProgram, now: datetime | None = None) -> dict:
     long_term: dict[str, int] = {}  # standing subscribers per long-term template (one row per user)
     for kind, template_id, n in by_template:
         (long_term if kind == Credit.Kind.LONG_TERM else subscribe)[template_id] = n
-    today = DailyStat.objects.filter(app=app, day=now.date()).first()
+    today = DailyStat.objects.filter(app=app, day=now.date()).aggregate(
+        sent=Sum("sent"), failed=Sum("failed")
+    )
     return {
         "users": MiniUser.objects.filter(app=app).count(),
         "users_reachable": usable.values("user_id").distinct().count(),
         "credits": {"formid": formid["uses"] or 0, "subscribe": subscribe, "long_term": long_term},
         "expiring_24h": formid["expiring"] or 0,
-        "sent_today": today.sent if today else 0,
-        "failed_today": today.failed if today else 0,
+        "sent_today": today["sent"] or 0,
+        "failed_today": today["failed"] or 0,
     }
 
 

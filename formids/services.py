@@ -35,7 +35,7 @@ from formids.hooks import (
     long_term_ids,
     subscribe_templates,
 )
-from formids.models import Credit, DailyStat, InboundEvent, MiniUser, TemplateDailyStat
+from formids.models import STAT_SHARDS, Credit, DailyStat, InboundEvent, MiniUser, TemplateDailyStat
 from formids.webhook_events import subscriptions_changed
 from pushhub import metrics
 from pushhub.sql import any_of, execute_together, pg_array, prepared_cursor, texts_in
@@ -420,11 +420,18 @@ def _take_ids_sql(arrival_probe: str) -> str:
     credit, user = Credit._meta.db_table, MiniUser._meta.db_table
     formid, prepay = Credit.Kind.FORMID.value, Credit.Kind.PREPAY.value
     day_stat = funnel.counter_upsert_sql(
-        DailyStat, ("app", "day"), "formids_collected", "counted", "counted.n"
+        DailyStat, ("app", "day", "shard"), "formids_collected", "counted", "counted.n"
     )
     funnel_stat = funnel.counter_upsert_sql(
-        TemplateDailyStat, ("app_id", "template_id", "day"), "credits_collected", "counted", "counted.n"
+        TemplateDailyStat,
+        ("app_id", "template_id", "day", "shard"),
+        "credits_collected",
+        "counted",
+        "counted.n",
     )
+    # The statistics rows of the uploader's shard (DailyStat.shard): concurrent uploads of one app lock
+    # different rows.
+    shard = f"(SELECT mod(id, {STAT_SHARDS}) FROM uploader)"
     # The ids come as one text per list, separated by spaces (FORMID_RE has none): psycopg's client-side
     # binding spelled a text[] parameter out item by item in Python, a tenth of an upload's CPU.
     return f"""
@@ -450,8 +457,8 @@ def _take_ids_sql(arrival_probe: str) -> str:
             RETURNING kind
         ),
         counted AS (SELECT count(*) AS n FROM stored),
-        day_stat AS ({day_stat % ("%(app)s", "%(day)s")}),
-        funnel_stat AS ({funnel_stat % ("%(app)s", "''", "%(day)s")})
+        day_stat AS ({day_stat % ("%(app)s", "%(day)s", shard)}),
+        funnel_stat AS ({funnel_stat % ("%(app)s", "''", "%(day)s", shard)})
         SELECT kind, count(*) FROM stored GROUP BY kind
         UNION ALL
         SELECT '#uploader', count(*) FROM uploader
