@@ -418,8 +418,7 @@ def take_uploaded_ids(
 # At most this many uploads share one statement (pushhub.group_commit): enough for every upload of a process's
 # threads at once, and a statement of at most 100 × 2 × 32 formIds.
 UPLOAD_GROUP_SIZE = 32
-# By app id: each runs SDK_UPLOAD_STATEMENTS_IN_FLIGHT statements at once, in this process.
-_upload_groups: dict[int, Group] = {}
+_upload_groups: dict[int, Group] = {}  # by app id: SDK_UPLOAD_STATEMENTS_IN_FLIGHT statements each, per process
 _upload_groups_lock = threading.Lock()
 
 
