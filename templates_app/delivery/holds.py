@@ -59,12 +59,12 @@ def credits_arrived(app_id: int, openids: Iterable[str]) -> None:
 
 
 def waiting_for_credit_sql() -> str:
-    """The credit-arrival probe (formids.hooks): does the user (%(app)s, {openid}) have a held delivery?
+    """The credit-arrival probe (formids.hooks): does the user (%(app)s, %(openid)s) have a held delivery?
     A probe of the ``delivery_held_openid`` index, in the statement of an SDK upload."""
     delivery, push = Delivery._meta.db_table, Push._meta.db_table
     return (
         f"EXISTS (SELECT 1 FROM {delivery} JOIN {push} ON {push}.id = {delivery}.push_id "
-        f"WHERE {delivery}.openid = {{openid}} AND {delivery}.status = '{HELD.value}' "
+        f"WHERE {delivery}.openid = %(openid)s AND {delivery}.status = '{HELD.value}' "
         f"AND {push}.app_id = %(app)s)"
     )
 
