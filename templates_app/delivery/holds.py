@@ -38,7 +38,7 @@ from django.utils import timezone
 from formids.models import Credit
 from formids.services import usable_q
 from pushhub import metrics
-from pushhub.sql import ids_in, pg_array, prepared_cursor, texts_in
+from pushhub.sql import ids_in, pg_array, texts_in
 from templates_app.delivery import ledger, progress, queue
 from templates_app.models import Delivery, Push
 from templates_app.pushes.recipients import claim_for_push
@@ -95,8 +95,12 @@ def mark_arrivals(app_id: int, openids: list[str], now: datetime | None = None) 
 def _mark_postgresql(app_id: int, openids: list[str], now: datetime) -> int:
     """``mark_arrivals``'s UPDATE as the fixed SQL ``update_in_pk_order`` makes of its query (the same plan:
     the ``delivery_held_openid`` partial index, rows locked in primary-key order), written out because every
-    SDK upload runs it and building it through the ORM was a quarter of an upload's CPU. Prepared (planned once per
-    connection): the status is written in, so that the plan PostgreSQL keeps for every upload still uses that index."""
+    SDK upload runs it and building it through the ORM was a quarter of an upload's CPU.
+
+    Not prepared: planned at each run, for the held rows there are then. The plan a prepared statement kept was
+    made at its first runs, often while an app held nothing, and walked the app's held pushes and every held
+    row of each (20 ms and more a call with 10,000 held; ``bench.holds`` released 292–298 credits a second that
+    way, 597 planned each time). It runs only for a user the upload's probe found waiting."""
     delivery, push = Delivery._meta.db_table, Push._meta.db_table
     sql = (
         f"UPDATE {delivery} SET credit_arrived_at = %s WHERE {delivery}.id IN ("
@@ -105,7 +109,7 @@ def _mark_postgresql(app_id: int, openids: list[str], now: datetime) -> int:
         f"AND {push}.held > 0 AND {delivery}.status = '{HELD.value}' "
         f"ORDER BY 1 ASC FOR UPDATE OF {delivery})"
     )
-    with prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, [now, pg_array(openids, "text"), app_id])
         return cursor.rowcount
 
