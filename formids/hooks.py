@@ -93,8 +93,9 @@ def register_credit_arrival_listener(listener: Callable[[int, list[str]], None])
 
 # A listener may also tell, as SQL, whether a user waits for a credit at all: an SDK upload asks it in the
 # statement that stores the credits (a probe of an index) and calls the listeners only for a user who waits,
-# instead of every listener's own round trip on every upload. The SQL is a query of one row and one column,
-# true when the user waits, with the parameters %(app)s (the app's id) and %(openid)s.
+# instead of every listener's own round trip on every upload. The SQL is a boolean expression, true when the
+# user waits, with the parameter %(app)s (the app's id) and the placeholder {openid} for the user's openid (an
+# SQL expression: the upload's statement asks it for each of its uploaders).
 _arrival_probes: list[str] = []
 
 
@@ -103,14 +104,14 @@ def register_credit_arrival_probe(sql: str) -> None:
         _arrival_probes.append(sql)
 
 
-def credit_arrival_probe_sql() -> str:
-    """SQL of one boolean: does the user (%(app)s, %(openid)s) wait for a credit? True when a listener
-    registered no probe (it is then always called)."""
+def credit_arrival_probe_sql(openid: str) -> str:
+    """SQL of one boolean: does the user (%(app)s, the SQL expression ``openid``) wait for a credit? True when
+    a listener registered no probe (it is then always called)."""
     if len(_arrival_probes) < len(_arrival_listeners):
-        return "SELECT true"
+        return "true"
     if not _arrival_probes:
-        return "SELECT false"
-    return "SELECT " + " OR ".join(f"({probe})" for probe in _arrival_probes)
+        return "false"
+    return " OR ".join(f"({probe.replace('{openid}', openid)})" for probe in _arrival_probes)
 
 
 def credits_arrived(app_id: int, openids: list[str]) -> None:

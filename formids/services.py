@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from formids.hooks import (
 from formids.models import STAT_SHARDS, Credit, DailyStat, InboundEvent, MiniUser, TemplateDailyStat
 from formids.webhook_events import subscriptions_changed
 from pushhub import metrics
+from pushhub.group_commit import RUN_ALONE, Group
 from pushhub.sql import any_of, execute_together, pg_array, prepared_cursor, texts_in
 from tenants.models import MiniProgram
 
@@ -382,10 +384,7 @@ def take_ids(
 ) -> Intake:
     """Store an upload of formIds and prepay_ids for ``user``; counts summed over both lists."""
     if connection.vendor == "postgresql":
-        intake = _take_ids_postgresql(app, user.openid, formids, prepay_ids, touch=False)
-        if intake is None:  # the user's row is gone (erased meanwhile): made again, as touch_user does
-            intake = _take_ids_postgresql(app, touch_user(app, user.openid).openid, formids, prepay_ids)
-        return intake or Intake()
+        return _take_ids_postgresql(app, user.openid, formids, prepay_ids, touch=False, grouped=False)
     total = Intake()
     now = timezone.now()
     with transaction.atomic():
@@ -409,22 +408,99 @@ def take_uploaded_ids(
 ) -> Intake:
     """The SDK's upload (``POST /sdk/v1/{appid}/formids``) from the session's ``openid``: ``touch_user`` and
     ``take_ids`` in one. On PostgreSQL the user is read, its ``last_seen`` kept fresh and the ids stored in
-    the same statement; a user not stored yet (a session outliving its row) is made first, as every SDK
-    call does."""
+    the same statement, which concurrent uploads of the app in this process share (``UPLOAD_GROUP_SIZE``);
+    a user not stored yet (a session outliving its row) is made first, as every SDK call does."""
     if connection.vendor != "postgresql":
         return take_ids(app, touch_user(app, openid), formids=formids, prepay_ids=prepay_ids)
-    intake = _take_ids_postgresql(app, openid, formids, prepay_ids, touch=True)
-    if intake is None:
-        intake = _take_ids_postgresql(app, touch_user(app, openid).openid, formids, prepay_ids)
-    return intake or Intake()
+    return _take_ids_postgresql(app, openid, formids, prepay_ids, touch=True, grouped=True)
+
+
+# At most this many uploads share one statement (pushhub.group_commit): enough for every upload of a process's
+# threads at once, and a statement of at most 100 × 2 × 32 formIds.
+UPLOAD_GROUP_SIZE = 32
+# By app id: each runs SDK_UPLOAD_STATEMENTS_IN_FLIGHT statements at once, in this process.
+_upload_groups: dict[int, Group] = {}
+_upload_groups_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Upload:
+    openid: str
+    formids: tuple[str, ...]  # screened: well-formed, each value once across both lists
+    prepay_ids: tuple[str, ...]
+    touch: bool  # keep the uploader's last_seen fresh (the SDK's upload), as touch_user does
+
+
+@dataclass
+class _Stored:
+    kinds: dict[str, int] = field(default_factory=dict)  # credits stored, by kind
+    waiting: bool = False  # the uploader waits for a credit (hooks.credit_arrival_probe_sql)
+
+
+def _take_ids_postgresql(
+    app: MiniProgram, openid: str, formids: Iterable, prepay_ids: Iterable, *, touch: bool, grouped: bool
+) -> Intake:
+    """The upload as one autocommitted statement (``_store_uploads``), shared with the app's concurrent
+    uploads when ``grouped`` (and not inside a transaction: a grouped statement runs on whichever caller's
+    connection leads it). A user who has no row (erased meanwhile, or a session outliving it) is made, as
+    ``touch_user`` does, and the upload stored alone."""
+    result = Intake()
+    seen: set[str] = set()
+    upload = _Upload(
+        openid,
+        tuple(_screen(formids or (), result, seen)),
+        tuple(_screen(prepay_ids or (), result, seen)),
+        touch,
+    )
+    if not upload.formids and not upload.prepay_ids:
+        return result
+    stored = RUN_ALONE
+    if grouped and not connection.in_atomic_block:
+        stored = _upload_group(app.pk).submit(
+            upload, keys=frozenset((openid, *upload.formids, *upload.prepay_ids))
+        )
+    if stored is RUN_ALONE:
+        [stored] = _store_uploads(app.pk, [upload])
+    if stored is None:
+        touch_user(app, openid)
+        [stored] = _store_uploads(app.pk, [upload])
+    if stored is None:  # erased again in between: nothing stored, as for an upload the user never made
+        return result
+    result.accepted = sum(stored.kinds.values())
+    result.duplicates += len(upload.formids) + len(upload.prepay_ids) - result.accepted
+    if result.accepted and stored.waiting:
+        # The user waits for a credit (held deliveries): tell the listeners now (autocommitted: the credits
+        # are stored). An upload of a user who does not (nearly all) learns it from the same statement
+        # (hooks.credit_arrival_probe_sql, a probe of the held rows' index) instead of the listener's own
+        # round trip. A hold committed while this statement ran is not seen, as one committed just after a
+        # separate mark was not: the hold recheck sends to both.
+        credits_arrived(app.pk, [openid])
+    for kind, n in stored.kinds.items():
+        metrics.after_commit(metrics.credits_ingested, kind, Credit.Source.SDK, n)
+    return result
+
+
+def _upload_group(app_id: int) -> Group:
+    group = _upload_groups.get(app_id)
+    if group is None:
+        with _upload_groups_lock:
+            group = _upload_groups.setdefault(
+                app_id,
+                Group(
+                    functools.partial(_store_uploads, app_id),
+                    UPLOAD_GROUP_SIZE,
+                    settings.SDK_UPLOAD_STATEMENTS_IN_FLIGHT,
+                ),
+            )
+    return group
 
 
 @functools.cache
-def _take_ids_sql(arrival_probe: str) -> str:
-    """The statement of ``_take_ids_postgresql`` with this arrival probe (``hooks.credit_arrival_probe_sql``):
-    the same for every upload, so made once."""
+def _store_uploads_sql(arrival_probe: str) -> str:
+    """The statement of ``_store_uploads`` with this arrival probe (``hooks.credit_arrival_probe_sql`` of the
+    uploader's openid): the same for every batch, so made once."""
     credit, user = Credit._meta.db_table, MiniUser._meta.db_table
-    formid, prepay = Credit.Kind.FORMID.value, Credit.Kind.PREPAY.value
+    prepay = Credit.Kind.PREPAY.value
     day_stat = funnel.counter_upsert_sql(
         DailyStat, ("app", "day", "shard"), "formids_collected", "counted", "counted.n"
     )
@@ -435,95 +511,116 @@ def _take_ids_sql(arrival_probe: str) -> str:
         "counted",
         "counted.n",
     )
-    # The statistics rows of the uploader's shard (DailyStat.shard): concurrent uploads of one app lock
+    # The statistics rows of the first uploader's shard (DailyStat.shard): concurrent uploads of one app lock
     # different rows.
-    shard = f"(SELECT mod(id, {STAT_SHARDS}) FROM uploader)"
-    # The ids come as one text per list, separated by spaces (FORMID_RE has none): psycopg's client-side
-    # binding spelled a text[] parameter out item by item in Python, a tenth of an upload's CPU.
+    shard = f"(SELECT mod(min(id), {STAT_SHARDS}) FROM uploader)"
+    # The ids come as one text per column, separated by spaces (FORMID_RE has none): psycopg's client-side
+    # binding spelled a text[] parameter out item by item in Python, a tenth of an upload's CPU. Each id
+    # names its upload (%(owners)s: the upload's number in %(openids)s, from 1) and its kind.
+    # The statement is prepared, and its one plan (generic: pushhub.postgresql) is made at a connection's first
+    # upload, whatever the tables held then. So each table it reads is read by index from a key of one uploader,
+    # never joined as a set: the user by (app, openid) in a LATERAL subquery and the held-delivery probe in a
+    # subplan, each fenced by OFFSET 0 (the planner neither flattens it into a join nor hashes it). Joined,
+    # the plan made while an app had few users (or held nothing) scanned all of them at every upload later.
     return f"""
-        WITH uploader AS (
-            SELECT id FROM {user} WHERE app_id = %(app)s AND openid = %(openid)s
+        WITH member AS (
+            SELECT openid, n::int AS n FROM unnest(%(openids)s::text[]) WITH ORDINALITY AS m(openid, n)
         ),
-        seen AS (
-            UPDATE {user} SET last_seen = %(now)s
-            WHERE id = (SELECT id FROM uploader) AND last_seen < %(stale)s
-            RETURNING 1
+        uploader AS (
+            SELECT member.n, member.openid, u.id, u.stale FROM member, LATERAL (
+                SELECT id, coalesce(last_seen < %(stale)s, false) AS stale FROM {user}
+                WHERE app_id = %(app)s AND openid = member.openid OFFSET 0
+            ) AS u
         ),
         stored AS (
             INSERT INTO {credit} (app_id, user_id, kind, value, template_id, uses_left, expires_at,
                                   state, source, claimed_by, created_at)
-            SELECT %(app)s, uploader.id, v.kind, v.value, '', CASE WHEN v.kind = '{prepay}' THEN {PREPAY_USES} ELSE 1 END,
-                   %(expires)s, %(state)s, %(source)s, '', now()
-            FROM uploader, (
-                SELECT value, '{formid}' AS kind FROM unnest(string_to_array(%(formids)s, ' ')) AS f(value)
-                UNION ALL
-                SELECT value, '{prepay}' FROM unnest(string_to_array(%(prepay_ids)s, ' ')) AS p(value)
-            ) AS v
+            SELECT %(app)s, uploader.id, v.kind, v.value, '',
+                   CASE WHEN v.kind = '{prepay}' THEN {PREPAY_USES} ELSE 1 END,
+                   %(expires)s, '{Credit.State.AVAILABLE.value}', '{Credit.Source.SDK.value}', '', now()
+            FROM unnest(
+                string_to_array(%(values)s, ' '),
+                string_to_array(%(owners)s, ' ')::int[],
+                string_to_array(%(kinds)s, ' ')
+            ) AS v(value, n, kind)
+            JOIN uploader ON uploader.n = v.n
             {FORMID_CONFLICT}
-            RETURNING kind
+            RETURNING user_id, kind
         ),
         counted AS (SELECT count(*) AS n FROM stored),
         day_stat AS ({day_stat % ("%(app)s", "%(day)s", shard)}),
         funnel_stat AS ({funnel_stat % ("%(app)s", "''", "%(day)s", shard)})
-        SELECT kind, count(*) FROM stored GROUP BY kind
+        SELECT uploader.n, stored.kind, count(*)::int FROM stored JOIN uploader ON uploader.id = stored.user_id
+        GROUP BY 1, 2
         UNION ALL
-        SELECT '#uploader', count(*) FROM uploader
-        UNION ALL
-        SELECT '#waiting', ({arrival_probe})::int
+        SELECT n, '#user', ({arrival_probe})::int | (stale::int << 1) FROM uploader
     """
 
 
-def _take_ids_postgresql(
-    app: MiniProgram, openid: str, formids: Iterable, prepay_ids: Iterable, touch: bool = False
-) -> Intake | None:
-    """The whole upload in one autocommitted statement: the uploader's row by (app, openid) (and, with
-    ``touch``, its ``last_seen`` as ``touch_user`` keeps it), ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of
-    both lists, and from its count the app's day (DailyStat) and the funnel's formId row (TemplateDailyStat,
-    template "") — what ``count_collected`` writes for formIds, with the same answers as ``add_formids``.
-    None when the app has no user ``openid`` (nothing is stored).
+def _store_uploads(app_id: int, uploads: list[_Upload]) -> list[_Stored | None]:
+    """Uploads of one app (distinct users, no id in two of them) in one autocommitted statement: each
+    uploader's row by (app, openid) (and, with ``touch``, whether its ``last_seen`` is stale: then
+    ``_touch_stale``),
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of every list, and from its count the app's day (DailyStat)
+    and the funnel's formId row (TemplateDailyStat, template "") — what ``count_collected`` writes for
+    formIds, with the same answers as ``add_formids``. None for an upload whose user has no row (nothing of
+    it is stored).
 
-    One round trip instead of seven (the user's read, begin, two inserts, commit, two statistics upserts),
-    and the statistics rows (every upload of the app bumps the same two) stay locked only for this
-    statement, not until a later commit. A value in both lists is stored as a formId and counted once as a
-    duplicate, as before."""
+    One round trip instead of seven per upload (the user's read, begin, two inserts, commit, two statistics
+    upserts), and the statistics rows (every upload of the app bumps the same two) stay locked only for this
+    statement, not until a later commit."""
     now = timezone.now()
-    result = Intake()
-    seen: set[str] = set()
-    fresh_formids = _screen(formids or (), result, seen)
-    fresh_prepay = _screen(prepay_ids or (), result, seen)
-    if not fresh_formids and not fresh_prepay:
-        return result
+    values, owners, kinds = [], [], []
+    for n, upload in enumerate(uploads, 1):
+        for kind, ids in (
+            (Credit.Kind.FORMID.value, upload.formids),
+            (Credit.Kind.PREPAY.value, upload.prepay_ids),
+        ):
+            values += ids
+            owners += [str(n)] * len(ids)
+            kinds += [kind] * len(ids)
     params = {
-        "app": app.pk,
-        "openid": openid,
-        "now": now,
-        "stale": now - timedelta(seconds=settings.SDK_LAST_SEEN_RESOLUTION) if touch else None,
+        "app": app_id,
+        "openids": pg_array([upload.openid for upload in uploads], "text"),
+        # Only the SDK's uploads touch: a statement mixes none (the group holds SDK uploads only).
+        "stale": now - timedelta(seconds=settings.SDK_LAST_SEEN_RESOLUTION) if uploads[0].touch else None,
         "expires": now + FORMID_LIFETIME,
-        "state": Credit.State.AVAILABLE.value,
-        "source": Credit.Source.SDK.value,
-        "formids": " ".join(fresh_formids),
-        "prepay_ids": " ".join(fresh_prepay),
+        "values": " ".join(values),
+        "owners": " ".join(owners),
+        "kinds": " ".join(kinds),
         "day": now.date(),
     }
-    with prepared_cursor() as cursor:
-        cursor.execute(_take_ids_sql(credit_arrival_probe_sql()), params)
+    with prepared_cursor(array_length=len(uploads)) as cursor:
+        cursor.execute(_store_uploads_sql(credit_arrival_probe_sql("uploader.openid")), params)
         rows = cursor.fetchall()
-    stored = {kind: n for kind, n in rows if not kind.startswith("#")}
-    found = {kind: n for kind, n in rows if kind.startswith("#")}
-    if not found["#uploader"]:
-        return None
-    result.accepted = sum(stored.values())
-    result.duplicates += len(fresh_formids) + len(fresh_prepay) - result.accepted
-    if result.accepted and found["#waiting"]:
-        # The user waits for a credit (held deliveries): tell the listeners now (autocommitted: the credits
-        # are stored). An upload of a user who does not (nearly all) learns it from the same statement
-        # (hooks.credit_arrival_probe_sql, a probe of the held rows' index) instead of the listener's own
-        # round trip. A hold committed while this statement ran is not seen, as one committed just after a
-        # separate mark was not: the hold recheck sends to both.
-        credits_arrived(app.pk, [openid])
-    for kind, n in stored.items():
-        metrics.after_commit(metrics.credits_ingested, kind, Credit.Source.SDK, n)
-    return result
+    metrics.sdk_upload_statement(len(uploads))
+    found: dict[int, _Stored] = {}  # every uploader found has its '#user' row
+    stale: list[str] = []
+    for n, kind, count in rows:
+        stored = found.setdefault(n, _Stored())
+        if kind == "#user":  # bit 0: waits for a credit; bit 1: last_seen is older than the resolution
+            stored.waiting = bool(count & 1)
+            if count & 2:
+                stale.append(uploads[n - 1].openid)
+        else:
+            stored.kinds[kind] = count
+    if stale:
+        _touch_stale(app_id, stale, now, params["stale"])
+    return [found.get(n) for n in range(1, len(uploads) + 1)]
+
+
+def _touch_stale(app_id: int, openids: list[str], now: datetime, stale: datetime) -> None:
+    """``last_seen`` of the uploaders whose stored one was older than ``stale``, as ``touch_user`` keeps it: a
+    statement of its own, planned for the users it has, and rare (a user's first call in
+    SDK_LAST_SEEN_RESOLUTION, and login has usually just touched them). In the upload's prepared statement
+    its plan was made for about ten uploaders: while the app had a few thousand users, a scan of all of
+    them, kept by that connection as the table grew."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {MiniUser._meta.db_table} SET last_seen = %s "
+            "WHERE app_id = %s AND openid = ANY(%s::text[]) AND last_seen < %s",
+            [now, app_id, pg_array(openids, "text"), stale],
+        )
 
 
 def report_subscriptions(

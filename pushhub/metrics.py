@@ -77,6 +77,12 @@ CREDITS_INGESTED = Counter(
     "(sdk, events, api).",
     ["kind", "source"],
 )
+SDK_UPLOADS_PER_STATEMENT = Histogram(
+    "pushhub_sdk_uploads_per_statement",
+    "SDK formId uploads stored by one statement: concurrent uploads of an app in one web process share it "
+    "(formids.services.take_uploaded_ids). Its _count is the statements, its _sum the uploads.",
+    buckets=(1, 2, 4, 8, 16, 32),
+)
 WEBHOOK_ATTEMPTS = Counter(
     "pushhub_webhook_attempts",
     "Webhook deliveries attempted, by result (success, http_4xx, http_5xx, redirect, timeout, "
@@ -169,6 +175,11 @@ def wechat_call(path: str, seconds: float) -> None:
     if child is None:
         child = _latency_by_path.setdefault(path, WECHAT_LATENCY.labels(endpoint_label(path)))
     child.observe(seconds)
+
+
+@_never_raises
+def sdk_upload_statement(uploads: int) -> None:
+    SDK_UPLOADS_PER_STATEMENT.observe(uploads)
 
 
 @_never_raises

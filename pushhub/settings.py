@@ -394,6 +394,10 @@ SDK_APP_CACHE_SECONDS = env.float("SDK_APP_CACHE_SECONDS", default=5.0)
 # An SDK call updates its user's last_seen only when the stored one is older than this (seconds): a user
 # active every minute costs one write per window, not one per call.
 SDK_LAST_SEEN_RESOLUTION = env.int("SDK_LAST_SEEN_RESOLUTION", default=300)
+# SDK uploads of one app that a web process stores at once, each statement holding every upload that arrived
+# while the one before ran (formids.services.take_uploaded_ids, pushhub/group_commit.py). 1: the fewest
+# statements (PostgreSQL's CPU per upload); more: less waiting in the process, more statements.
+SDK_UPLOAD_STATEMENTS_IN_FLIGHT = env.int("SDK_UPLOAD_STATEMENTS_IN_FLIGHT", default=1)
 
 # --- Auth, i18n, static ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

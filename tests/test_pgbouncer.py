@@ -34,10 +34,14 @@ SESSION_STATE = re.compile(
     r"|\bchunked_cursor\b|\bDISCARD\s|\bPREPARE\s"
 )
 SOURCES = ("pushhub", "tenants", "formids", "templates_app", "webhooks", "bench", "tests")
-# The one session setting, sent at connect only in DATABASE_POOL_MODE=session, where prepared statements (session
-# state too) are used; test_generic_plans_only_where_statements_are_prepared shows it is never sent otherwise.
+# The session settings allowed, each where it is sent in DATABASE_POOL_MODE=session only: the one sent at connect,
+# where prepared statements (session state too) are used (test_generic_plans_only_where_statements_are_prepared
+# shows it is never sent otherwise), and a test's of the upload's prepared plan (skipped in transaction mode).
 SESSION_MODE_ONLY = {
-    "pushhub/postgresql/base.py": 'PLAN_CACHE_MODE_SQL = "SET plan_cache_mode = force_generic_plan"'
+    "pushhub/postgresql/base.py": 'PLAN_CACHE_MODE_SQL = "SET plan_cache_mode = force_generic_plan"',
+    "tests/test_upload_group.py": (
+        'EXPLAIN_EVERY_STATEMENT = "SET auto_explain.log_min_duration = 0; SET client_min_messages = log"'
+    ),
 }
 
 

@@ -325,11 +325,11 @@ def test_a_probe_that_says_no_keeps_its_listener_quiet_and_yes_calls_it(app, pho
 
     heard = []
     monkeypatch.setattr(hooks, "_arrival_listeners", [lambda app_id, openids: heard.append(openids)])
-    monkeypatch.setattr(hooks, "_arrival_probes", ["SELECT %(openid)s = 'nobody'"])
+    monkeypatch.setattr(hooks, "_arrival_probes", ["{openid} = 'nobody'"])
     assert upload(phone, app, formids=[formid(1)]).json()["accepted"] == 1
     if connection.vendor == "postgresql":  # (elsewhere the listeners are always called: no probe is run)
         assert heard == []
-    monkeypatch.setattr(hooks, "_arrival_probes", [f"SELECT %(openid)s = '{OPENID}' AND %(app)s = {app.pk}"])
+    monkeypatch.setattr(hooks, "_arrival_probes", [f"{{openid}} = '{OPENID}' AND %(app)s = {app.pk}"])
     assert upload(phone, app, formids=[formid(2)]).json()["accepted"] == 1
     assert heard[-1] == [OPENID]
 

@@ -59,14 +59,16 @@ def credits_arrived(app_id: int, openids: Iterable[str]) -> None:
 
 
 def waiting_for_credit_sql() -> str:
-    """The credit-arrival probe (formids.hooks): does the user (%(app)s, %(openid)s) have a held delivery?
-    A probe of the ``delivery_held_openid`` index, in the statement of an SDK upload."""
-    delivery, push = Delivery._meta.db_table, Push._meta.db_table
-    return (
-        f"EXISTS (SELECT 1 FROM {delivery} JOIN {push} ON {push}.id = {delivery}.push_id "
-        f"WHERE {delivery}.openid = %(openid)s AND {delivery}.status = '{HELD.value}' "
-        f"AND {push}.app_id = %(app)s)"
-    )
+    """The credit-arrival probe (formids.hooks): does the user {openid} have a held delivery? A probe of the
+    ``delivery_held_openid`` index, in the statement of an SDK upload.
+
+    By openid alone: WeChat gives each app its own openids, so the app's own check (a join to the push) would
+    only ever change the answer where two apps share an openid (the sandbox can), and then the mark that
+    follows, which is by app, finds nothing. Joined, the plan the upload's prepared statement kept from a
+    moment when nothing was held walked the app's pushes for each probe. OFFSET 0 keeps it a subplan run
+    for each uploader (one index probe), never a join of every held row."""
+    delivery = Delivery._meta.db_table
+    return f"EXISTS (SELECT 1 FROM {delivery} WHERE openid = {{openid}} AND status = '{HELD.value}' OFFSET 0)"
 
 
 def mark_arrivals(app_id: int, openids: list[str], now: datetime | None = None) -> int:
