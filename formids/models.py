@@ -98,9 +98,13 @@ class Credit(models.Model):
     # No foreign-key constraint in the database: a credit's app is its user's (every writer takes both from the
     # same row), and the user's constraint, with the user's own to its app, already proves that the app exists.
     # The check it made cost every stored credit a row lock on the app's one row, which every concurrent
-    # upload of the app shared (a tenth of an upload's PostgreSQL time). Django still cascades on delete.
+    # upload of the app shared (a tenth of an upload's PostgreSQL time). Nor an index of its own: every read by
+    # app is of usable credits (credit_quota) or of formId values (credit_unique_formid_value), and a deleted
+    # app's credits go with its users (``user`` cascades; hence DO_NOTHING here, which keeps Django's deletion
+    # from looking credits up by app). That index took an entry for every credit stored and, since a credit's
+    # state is in its partial indexes' conditions (no HOT update), for every claim and consume of one.
     app = models.ForeignKey(
-        MiniProgram, on_delete=models.CASCADE, related_name="credits", db_constraint=False
+        MiniProgram, on_delete=models.DO_NOTHING, related_name="credits", db_constraint=False, db_index=False
     )
     user = models.ForeignKey(MiniUser, on_delete=models.CASCADE, related_name="credits")
     kind = models.CharField(max_length=10, choices=Kind.choices)
