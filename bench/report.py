@@ -124,6 +124,11 @@ def goals_table(document: dict[str, Any]) -> str:
             rows.append(
                 (f"triggers/s achieved of {rate:g}/s asked", number(achieved["value"]), "", "", "**short**")
             )
+        alone = find(figures, "trigger.web_alone.accept_p99_ms", rate=rate, latency_ms=20.0)
+        if alone:  # no goal: the accept path's ceiling, with no worker running while the triggers come
+            answered = find(figures, "trigger.web_alone.achieved_per_s", rate=rate, latency_ms=20.0)
+            add(f"the same, the web alone (no worker running until the last answer; "
+                f"{number(answered['value'] if answered else None)}/s answered)", alone, "calling WeChat directly")  # fmt: skip
     # The sends lane against a slower WeChat: no goal, its baseline is WeChat's own answer.
     for f in figures:
         if f["name"] in ("trigger.end_to_end_p50_ms", "trigger.end_to_end_p99_ms") and (

@@ -138,6 +138,26 @@ def test_goals_table_shows_measured_baseline_goal_and_misses(results):
     assert "triggers/s achieved of 200/s asked | 150 |" in text
 
 
+def test_goals_table_shows_the_web_alone_under_its_point_without_a_goal(results):
+    """The 200/s point measured with no worker running is shown under the goal's row, with no goal of its own,
+    and does not stand in for the goal's figure."""
+    scope = dict(rate=200.0, requests=2000, latency_ms=20.0)
+    common.figure("trigger.accept_p99_ms", 852.0, "ms", baseline=24.0, goal=50.0, better="lower", **scope)
+    common.figure("trigger.achieved_per_s", 169.0, "triggers/s", goal=200.0, **scope)
+    common.figure("trigger.web_alone.accept_p99_ms", 168.1, "ms", baseline=24.6, better="lower", **scope)
+    common.figure("trigger.web_alone.achieved_per_s", 197.7, "triggers/s", **scope)
+    text = report.goals_table({"figures": results["figures"]})
+    lines = text.splitlines()
+    goal_row = lines.index(
+        "| trigger accept p99 at 200/s | **852 ms** | 24.0 ms (calling WeChat directly) | ≤ 50.0 ms | **not met** |"
+    )
+    assert lines[goal_row + 1] == "| triggers/s achieved of 200/s asked | 169 |  |  | **short** |"
+    assert lines[goal_row + 2] == (
+        "| the same, the web alone (no worker running until the last answer; 198/s answered) | **168 ms** "
+        "| 24.6 ms (calling WeChat directly) |  |  |"
+    )
+
+
 def test_goals_table_shows_the_sends_lane_point_without_a_goal(results):
     """The 50/s point against a 100 ms WeChat is a figure, not one of the issue's trigger goals."""
     scope = dict(rate=50.0, requests=500, latency_ms=100.0)
