@@ -13,6 +13,7 @@ from formids import services
 from formids.models import Credit
 from tenants import services as tenant_services
 from tests.conftest import random_appid, random_secret
+from tests.plans import explained_plans, plan_of, table_reads
 
 pytestmark = pytest.mark.django_db
 
@@ -231,3 +232,48 @@ def test_concurrent_claimers_never_share_a_credit(app):
     assert len(taken) == len(set(taken)), "a credit was handed out twice"
     assert len(taken) == 120  # 8 × 6 rounds asked for far more: every credit was claimed exactly once
     assert Credit.objects.filter(state="claimed").count() == 120
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plan of PostgreSQL's claim statement")
+def test_a_claim_reaches_its_credits_by_key_after_a_burst_the_statistics_miss(app):
+    """The claim's rows are found by key (each recipient's user by app and openid, each credit to update by
+    primary key), not by hashing the chosen ids against every available credit: with statistics from before
+    a burst of uploads, that join read every available credit of every app (1.3 s for a release's 500 in
+    bench.holds)."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO formids_miniuser (app_id, openid, unionid, push_enabled, first_seen, last_seen)"
+            " SELECT %s, 'oStats' || lpad(n::text, 20, '0'), '', true, %s, %s"
+            " FROM generate_series(1, 2000) n",
+            [app.pk, now, now],
+        )
+        credits = (
+            "INSERT INTO formids_credit (app_id, user_id, kind, value, template_id, uses_left, expires_at, state,"
+            " source, claimed_by, created_at) SELECT %s, u.id, 'formid', %s || u.id || '-' || k, '', 1,"
+            " %s, %s, 'sdk', '', %s FROM formids_miniuser u, generate_series(1, %s) k WHERE u.app_id = %s"
+        )
+        # The statistics are taken while nearly every credit is spent ...
+        cursor.execute(credits, [app.pk, "spent", now + 3 * DAY, "consumed", now, 2, app.pk])
+        cursor.execute(
+            "UPDATE formids_credit SET state = 'available' WHERE app_id = %s AND id %% 20 = 0", [app.pk]
+        )
+        cursor.execute("ANALYZE formids_credit")
+        cursor.execute("ANALYZE formids_miniuser")
+        # ... then a burst of uploads stores 10 usable ones a user, which they don't know of.
+        cursor.execute(credits, [app.pk, "usable", now + 6 * DAY, "available", now, 10, app.pk])
+    openids = [f"oStats{n:020d}" for n in range(1, 501)]
+    with explained_plans() as plans:
+        claimed = claim(app, openids)
+    assert sorted(claimed) == openids
+    assert len({c.id for c in claimed.values()}) == 500
+    plan = plan_of(plans, "UPDATE formids_credit")
+    credit_reads = table_reads(plan, "formids_credit")
+    assert credit_reads and all(line.startswith("->  Index Scan using ") for line in credit_reads), (
+        credit_reads
+    )
+    assert any("formids_credit_pkey on formids_credit claimed" in line for line in credit_reads), credit_reads
+    user_reads = table_reads(plan, "formids_miniuser")
+    assert user_reads and all("Index Scan using miniuser_unique_openid" in line for line in user_reads), (
+        user_reads
+    )

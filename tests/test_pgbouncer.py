@@ -39,8 +39,8 @@ SOURCES = ("pushhub", "tenants", "formids", "templates_app", "webhooks", "bench"
 # shows it is never sent otherwise), and a test's of the upload's prepared plan (skipped in transaction mode).
 SESSION_MODE_ONLY = {
     "pushhub/postgresql/base.py": 'PLAN_CACHE_MODE_SQL = "SET plan_cache_mode = force_generic_plan"',
-    "tests/test_upload_group.py": (
-        'EXPLAIN_EVERY_STATEMENT = "SET auto_explain.log_min_duration = 0; SET client_min_messages = log"'
+    "tests/plans.py": (
+        'EXPLAIN_EVERY_STATEMENT = "SET {scope}auto_explain.log_min_duration = 0; SET {scope}client_min_messages = log"'
     ),
 }
 

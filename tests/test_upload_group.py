@@ -18,6 +18,7 @@ from django.utils import timezone
 from formids import hooks, services
 from formids.models import Credit, DailyStat, MiniUser
 from pushhub import metrics
+from tests.plans import explained_plans, plan_of
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -158,11 +159,6 @@ def test_a_statement_touches_only_its_uploaders_whose_last_seen_is_stale(sandbox
     assert MiniUser.objects.get(pk=fresh_user.pk).last_seen == fresh
 
 
-# auto_explain's plan of every statement, sent to the client (session settings: this test runs in session mode
-# only and closes its connection after).
-EXPLAIN_EVERY_STATEMENT = "SET auto_explain.log_min_duration = 0; SET client_min_messages = log"
-
-
 @pytest.mark.skipif(settings.DATABASE_POOL_MODE != "session", reason="prepared statements: session mode only")
 def test_the_upload_plan_kept_from_a_small_table_reads_each_uploader_by_index(sandbox_app):
     """The statement's one plan is made at the connection's first upload (a generic plan, kept): made here
@@ -176,21 +172,13 @@ def test_the_upload_plan_kept_from_a_small_table_reads_each_uploader_by_index(sa
     MiniUser.objects.bulk_create(
         MiniUser(app=app, openid=f"oPlanMany{i}", last_seen=timezone.now()) for i in range(3000)
     )
-    plans: list[str] = []
-    connection.connection.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-    with connection.cursor() as cursor:
-        try:
-            cursor.execute("LOAD 'auto_explain'")
-        except Exception:
-            pytest.skip("auto_explain is not installed")
-        cursor.execute(EXPLAIN_EVERY_STATEMENT)
     uploads = [
         services._Upload("oPlanAnn", ("planann000000000000002",), (), True),
         services._Upload("oPlanBen", ("planben000000000000001",), (), True),
     ]
-    assert [r.kinds for r in services._store_uploads(app.pk, uploads)] == [{"formid": 1}, {"formid": 1}]
-    connection.close()  # the session's settings go with it
-    [plan] = [p for p in plans if "INSERT INTO formids_credit" in p]
+    with explained_plans() as plans:  # (the session's settings: the connection is closed after)
+        assert [r.kinds for r in services._store_uploads(app.pk, uploads)] == [{"formid": 1}, {"formid": 1}]
+    plan = plan_of(plans, "INSERT INTO formids_credit")
     assert "$1" in plan  # the prepared statement's kept plan, its parameters unbound
     scans = [line.strip() for line in plan.splitlines() if " on formids_miniuser" in line]
     assert scans and all(line.startswith("->  Index Scan using miniuser_unique_openid") for line in scans)

@@ -38,7 +38,7 @@ from django.utils import timezone
 from formids.models import Credit
 from formids.services import usable_q
 from pushhub import metrics
-from pushhub.sql import ids_in, pg_array, texts_in
+from pushhub.sql import any_of, pg_array, texts_in
 from templates_app.delivery import ledger, progress, queue
 from templates_app.models import Delivery, Push
 from templates_app.pushes.recipients import claim_for_push
@@ -224,11 +224,12 @@ def release_push(push_id: Any, started: datetime) -> int:
             claimed = claim_for_push(push, [openid for _, openid, _ in rows])
             ids = _turn_pending(rows, claimed)
             # Rows marked before this release began and still without a credit lose the mark; a row
-            # marked since keeps it for the next release.
-            Delivery.objects.filter(
-                pk__in=ids_in([pk for pk, openid, at in rows if openid not in claimed and at <= started]),
-                status=HELD,
-            ).update(credit_arrived_at=None)
+            # marked since keeps it for the next release. (Held: locked above. By key alone, as _turn_pending.)
+            unmarked = [pk for pk, openid, at in rows if openid not in claimed and at <= started]
+            if unmarked:
+                Delivery.objects.filter(any_of(Delivery, "id", unmarked, "bigint")).update(
+                    credit_arrived_at=None
+                )
             if ids:
                 Push.objects.filter(pk=push_id).update(
                     held=F("held") - len(ids), pending=F("pending") + len(ids)
@@ -239,11 +240,16 @@ def release_push(push_id: Any, started: datetime) -> int:
 
 
 def _turn_pending(rows: list[tuple], claimed: dict) -> list[int]:
-    """held → pending with its claimed credit, for the rows whose user got one (one UPDATE); their ids."""
+    """held → pending with its claimed credit, for the rows whose user got one (one UPDATE); their ids.
+
+    ``rows`` are held rows ``release_push`` locked in this transaction, so they are written by primary key
+    alone (``any_of``). With ``status = 'held'`` as well, statistics from before the rows were held let the
+    planner read every held row of every push through the held index and hash them against the ids: 45–60 ms
+    for 500 rows with 10,000 held (auto_explain, bench.holds)."""
     credit_of = {pk: claimed[openid].id for pk, openid, _ in rows if openid in claimed}
     if not credit_of:
         return []
-    Delivery.objects.filter(pk__in=ids_in(list(credit_of)), status=HELD).update(
+    Delivery.objects.filter(any_of(Delivery, "id", list(credit_of), "bigint")).update(
         status=Delivery.Status.PENDING,
         credit_id=Case(*(When(pk=pk, then=Value(cid)) for pk, cid in credit_of.items())),
         credit_arrived_at=None,
